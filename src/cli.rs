@@ -1,0 +1,426 @@
+//! The command line, flag for flag Mountpoint's, turned into one config struct per layer.
+//!
+//! Validation happens here, before anything is forked or mounted, and every problem is one
+//! line that says what to fix. Checks that need the network (bucket, credentials, endpoint)
+//! happen at start-up in `main`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::fs::FsConfig;
+use crate::fuse::session::MountConfig;
+use crate::s3::S3Config;
+
+/// Default part size for ranged GETs and multipart uploads (8 MiB, as Mountpoint).
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// `--metadata-ttl minimal`: the shortest TTL that still absorbs the kernel's bursts of
+/// lookups and getattrs for one program call.
+pub const MINIMAL_TTL: Duration = Duration::from_secs(1);
+
+/// Mount an S3 bucket as a local directory.
+#[derive(Debug, Parser)]
+#[command(name = "mount-s3", version, about, max_term_width = 100)]
+pub struct Args {
+    /// Name of the bucket to mount (or an access point ARN)
+    #[arg(value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// Directory to mount the bucket at
+    #[arg(value_name = "DIRECTORY")]
+    pub mount_point: PathBuf,
+
+    /// Prefix inside the bucket to mount, ending in '/'
+    #[arg(long, help_heading = "Bucket options", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
+    /// AWS region of the bucket [default: from the environment or profile, else us-east-1]
+    #[arg(long, help_heading = "Bucket options", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// S3 endpoint URL, for S3-compatible servers
+    #[arg(long, help_heading = "Bucket options", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Address the bucket in the URL path instead of the host name
+    #[arg(long, help_heading = "Bucket options")]
+    pub force_path_style: bool,
+
+    /// Do not sign requests (for public buckets)
+    #[arg(long, help_heading = "Bucket options")]
+    pub no_sign_request: bool,
+
+    /// Named profile of the AWS shared config and credentials files
+    #[arg(long, help_heading = "Bucket options", value_name = "PROFILE")]
+    pub profile: Option<String>,
+
+    /// Mount read-only
+    #[arg(long, help_heading = "Mount options")]
+    pub read_only: bool,
+
+    /// Allow deleting files (not supported yet)
+    #[arg(long, help_heading = "Mount options")]
+    pub allow_delete: bool,
+
+    /// Allow overwriting existing files (not supported yet)
+    #[arg(long, help_heading = "Mount options")]
+    pub allow_overwrite: bool,
+
+    /// Unmount automatically when the process exits (needs --allow-other or --allow-root)
+    #[arg(long, help_heading = "Mount options")]
+    pub auto_unmount: bool,
+
+    /// Allow root to access the mount
+    #[arg(long, help_heading = "Mount options")]
+    pub allow_root: bool,
+
+    /// Allow every user to access the mount
+    #[arg(long, help_heading = "Mount options")]
+    pub allow_other: bool,
+
+    /// Owner uid of files and directories [default: the mounting user]
+    #[arg(long, help_heading = "Mount options", value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Owner gid of files and directories [default: the mounting user's group]
+    #[arg(long, help_heading = "Mount options", value_name = "GID")]
+    pub gid: Option<u32>,
+
+    /// Permission bits of directories, in octal
+    #[arg(long, help_heading = "Mount options", value_name = "MODE", default_value = "0755", value_parser = parse_mode)]
+    pub dir_mode: u16,
+
+    /// Permission bits of files, in octal
+    #[arg(long, help_heading = "Mount options", value_name = "MODE", default_value = "0644", value_parser = parse_mode)]
+    pub file_mode: u16,
+
+    /// Number of FUSE dispatch threads
+    #[arg(long, help_heading = "Client options", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_threads: u16,
+
+    /// Part size for ranged GETs and multipart uploads, in bytes
+    #[arg(long, help_heading = "Client options", value_name = "SIZE", default_value_t = DEFAULT_PART_SIZE, value_parser = parse_part_size)]
+    pub part_size: u64,
+
+    /// Local directory for a data cache (not supported yet)
+    #[arg(long, help_heading = "Caching options", value_name = "DIRECTORY")]
+    pub cache: Option<PathBuf>,
+
+    /// Maximum size of the data cache, in MiB (not supported yet)
+    #[arg(long, help_heading = "Caching options", value_name = "MiB")]
+    pub max_cache_size: Option<u64>,
+
+    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' [default: minimal]
+    #[arg(long, help_heading = "Caching options", value_name = "SECONDS|indefinite|minimal", value_parser = parse_ttl)]
+    pub metadata_ttl: Option<Duration>,
+
+    /// Stay in the foreground instead of detaching
+    #[arg(short, long, help_heading = "Logging options")]
+    pub foreground: bool,
+
+    /// Log every S3 request and filesystem error (never credentials)
+    #[arg(long, help_heading = "Logging options", action = ArgAction::SetTrue)]
+    pub debug: bool,
+
+    /// Write logs to a file in this directory instead of syslog (background) or stderr
+    #[arg(long, help_heading = "Logging options", value_name = "DIRECTORY")]
+    pub log_directory: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u16::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("'{s}' is not an octal mode between 0 and 0777")),
+    }
+}
+
+fn parse_part_size(s: &str) -> Result<u64, String> {
+    const MIN: u64 = 5 * 1024 * 1024;
+    const MAX: u64 = 5 * 1024 * 1024 * 1024;
+    match s.parse::<u64>() {
+        Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a part size in bytes between {MIN} (5 MiB) and {MAX} (5 GiB)"
+        )),
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match s {
+        "indefinite" => Ok(Duration::MAX),
+        "minimal" => Ok(MINIMAL_TTL),
+        _ => s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("'{s}' is not a number of seconds, 'indefinite' or 'minimal'")),
+    }
+}
+
+/// Whether `name` follows S3's bucket naming rules (or is an ARN, checked by S3 itself).
+pub fn is_valid_bucket_name(name: &str) -> bool {
+    if name.starts_with("arn:") {
+        return true;
+    }
+    let bytes = name.as_bytes();
+    let allowed = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-';
+    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(allowed)
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+}
+
+/// Whether `path` is already a mount point, by /proc/self/mountinfo.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|field| unescape_mountinfo(field) == wanted)
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Args {
+    /// Checks everything that needs no network, and makes the mount point absolute.
+    /// The error is one line saying what to fix.
+    pub fn validate(&mut self) -> Result<(), String> {
+        if !is_valid_bucket_name(&self.bucket) {
+            return Err(format!(
+                "invalid bucket name '{}': use 3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit",
+                self.bucket
+            ));
+        }
+        if let Some(prefix) = &self.prefix {
+            if !prefix.ends_with('/') {
+                return Err(format!("--prefix '{prefix}' must end with '/'"));
+            }
+        }
+        for (set, flag, issue) in [
+            (self.allow_delete, "--allow-delete", "deleting files"),
+            (
+                self.allow_overwrite,
+                "--allow-overwrite",
+                "overwriting files",
+            ),
+            (self.cache.is_some(), "--cache", "the local data cache"),
+            (
+                self.max_cache_size.is_some(),
+                "--max-cache-size",
+                "the local data cache",
+            ),
+        ] {
+            if set {
+                return Err(format!(
+                    "{flag} is not supported yet: this build of mount-s3 does not implement {issue}"
+                ));
+            }
+        }
+        if self.auto_unmount && !self.allow_other && !self.allow_root {
+            return Err("--auto-unmount needs --allow-other or --allow-root".to_string());
+        }
+        if self.allow_other && self.allow_root {
+            return Err("--allow-other and --allow-root cannot be used together".to_string());
+        }
+        let shown = self.mount_point.display().to_string();
+        let meta = std::fs::metadata(&self.mount_point)
+            .map_err(|e| format!("mount point {shown} is not usable: {e}"))?;
+        if !meta.is_dir() {
+            return Err(format!("mount point {shown} is not a directory"));
+        }
+        self.mount_point = std::fs::canonicalize(&self.mount_point)
+            .map_err(|e| format!("mount point {shown} is not usable: {e}"))?;
+        if is_mount_point(&self.mount_point) {
+            return Err(format!(
+                "mount point {} is already a mount point; unmount it first",
+                self.mount_point.display()
+            ));
+        }
+        if let Some(dir) = &self.log_directory {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--log-directory {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The filesystem's settings.
+    pub fn fs_config(&self) -> FsConfig {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FsConfig {
+            prefix: self.prefix.clone().unwrap_or_default(),
+            uid: self.uid.unwrap_or(uid),
+            gid: self.gid.unwrap_or(gid),
+            dir_mode: self.dir_mode,
+            file_mode: self.file_mode,
+            metadata_ttl: self.metadata_ttl.unwrap_or(MINIMAL_TTL),
+            read_only: self.read_only,
+        }
+    }
+
+    /// The S3 client's settings.
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            force_path_style: self.force_path_style,
+            no_sign_request: self.no_sign_request,
+            profile: self.profile.clone(),
+            ..S3Config::new(self.bucket.clone())
+        }
+    }
+
+    /// The kernel mount's settings.
+    pub fn mount_config(&self) -> MountConfig {
+        MountConfig {
+            fs_name: self.bucket.clone(),
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            allow_root: self.allow_root,
+            auto_unmount: self.auto_unmount,
+            threads: usize::from(self.max_threads),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("mount-s3").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bucket_names() {
+        for ok in [
+            "abc",
+            "my-bucket.v2",
+            "a".repeat(63).as_str(),
+            "arn:aws:s3:::x",
+        ] {
+            assert!(is_valid_bucket_name(ok), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "Upper",
+            "-lead",
+            "trail-",
+            "a..b",
+            "192.168.1.1",
+            "under_score",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_valid_bucket_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_mountpoint() {
+        let args = parse(&["bucket", "/mnt"]).unwrap();
+        assert_eq!(args.part_size, DEFAULT_PART_SIZE);
+        assert_eq!(args.max_threads, 16);
+        assert_eq!((args.dir_mode, args.file_mode), (0o755, 0o644));
+        assert_eq!(args.fs_config().metadata_ttl, MINIMAL_TTL);
+        assert!(!args.foreground);
+    }
+
+    #[test]
+    fn flag_values() {
+        let args = parse(&[
+            "b",
+            "/m",
+            "--metadata-ttl",
+            "indefinite",
+            "--dir-mode",
+            "0700",
+            "--file-mode",
+            "600",
+            "--uid",
+            "7",
+            "--prefix",
+            "p/",
+            "-f",
+            "--read-only",
+        ])
+        .unwrap();
+        let fs = args.fs_config();
+        assert_eq!(fs.metadata_ttl, Duration::MAX);
+        assert_eq!((fs.dir_mode, fs.file_mode, fs.uid), (0o700, 0o600, 7));
+        assert_eq!(fs.prefix, "p/");
+        assert!(fs.read_only && args.foreground && args.mount_config().read_only);
+        assert_eq!(
+            parse(&["b", "/m", "--metadata-ttl", "5"])
+                .unwrap()
+                .metadata_ttl,
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["b", "/m", "--metadata-ttl", "soon"]).is_err());
+        assert!(parse(&["b", "/m", "--dir-mode", "999"]).is_err());
+        assert!(parse(&["b", "/m", "--part-size", "1"]).is_err());
+        assert!(parse(&["b", "/m", "--no-such-flag"]).is_err());
+        assert!(parse(&["b"]).is_err());
+    }
+
+    #[test]
+    fn validation_errors_are_one_line() {
+        let dir = std::env::temp_dir();
+        let d = dir.to_str().unwrap();
+        let cases = [
+            vec!["Bad_Bucket", d],
+            vec!["bucket", "/no/such/dir/here"],
+            vec!["bucket", "/etc/hostname"],
+            vec!["bucket", d, "--prefix", "noslash"],
+            vec!["bucket", d, "--allow-delete"],
+            vec!["bucket", d, "--cache", "/tmp"],
+            vec!["bucket", "/proc"],
+        ];
+        for case in cases {
+            let err = parse(&case).unwrap().validate().unwrap_err();
+            assert!(!err.is_empty() && !err.contains('\n'), "{case:?}: {err}");
+        }
+        let mut ok = parse(&["bucket", d]).unwrap();
+        ok.validate().unwrap();
+        assert!(ok.mount_point.is_absolute());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,91 @@
+//! Running in the background like Mountpoint: the parent returns 0 only once the mount is
+//! live, or prints the child's one-line error and returns non-zero.
+//!
+//! The fork happens before any thread exists (no runtime yet), so the child is a plain copy.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Message the child writes when the mount is live.
+const READY: &[u8] = b"ready";
+
+/// The child's end of the start-up pipe: report success or the reason for failure.
+#[derive(Debug)]
+pub struct StartupReport {
+    pipe: File,
+}
+
+impl StartupReport {
+    /// Tells the parent the mount is live; it exits 0.
+    pub fn ready(mut self) {
+        let _ = self.pipe.write_all(READY);
+    }
+
+    /// Tells the parent why start-up failed; it prints `message` and exits 1.
+    pub fn failed(mut self, message: &str) {
+        let _ = self.pipe.write_all(message.as_bytes());
+    }
+}
+
+/// Forks. In the parent this never returns: it waits for the child's report and exits. In
+/// the child it returns the report handle, after starting a new session and pointing stdin,
+/// stdout and stderr at /dev/null.
+pub fn fork_background() -> io::Result<StartupReport> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (the caller forks before building the runtime).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(read_end);
+            detach()?;
+            Ok(StartupReport {
+                pipe: File::from(write_end),
+            })
+        }
+        child => {
+            drop(write_end);
+            std::process::exit(wait_for_child(File::from(read_end), child))
+        }
+    }
+}
+
+fn detach() -> io::Result<()> {
+    // SAFETY: setsid has no memory effects; it fails only if already a group leader.
+    unsafe { libc::setsid() };
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: both descriptors are open; dup2 replaces the standard one atomically.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    std::env::set_current_dir("/")
+}
+
+/// The parent's side: exit status for what the child reported.
+fn wait_for_child(mut pipe: File, child: libc::pid_t) -> i32 {
+    let mut message = Vec::new();
+    let _ = pipe.read_to_end(&mut message);
+    if message == READY {
+        return 0;
+    }
+    if message.is_empty() {
+        let mut status = 0;
+        // SAFETY: child is our own child's pid; status is a valid out-pointer.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        eprintln!(
+            "mount-s3: the background process exited before the mount was ready (status {status})"
+        );
+    } else {
+        eprintln!("mount-s3: {}", String::from_utf8_lossy(&message).trim_end());
+    }
+    1
+}

@@ -1,0 +1,36 @@
+//! The filesystem's settings, as plain data built by `cli`.
+
+use std::time::Duration;
+
+/// How the bucket is presented as files.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Key prefix shown as the mount's root: empty or ending in `/`.
+    pub prefix: String,
+    /// Owner of every file and directory.
+    pub uid: u32,
+    /// Group of every file and directory.
+    pub gid: u32,
+    /// Permission bits of directories.
+    pub dir_mode: u16,
+    /// Permission bits of files.
+    pub file_mode: u16,
+    /// How long a stat (and a negative lookup) is trusted, here and in the kernel.
+    pub metadata_ttl: Duration,
+    /// Refuse every change (the kernel also gets the `ro` mount flag).
+    pub read_only: bool,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            uid: 0,
+            gid: 0,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+            metadata_ttl: Duration::from_secs(1),
+            read_only: false,
+        }
+    }
+}

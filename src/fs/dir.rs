@@ -1,0 +1,251 @@
+//! A directory listing as a stream of entries with stable offsets.
+//!
+//! ListObjectsV2 pages are fetched only as the kernel asks for more entries, so memory holds a
+//! page or so, however large the directory. A name that is both a key (`x`) and a prefix (`x/`)
+//! shows once, as a directory: since `x/` may come pages after `x` (keys such as `x-1` sort
+//! between them), a file entry is held back until the listing has passed `x/`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::names::{self, Kind};
+use crate::s3::{ListPage, ObjectInfo, ObjectStore, S3Error};
+
+/// Keys asked for per ListObjectsV2 page.
+pub const PAGE_SIZE: usize = 1000;
+
+/// One name in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    /// Name inside the directory.
+    pub name: String,
+    /// File or directory.
+    pub kind: Kind,
+    /// The object, for files (its size, mtime and ETag seed the stat cache).
+    pub object: Option<ObjectInfo>,
+}
+
+/// The state of one open directory's listing.
+#[derive(Debug)]
+pub struct DirStream {
+    prefix: String,
+    /// Continuation token of the next page.
+    token: Option<String>,
+    /// Whether the last page has been fetched.
+    done: bool,
+    /// Entries seen but not yet safe to hand out (a directory of the same name may follow).
+    pending: BTreeMap<String, ListedEntry>,
+    /// Entries ready to hand out; `ready[0]` has index `base`.
+    ready: VecDeque<ListedEntry>,
+    base: usize,
+}
+
+impl DirStream {
+    /// A listing of the directory whose key prefix is `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            token: None,
+            done: false,
+            pending: BTreeMap::new(),
+            ready: VecDeque::new(),
+            base: 0,
+        }
+    }
+
+    /// Up to `count` entries starting at entry number `index` (0-based). Fewer than `count`
+    /// means the listing ended. Entries before `index` are dropped: the kernel only moves
+    /// forward, and a seek backwards restarts the listing.
+    pub async fn entries_from<S: ObjectStore>(
+        &mut self,
+        store: &S,
+        index: usize,
+        count: usize,
+    ) -> Result<Vec<ListedEntry>, S3Error> {
+        if index < self.base {
+            *self = Self::new(&self.prefix);
+        }
+        loop {
+            while self.base < index && !self.ready.is_empty() {
+                self.ready.pop_front();
+                self.base += 1;
+            }
+            let have = if self.base == index {
+                self.ready.len()
+            } else {
+                0
+            };
+            if have >= count || self.done {
+                break;
+            }
+            let page = store
+                .list(&self.prefix, true, self.token.take(), PAGE_SIZE)
+                .await?;
+            self.absorb(page);
+        }
+        if self.base != index {
+            return Ok(Vec::new());
+        }
+        Ok(self.ready.iter().take(count).cloned().collect())
+    }
+
+    fn absorb(&mut self, page: ListPage) {
+        self.token = page.next_token;
+        self.done = self.token.is_none();
+        let horizon = page
+            .objects
+            .last()
+            .map(|o| o.key.clone())
+            .max(page.common_prefixes.last().cloned());
+        for object in page.objects {
+            if let Some(name) = names::file_name(&self.prefix, &object.key) {
+                let name = name.to_string();
+                self.pending.entry(name.clone()).or_insert(ListedEntry {
+                    name,
+                    kind: Kind::File,
+                    object: Some(object),
+                });
+            }
+        }
+        for common in &page.common_prefixes {
+            if let Some(name) = names::dir_name(&self.prefix, common) {
+                // A directory shadows a file of the same name.
+                self.pending.insert(
+                    name.to_string(),
+                    ListedEntry {
+                        name: name.to_string(),
+                        kind: Kind::Dir,
+                        object: None,
+                    },
+                );
+            }
+        }
+        self.settle(horizon.as_deref());
+    }
+
+    /// Moves to `ready` every pending name whose directory form `prefix + name + "/"` the
+    /// listing has reached (all of them once it is done).
+    fn settle(&mut self, horizon: Option<&str>) {
+        let done = self.done;
+        let prefix = &self.prefix;
+        let settled: Vec<String> = self
+            .pending
+            .keys()
+            .filter(|name| {
+                done || horizon.is_some_and(|h| names::child_prefix(prefix, name).as_str() <= h)
+            })
+            .cloned()
+            .collect();
+        for name in settled {
+            if let Some(entry) = self.pending.remove(&name) {
+                self.ready.push_back(entry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::memory::MemoryStore;
+
+    /// Lists all of `prefix` through a store paged `page` keys at a time.
+    async fn list_all(store: &MemoryStore, prefix: &str, step: usize) -> Vec<(String, Kind)> {
+        let mut stream = DirStream::new(prefix);
+        let mut out = Vec::new();
+        loop {
+            let batch = stream.entries_from(store, out.len(), step).await.unwrap();
+            let n = batch.len();
+            out.extend(batch.into_iter().map(|e| (e.name, e.kind)));
+            if n < step {
+                return out;
+            }
+        }
+    }
+
+    fn sorted(mut v: Vec<(String, Kind)>) -> Vec<(String, Kind)> {
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn implicit_dirs_markers_and_shadowing() {
+        let store = MemoryStore::new();
+        for key in ["a", "a-1", "a/b", "c/", "d/e/f", "top.txt"] {
+            store.put(key, "x");
+        }
+        let got = sorted(list_all(&store, "", 2).await);
+        let want = vec![
+            ("a".to_string(), Kind::Dir),
+            ("a-1".to_string(), Kind::File),
+            ("c".to_string(), Kind::Dir),
+            ("d".to_string(), Kind::Dir),
+            ("top.txt".to_string(), Kind::File),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(list_all(&store, "c/", 10).await, vec![]);
+    }
+
+    #[tokio::test]
+    async fn shadowing_across_pages() {
+        let store = MemoryStore::new();
+        store.put("x", "file");
+        for i in 0..50 {
+            store.put(&format!("x-{i:02}"), "pad");
+        }
+        store.put("x/inner", "dir");
+        // One key per page: `x/` arrives 51 pages after `x`.
+        let got = list_all(&store, "", 1).await;
+        let xs: Vec<_> = got.iter().filter(|(n, _)| n == "x").collect();
+        assert_eq!(xs, vec![&("x".to_string(), Kind::Dir)]);
+        assert_eq!(got.len(), 51);
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_hidden_not_fatal() {
+        let store = MemoryStore::new();
+        let long = "n".repeat(256);
+        for key in [
+            "d/ok",
+            "d/.",
+            "d/..",
+            "d//x",
+            "d/./y",
+            "d/../z",
+            &format!("d/{long}"),
+            "d/nul\0",
+            "d/",
+            "d/zz",
+        ] {
+            store.put(key, "x");
+        }
+        let got = sorted(list_all(&store, "d/", 3).await);
+        assert_eq!(
+            got,
+            vec![
+                ("ok".to_string(), Kind::File),
+                ("zz".to_string(), Kind::File)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn many_keys_each_once_and_rewind_restarts() {
+        let store = MemoryStore::new();
+        for i in 0..2500 {
+            store.put(&format!("big/k{i:05}"), "x");
+        }
+        let got = list_all(&store, "big/", 333).await;
+        assert_eq!(got.len(), 2500);
+        let mut names: Vec<_> = got.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 2500);
+
+        let mut stream = DirStream::new("big/");
+        let first = stream.entries_from(&store, 0, 5).await.unwrap();
+        let later = stream.entries_from(&store, 1200, 5).await.unwrap();
+        assert_eq!(later.len(), 5);
+        let again = stream.entries_from(&store, 0, 5).await.unwrap();
+        assert_eq!(first, again);
+    }
+}

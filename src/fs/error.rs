@@ -1,0 +1,116 @@
+//! What the filesystem decided, and the one place where that becomes an errno.
+
+use thiserror::Error;
+
+use crate::s3::S3Error;
+
+/// A failed filesystem operation.
+#[derive(Debug, Error)]
+pub enum FsError {
+    /// No such file or directory.
+    #[error("no such file or directory")]
+    NotFound,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A file operation on a directory.
+    #[error("is a directory")]
+    IsADirectory,
+    /// The kernel used a handle we do not know.
+    #[error("bad file handle")]
+    BadHandle,
+    /// The mount was made with `--read-only`.
+    #[error("read-only mount")]
+    ReadOnly,
+    /// An operation S3 cannot do faithfully, refused rather than pretended.
+    #[error("not supported: {0}")]
+    NotPermitted(&'static str),
+    /// Extended attributes are not stored.
+    #[error("extended attributes are not supported")]
+    NoXattr,
+    /// The object changed under an open handle (its pinned ETag no longer matches).
+    #[error("object {key} changed while open; reopen the file")]
+    ObjectChanged {
+        /// The object's key.
+        key: String,
+    },
+    /// The object store failed.
+    #[error("S3 request for {key:?} failed: {source}")]
+    S3 {
+        /// The key (or prefix) of the request.
+        key: String,
+        /// What the store said.
+        source: S3Error,
+    },
+}
+
+impl FsError {
+    /// Wraps a store error, keeping the key for the log line.
+    pub fn s3(key: &str, source: S3Error) -> Self {
+        match source {
+            S3Error::PreconditionFailed => FsError::ObjectChanged {
+                key: key.to_string(),
+            },
+            source => FsError::S3 {
+                key: key.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// The errno a program sees.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            FsError::BadHandle => libc::EBADF,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::NoXattr => libc::ENOTSUP,
+            FsError::ObjectChanged { .. } => libc::EIO,
+            FsError::S3 { source, .. } => match source {
+                S3Error::NotFound => libc::ENOENT,
+                S3Error::AccessDenied(_) => libc::EACCES,
+                S3Error::NoSuchBucket
+                | S3Error::PreconditionFailed
+                | S3Error::Network(_)
+                | S3Error::Service { .. } => libc::EIO,
+            },
+        }
+    }
+
+    /// Whether this is a failure worth a log line at `warn`/`error` (as opposed to an ordinary
+    /// answer such as ENOENT that programs expect).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, FsError::ObjectChanged { .. } | FsError::S3 { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos() {
+        assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
+        assert_eq!(
+            FsError::s3("k", S3Error::PreconditionFailed).errno(),
+            libc::EIO
+        );
+        assert!(matches!(
+            FsError::s3("k", S3Error::PreconditionFailed),
+            FsError::ObjectChanged { .. }
+        ));
+        assert_eq!(
+            FsError::s3("k", S3Error::AccessDenied("x".into())).errno(),
+            libc::EACCES
+        );
+        assert_eq!(FsError::s3("k", S3Error::NotFound).errno(), libc::ENOENT);
+        assert_eq!(
+            FsError::s3("k", S3Error::Network("reset".into())).errno(),
+            libc::EIO
+        );
+        assert!(!FsError::NotFound.is_failure());
+    }
+}

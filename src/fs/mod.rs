@@ -1,0 +1,398 @@
+//! The filesystem: S3 keys as files and directories, independent of FUSE.
+//!
+//! Every operation is an async method on [`S3Filesystem`] taking inode numbers and handles and
+//! returning plain data or an [`FsError`]; `fuse/` only translates. Storage is reached only
+//! through [`ObjectStore`].
+
+pub mod config;
+pub mod dir;
+pub mod error;
+pub mod inode;
+pub mod names;
+pub mod read;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+
+pub use config::FsConfig;
+pub use error::FsError;
+pub use inode::{Inode, ROOT_INO, Stat};
+pub use names::Kind;
+
+use crate::s3::{ObjectInfo, ObjectStore, S3Error};
+use dir::{DirStream, ListedEntry};
+use read::FileReader;
+
+/// Most names remembered as missing at once.
+const NEGATIVE_CACHE_CAPACITY: u64 = 100_000;
+
+/// Attributes of one inode, as the kernel is told them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (also used for atime and ctime).
+    pub mtime: SystemTime,
+    /// Permission bits.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// One entry of a `readdir` reply.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// Name (`.` and `..` included).
+    pub name: String,
+    /// Its attributes (inode number included).
+    pub attr: Attr,
+    /// Offset the kernel passes back to continue after this entry.
+    pub next_offset: u64,
+}
+
+/// Flags of `open` that change what the filesystem does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    /// Opened for writing (O_WRONLY or O_RDWR).
+    pub write: bool,
+    /// O_DIRECT: revalidate metadata instead of trusting the cache.
+    pub direct: bool,
+}
+
+/// Open directory handles share their listing state behind an async lock (the kernel sends one
+/// readdir at a time per handle, so it is never contended for long).
+type DirHandle = Arc<tokio::sync::Mutex<DirStream>>;
+
+/// A mounted bucket.
+#[derive(Debug)]
+pub struct S3Filesystem<S: ObjectStore> {
+    store: Arc<S>,
+    config: FsConfig,
+    inodes: inode::InodeTable,
+    /// (parent inode, name) pairs known not to exist, for the metadata TTL.
+    negative: Cache<(u64, String), ()>,
+    /// Open files by handle number.
+    files: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// Open directories by handle number.
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    next_handle: AtomicU64,
+}
+
+impl<S: ObjectStore> S3Filesystem<S> {
+    /// A filesystem over `store`, presenting `config.prefix` as its root.
+    pub fn new(store: Arc<S>, config: FsConfig) -> Self {
+        let ttl = config.metadata_ttl;
+        let negative = Cache::builder()
+            .max_capacity(NEGATIVE_CACHE_CAPACITY)
+            .time_to_live(ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600)))
+            .build();
+        Self {
+            inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
+            store,
+            config,
+            negative,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    /// The settings this filesystem was built with.
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// How long the kernel may cache entries and attributes.
+    pub fn kernel_ttl(&self) -> Duration {
+        self.config.metadata_ttl
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Attr {
+        let perm = match inode.kind {
+            Kind::File => self.config.file_mode,
+            Kind::Dir => self.config.dir_mode,
+        };
+        Attr {
+            ino: inode.ino,
+            kind: inode.kind,
+            size: inode.stat.size,
+            mtime: inode.stat.mtime,
+            perm,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn inode(&self, ino: u64) -> Result<Inode, FsError> {
+        self.inodes.get(ino).ok_or(FsError::NotFound)
+    }
+
+    fn dir_inode(&self, ino: u64) -> Result<Inode, FsError> {
+        let inode = self.inode(ino)?;
+        match inode.kind {
+            Kind::Dir => Ok(inode),
+            Kind::File => Err(FsError::NotADirectory),
+        }
+    }
+
+    fn dir_stat(&self) -> Stat {
+        let root_mtime = self
+            .inodes
+            .get(ROOT_INO)
+            .map_or(SystemTime::UNIX_EPOCH, |r| r.stat.mtime);
+        Stat {
+            size: 0,
+            mtime: root_mtime,
+            etag: None,
+        }
+    }
+
+    /// Resolves `name` in directory `parent`; counts one kernel lookup on success.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        let parent = self.dir_inode(parent)?;
+        if !names::is_valid_name(name) {
+            return Err(FsError::NotFound);
+        }
+        let cache_key = (parent.ino, name.to_string());
+        if let Some(inode) = self.inodes.fresh_child(parent.ino, name) {
+            self.inodes.add_lookup(inode.ino);
+            return Ok(self.attr_of(&inode));
+        }
+        if self.negative.contains_key(&cache_key) {
+            return Err(FsError::NotFound);
+        }
+        match self.resolve(&parent, name).await? {
+            Some((kind, stat)) => {
+                let inode = self.inodes.upsert_child(&parent, name, kind, stat, 1);
+                Ok(self.attr_of(&inode))
+            }
+            None => {
+                if !self.config.metadata_ttl.is_zero() {
+                    self.negative.insert(cache_key, ());
+                }
+                Err(FsError::NotFound)
+            }
+        }
+    }
+
+    /// Asks S3 what `name` in `parent` is: a directory if any key lies under `name/` (which
+    /// shadows an object `name`), else a file if the object exists, else nothing.
+    async fn resolve(&self, parent: &Inode, name: &str) -> Result<Option<(Kind, Stat)>, FsError> {
+        let key = names::child_key(&parent.key, name);
+        let prefix = names::child_prefix(&parent.key, name);
+        let (head, list) = tokio::join!(
+            self.store.head(&key),
+            self.store.list(&prefix, true, None, 1)
+        );
+        let page = list.map_err(|e| FsError::s3(&prefix, e))?;
+        if !page.objects.is_empty() || !page.common_prefixes.is_empty() {
+            return Ok(Some((Kind::Dir, self.dir_stat())));
+        }
+        match head {
+            Ok(info) => Ok(Some((Kind::File, file_stat(&info)))),
+            Err(S3Error::NotFound) => Ok(None),
+            Err(e) => Err(FsError::s3(&key, e)),
+        }
+    }
+
+    /// Attributes of `ino`, revalidated with one HEAD when a file's stat has expired.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind == Kind::Dir || inode.is_fresh() {
+            return Ok(self.attr_of(&inode));
+        }
+        let inode = self.revalidate(&inode).await?;
+        Ok(self.attr_of(&inode))
+    }
+
+    /// Re-reads a file's stat from S3; a vanished object is unlinked from its name.
+    async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
+        match self.store.head(&inode.key).await {
+            Ok(info) => self
+                .inodes
+                .refresh(inode.ino, file_stat(&info))
+                .ok_or(FsError::NotFound),
+            Err(S3Error::NotFound) => {
+                self.inodes.unlink(inode.ino);
+                Err(FsError::NotFound)
+            }
+            Err(e) => Err(FsError::s3(&inode.key, e)),
+        }
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Opens a file for reading and returns its handle number. The handle pins the ETag.
+    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<u64, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(FsError::IsADirectory);
+        }
+        if mode.write {
+            return Err(if self.config.read_only {
+                FsError::ReadOnly
+            } else {
+                FsError::NotPermitted("writing files")
+            });
+        }
+        let inode = if mode.direct || !inode.is_fresh() {
+            self.revalidate(&inode).await?
+        } else {
+            inode
+        };
+        let etag = inode.stat.etag.clone().unwrap_or_default();
+        let reader = FileReader::new(inode.key.clone(), etag, inode.stat.size);
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .expect("file handles lock poisoned")
+            .insert(fh, Arc::new(reader));
+        Ok(fh)
+    }
+
+    /// Reads up to `len` bytes at `offset` from an open file.
+    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        let reader = self
+            .files
+            .lock()
+            .expect("file handles lock poisoned")
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        reader.read(self.store.as_ref(), offset, len).await
+    }
+
+    /// Closes a file handle.
+    pub fn release(&self, fh: u64) {
+        self.files
+            .lock()
+            .expect("file handles lock poisoned")
+            .remove(&fh);
+    }
+
+    /// Opens a directory for listing and returns its handle number.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let inode = self.dir_inode(ino)?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(tokio::sync::Mutex::new(DirStream::new(&inode.key)));
+        self.dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .insert(fh, stream);
+        Ok(fh)
+    }
+
+    /// Entries of directory `ino` from `offset` on (0 = start; `.` and `..` come first), at
+    /// most `count`. Every entry returned is registered in the inode table, with no kernel
+    /// lookup counted: call [`S3Filesystem::add_lookup`] for each one a readdirplus reply
+    /// actually carried.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        count: usize,
+    ) -> Result<Vec<DirEntry>, FsError> {
+        let dir = self.dir_inode(ino)?;
+        let stream = self
+            .dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let mut out = Vec::with_capacity(count);
+        let mut offset = offset;
+        while offset < 2 && out.len() < count {
+            let (name, target) = if offset == 0 {
+                (".", dir.clone())
+            } else {
+                (
+                    "..",
+                    self.inodes.get(dir.parent).unwrap_or_else(|| dir.clone()),
+                )
+            };
+            offset += 1;
+            out.push(DirEntry {
+                name: name.to_string(),
+                attr: self.attr_of(&target),
+                next_offset: offset,
+            });
+        }
+        let wanted = count - out.len();
+        if wanted == 0 {
+            return Ok(out);
+        }
+        let listed = stream
+            .lock()
+            .await
+            .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
+            .await
+            .map_err(|e| FsError::s3(&dir.key, e))?;
+        for entry in listed {
+            offset += 1;
+            let inode = self.register(&dir, entry);
+            out.push(DirEntry {
+                name: inode.name.clone(),
+                attr: self.attr_of(&inode),
+                next_offset: offset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Puts a listed entry into the inode table (its stat comes free with the listing).
+    fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
+        let stat = match &entry.object {
+            Some(info) => file_stat(info),
+            None => self.dir_stat(),
+        };
+        self.negative.invalidate(&(dir.ino, entry.name.clone()));
+        self.inodes
+            .upsert_child(dir, &entry.name, entry.kind, stat, 0)
+    }
+
+    /// Counts one kernel lookup of `ino` (an entry a readdirplus reply carried).
+    pub fn add_lookup(&self, ino: u64) {
+        self.inodes.add_lookup(ino);
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .remove(&fh);
+    }
+
+    /// Number of open file and directory handles (for tests and the unmount summary).
+    pub fn open_handles(&self) -> usize {
+        self.files.lock().map_or(0, |f| f.len()) + self.dirs.lock().map_or(0, |d| d.len())
+    }
+}
+
+fn file_stat(info: &ObjectInfo) -> Stat {
+    Stat {
+        size: info.size,
+        mtime: info.last_modified,
+        etag: Some(info.etag.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! The only code that knows fuser: kernel requests become calls on [`S3Filesystem`], run as
+//! tokio tasks that send the reply themselves, so a dispatch thread never waits on S3 and a
+//! slow GET never holds up an unrelated `ls`. No decisions are made here.
+
+mod attr;
+pub mod session;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+use tracing::{debug, error};
+
+use crate::fs::{FsError, OpenMode, S3Filesystem};
+use crate::s3::ObjectStore;
+use attr::file_attr;
+
+/// Directory entries asked of the filesystem per readdir request (the kernel's buffer holds
+/// about this many typical names; what does not fit is asked again at the next offset).
+const READDIR_BATCH: usize = 128;
+
+/// Turns an error into the errno the program sees, logging it once: failures that a program
+/// will see as EIO/EACCES at `error`, ordinary answers (ENOENT…) at `debug`.
+fn fail(op: &'static str, err: FsError) -> Errno {
+    if err.is_failure() {
+        error!(op, "{err}");
+    } else {
+        debug!(op, "{err}");
+    }
+    Errno::from_i32(err.errno())
+}
+
+/// `fuser::Filesystem` over an [`S3Filesystem`].
+#[derive(Debug)]
+pub struct FuseAdapter<S: ObjectStore> {
+    fs: Arc<S3Filesystem<S>>,
+    runtime: Handle,
+}
+
+impl<S: ObjectStore> FuseAdapter<S> {
+    /// An adapter that runs every request of `fs` on `runtime`.
+    pub fn new(fs: Arc<S3Filesystem<S>>, runtime: Handle) -> Self {
+        Self { fs, runtime }
+    }
+
+    fn refuse(&self, op: &'static str, what: &'static str) -> Errno {
+        let err = if self.fs.config().read_only {
+            FsError::ReadOnly
+        } else {
+            FsError::NotPermitted(what)
+        };
+        fail(op, err)
+    }
+}
+
+/// The name as UTF-8 (S3 keys are UTF-8; any other name cannot exist).
+fn utf8(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_string)
+}
+
+impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS;
+        if let Err(unsupported) = config.add_capabilities(wanted) {
+            debug!(?unsupported, "kernel lacks some FUSE capabilities");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(fail("lookup", e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail("getattr", e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(self.refuse(
+            "setattr",
+            "changing attributes (chmod, chown, utimes, truncate)",
+        ));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refuse("mkdir", "creating directories"));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refuse("unlink", "deleting files"));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refuse("rmdir", "removing directories"));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refuse("symlink", "symbolic links"));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.refuse("rename", "renaming"));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refuse("link", "hard links"));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode = OpenMode {
+            write: flags.acc_mode() != OpenAccMode::O_RDONLY,
+            direct: flags.0 & libc::O_DIRECT != 0,
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.open(ino.0, mode).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(fail("open", e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(bytes) => reply.data(&bytes),
+                Err(e) => reply.error(fail("read", e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(self.refuse("write", "writing files"));
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Read-only handles have nothing to persist.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(fail("opendir", e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
+                Ok(entries) => {
+                    for entry in entries {
+                        let kind = file_attr(&entry.attr).kind;
+                        let full = reply.add(
+                            INodeNo(entry.attr.ino),
+                            entry.next_offset,
+                            kind,
+                            &entry.name,
+                        );
+                        if full {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(fail("readdir", e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
+                Ok(entries) => {
+                    let ttl = fs.kernel_ttl();
+                    for entry in entries {
+                        let full = reply.add(
+                            INodeNo(entry.attr.ino),
+                            entry.next_offset,
+                            &entry.name,
+                            &ttl,
+                            &file_attr(&entry.attr),
+                            Generation(0),
+                        );
+                        if full {
+                            break;
+                        }
+                        // The kernel counts a lookup for every entry but `.` and `..`.
+                        if entry.name != "." && entry.name != ".." {
+                            fs.add_lookup(entry.attr.ino);
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(fail("readdirplus", e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // S3 has no capacity to report; show a large, constant, mostly free filesystem so that
+        // tools checking for space (df, installers) proceed, as other S3 filesystems do.
+        const BLOCKS: u64 = 1 << 40;
+        const FILES: u64 = 1 << 32;
+        reply.statfs(BLOCKS, BLOCKS, BLOCKS, FILES, FILES, 4096, 255, 4096);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fail("setxattr", FsError::NoXattr));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(fail("getxattr", FsError::NoXattr));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(fail("listxattr", FsError::NoXattr));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fail("removexattr", FsError::NoXattr));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(self.refuse("create", "creating files"));
+    }
+}

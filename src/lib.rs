@@ -1,0 +1,12 @@
+//! mount-s3: an S3 bucket as a local directory, over FUSE.
+//!
+//! Layers, top to bottom (calls go one way): [`cli`] turns flags into one config struct per
+//! layer; [`fuse`] adapts kernel requests to [`fs`], the filesystem proper; [`fs`] reaches
+//! storage only through [`s3::ObjectStore`].
+
+pub mod cli;
+pub mod daemon;
+pub mod fs;
+pub mod fuse;
+pub mod logging;
+pub mod s3;

@@ -1,0 +1,165 @@
+//! `mount-s3 [OPTIONS] <BUCKET> <DIRECTORY>`: parse, detach, check the bucket, mount, wait.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+use mount_s3::cli::Args;
+use mount_s3::daemon::{self, StartupReport};
+use mount_s3::fs::S3Filesystem;
+use mount_s3::fuse::FuseAdapter;
+use mount_s3::fuse::session::LiveMount;
+use mount_s3::logging::{self, LogTarget};
+use mount_s3::s3::sdk::SdkStore;
+use mount_s3::s3::{ObjectStore, S3Error};
+
+/// How long start-up waits for the bucket check before calling the endpoint unreachable.
+const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn main() -> ExitCode {
+    let mut args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "mount-s3: {} (see mount-s3 --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(message) = args.validate() {
+        eprintln!("mount-s3: {message}");
+        return ExitCode::FAILURE;
+    }
+    let report = if args.foreground {
+        None
+    } else {
+        match daemon::fork_background() {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("mount-s3: cannot start in the background: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match run(&args, report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(()) => ExitCode::FAILURE,
+    }
+}
+
+/// Everything after the fork. Start-up errors go to the parent (or stderr in the foreground)
+/// as one line; later errors go to the log.
+fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
+    let fail = |report: Option<StartupReport>, message: String| {
+        error!("{message}");
+        match report {
+            Some(report) => report.failed(&message),
+            None => eprintln!("mount-s3: {message}"),
+        }
+    };
+    let target = match (&args.log_directory, args.foreground) {
+        (Some(dir), _) => LogTarget::Directory(dir),
+        (None, true) => LogTarget::Stderr,
+        (None, false) => LogTarget::Syslog,
+    };
+    if let Err(e) = logging::init(target, args.debug) {
+        fail(report, format!("cannot open a log file: {e}"));
+        return Err(());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mount-s3-io")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            fail(report, format!("cannot start the I/O runtime: {e}"));
+            return Err(());
+        }
+    };
+    let fs_config = args.fs_config();
+    let store = runtime.block_on(SdkStore::new(&args.s3_config()));
+    if let Err(message) = runtime.block_on(check_bucket(&store, args, &fs_config.prefix)) {
+        fail(report, message);
+        return Err(());
+    }
+    // Handlers go in before the mount, so a signal during start-up still unmounts cleanly.
+    let signals = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    });
+    let Ok((mut sigterm, mut sigint)) = signals else {
+        fail(report, "cannot install signal handlers".to_string());
+        return Err(());
+    };
+    let fs = Arc::new(S3Filesystem::new(Arc::new(store), fs_config));
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let mut mount = match LiveMount::start(adapter, &args.mount_point, &args.mount_config()) {
+        Ok(mount) => mount,
+        Err(e) => {
+            let shown = args.mount_point.display();
+            fail(report, format!("cannot mount at {shown}: {e}"));
+            return Err(());
+        }
+    };
+    info!(bucket = %args.bucket, mount_point = %args.mount_point.display(), "mounted");
+    if let Some(report) = report {
+        report.ready();
+    }
+    let signalled = runtime.block_on(async {
+        tokio::select! {
+            _ = sigterm.recv() => Some("SIGTERM"),
+            _ = sigint.recv() => Some("SIGINT"),
+            _ = &mut mount.ended => None,
+        }
+    });
+    if let Some(name) = signalled {
+        info!("{name} received, unmounting");
+        if let Err(e) = mount.unmount() {
+            error!("unmount failed: {e}");
+        }
+    }
+    let result = mount.join();
+    info!(open_handles = fs.open_handles(), "unmounted");
+    result.map_err(|e| error!("FUSE session ended with an error: {e}"))
+}
+
+/// One cheap listing proves the endpoint, the credentials and the bucket before mounting.
+async fn check_bucket(store: &SdkStore, args: &Args, prefix: &str) -> Result<(), String> {
+    let bucket = &args.bucket;
+    let listed =
+        tokio::time::timeout(STARTUP_CHECK_TIMEOUT, store.list(prefix, true, None, 1)).await;
+    let where_ = args.endpoint_url.as_deref().unwrap_or("S3");
+    match listed {
+        Ok(Ok(_)) => Ok(()),
+        Err(_) => Err(format!(
+            "no answer from {where_} within {}s; check --endpoint-url, --region and the network",
+            STARTUP_CHECK_TIMEOUT.as_secs()
+        )),
+        Ok(Err(S3Error::NoSuchBucket | S3Error::NotFound)) => {
+            Err(format!("bucket '{bucket}' does not exist at {where_}"))
+        }
+        Ok(Err(S3Error::AccessDenied(code))) => Err(format!(
+            "access to bucket '{bucket}' denied ({code}); check the credentials and their permissions"
+        )),
+        Ok(Err(S3Error::Network(detail))) => Err(format!(
+            "cannot list bucket '{bucket}' at {where_}: {}",
+            detail.replace('\n', " ")
+        )),
+        Ok(Err(other)) => Err(format!("cannot list bucket '{bucket}': {other}")),
+    }
+}

@@ -1,0 +1,148 @@
+//! An in-memory [`ObjectStore`] for unit tests: a sorted map of keys, with S3's listing rules
+//! (prefix, `/` delimiter, pages, continuation tokens) and ETags that change on every put.
+//! It accepts any key, including ones a real server would refuse, so the filesystem's
+//! hidden-name rules can be tested against them.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::{ListPage, ObjectInfo, ObjectStore, S3Error};
+
+#[derive(Debug, Clone)]
+struct StoredObject {
+    data: Bytes,
+    etag: String,
+    last_modified: SystemTime,
+}
+
+/// A bucket held in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// The objects, by key; one lock, held only to copy in or out.
+    objects: Mutex<BTreeMap<String, StoredObject>>,
+    /// Source of fresh ETags.
+    next_etag: AtomicU64,
+}
+
+impl MemoryStore {
+    /// An empty bucket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `data` under `key`, replacing any object there with a new ETag.
+    pub fn put(&self, key: &str, data: impl Into<Bytes>) {
+        let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
+        let object = StoredObject {
+            data: data.into(),
+            etag,
+            last_modified: SystemTime::now(),
+        };
+        self.lock().insert(key.to_string(), object);
+    }
+
+    /// Removes `key` if present.
+    pub fn delete(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredObject>> {
+        self.objects.lock().expect("memory store lock poisoned")
+    }
+}
+
+fn info(key: &str, object: &StoredObject) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: object.data.len() as u64,
+        last_modified: object.last_modified,
+        etag: object.etag.clone(),
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        let objects = self.lock();
+        objects
+            .get(key)
+            .map(|o| info(key, o))
+            .ok_or(S3Error::NotFound)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage, S3Error> {
+        let objects = self.lock();
+        let mut page = ListPage::default();
+        let mut count = 0;
+        // The token is the last key (or common prefix) handed out; resume strictly after it.
+        let start = token.unwrap_or_default();
+        let resumed_prefix = delimited && start.len() > prefix.len() && start.ends_with('/');
+        for (key, object) in objects.range(prefix.to_string()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let already_listed = !start.is_empty()
+                && (key.as_str() <= start.as_str() || resumed_prefix && key.starts_with(&start));
+            if already_listed {
+                continue;
+            }
+            let rest = &key[prefix.len()..];
+            let common = delimited
+                .then(|| rest.find('/'))
+                .flatten()
+                .map(|i| format!("{prefix}{}", &rest[..=i]));
+            if common.is_some() && common.as_ref() == page.common_prefixes.last() {
+                continue;
+            }
+            if count == max_keys {
+                page.next_token = Some(max_token(&page));
+                return Ok(page);
+            }
+            match common {
+                Some(common) => page.common_prefixes.push(common),
+                None => page.objects.push(info(key, object)),
+            }
+            count += 1;
+        }
+        Ok(page)
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let objects = self.lock();
+        let object = objects.get(key).ok_or(S3Error::NotFound)?;
+        if if_match.is_some_and(|etag| etag != object.etag) {
+            return Err(S3Error::PreconditionFailed);
+        }
+        let len = object.data.len() as u64;
+        if range.start > range.end || range.end > len {
+            return Err(S3Error::Service {
+                status: 416,
+                code: "InvalidRange".into(),
+                message: format!("{range:?} outside 0..{len}"),
+            });
+        }
+        Ok(object.data.slice(range.start as usize..range.end as usize))
+    }
+}
+
+/// The greatest key or common prefix in `page`: where the next page resumes.
+fn max_token(page: &ListPage) -> String {
+    let last_object = page.objects.last().map(|o| o.key.as_str());
+    let last_prefix = page.common_prefixes.last().map(String::as_str);
+    last_object.max(last_prefix).unwrap_or_default().to_string()
+}

@@ -1,0 +1,68 @@
+//! The object store: the only door from the filesystem to S3.
+//!
+//! `fs/` sees storage only through [`ObjectStore`], so the SDK can be swapped (or faked with
+//! [`memory::MemoryStore`] in unit tests) without touching filesystem logic. This module does not
+//! decide what an error means for a POSIX caller; `fs::error` does that.
+
+pub mod config;
+pub mod error;
+pub mod memory;
+pub mod sdk;
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use config::S3Config;
+pub use error::S3Error;
+
+/// What a HEAD (or a listing entry) says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key in the bucket.
+    pub key: String,
+    /// ContentLength in bytes.
+    pub size: u64,
+    /// LastModified.
+    pub last_modified: SystemTime,
+    /// ETag as the server sent it (quotes included); pinned by readers for If-Match.
+    pub etag: String,
+}
+
+/// One page of a ListObjectsV2 call.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects whose keys start with the prefix (and hold no delimiter after it).
+    pub objects: Vec<ObjectInfo>,
+    /// Common prefixes (each ends with the delimiter), in key order.
+    pub common_prefixes: Vec<String>,
+    /// Token for the next page; `None` when this was the last page.
+    pub next_token: Option<String>,
+}
+
+/// The calls the filesystem makes on a bucket. Keys are full keys (the mount's `--prefix`
+/// included); the bucket is fixed when the store is built.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// HEAD one key.
+    fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, S3Error>> + Send;
+
+    /// One page of ListObjectsV2 under `prefix`, split on `/` when `delimited`.
+    fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> impl Future<Output = Result<ListPage, S3Error>> + Send;
+
+    /// The bytes of `range` of `key`, only if the object still has ETag `if_match` (when given).
+    /// The range must lie inside the object.
+    fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
+}

@@ -1,0 +1,240 @@
+//! [`ObjectStore`] over the AWS SDK for Rust: retries with backoff, timeouts, custom endpoints.
+//!
+//! Credentials and region come from aws-config's default chain (environment, shared profile,
+//! SSO, web identity, IMDS) unless the command line overrides them. Nothing here logs a
+//! credential or a signature: request logs carry the operation, key, range and status only.
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::DateTime;
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{ListPage, ObjectInfo, ObjectStore, S3Config, S3Error};
+
+/// Region used when neither the command line nor the provider chain names one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// An S3 bucket reached through aws-sdk-s3.
+#[derive(Debug, Clone)]
+pub struct SdkStore {
+    client: Client,
+    bucket: String,
+}
+
+impl SdkStore {
+    /// Builds the client from `config` and the default provider chain. Makes no request.
+    pub async fn new(config: &S3Config) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if config.no_sign_request {
+            loader = loader.no_credentials();
+        }
+        let shared = loader.load().await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .build();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style)
+            // Flexible checksums in trailers are refused by several S3-compatible servers.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+            .timeout_config(timeouts);
+        if shared.region().is_none() {
+            builder = builder.region(Region::new(FALLBACK_REGION));
+        }
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+        }
+    }
+}
+
+impl ObjectStore for SdkStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        debug!(key, "HEAD ok");
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            last_modified: to_system_time(out.last_modified()),
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage, S3Error> {
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max_keys.min(1000) as i32)
+            .set_continuation_token(token);
+        if delimited {
+            request = request.delimiter("/");
+        }
+        let out = request.send().await.map_err(classify)?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ObjectInfo {
+                    key: object.key()?.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: to_system_time(object.last_modified()),
+                    etag: object.e_tag().unwrap_or_default().to_string(),
+                })
+            })
+            .collect::<Vec<_>>();
+        let common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect::<Vec<_>>();
+        let next_token = match out.is_truncated() {
+            Some(true) => out.next_continuation_token().map(str::to_string),
+            _ => None,
+        };
+        debug!(
+            prefix,
+            objects = objects.len(),
+            prefixes = common_prefixes.len(),
+            more = next_token.is_some(),
+            "LIST ok"
+        );
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_token,
+        })
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(classify)?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error::Network(format!("reading body of {key}: {e}")))?
+            .into_bytes();
+        debug!(key, start = range.start, len = body.len(), "GET ok");
+        let expected = (range.end - range.start) as usize;
+        if body.len() != expected {
+            return Err(S3Error::Network(format!(
+                "short body for {key}: expected {expected} bytes, got {}",
+                body.len()
+            )));
+        }
+        Ok(body)
+    }
+}
+
+fn to_system_time(time: Option<&DateTime>) -> SystemTime {
+    time.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Classifies an SDK error by what the server (or the network) said.
+fn classify<E>(err: SdkError<E>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or_default().to_string();
+    let message = err.message().unwrap_or_default().to_string();
+    match (&err, status) {
+        (SdkError::ServiceError(_) | SdkError::ResponseError(_), Some(status)) => {
+            classify_status(status, code, message)
+        }
+        _ => S3Error::Network(DisplayErrorContext(&err).to_string()),
+    }
+}
+
+fn classify_status(status: u16, code: String, message: String) -> S3Error {
+    match (status, code.as_str()) {
+        (_, "NoSuchBucket") => S3Error::NoSuchBucket,
+        (404, _) => S3Error::NotFound,
+        (403, _) => S3Error::AccessDenied(if code.is_empty() {
+            "403 Forbidden".to_string()
+        } else {
+            code
+        }),
+        (412, _) => S3Error::PreconditionFailed,
+        _ => S3Error::Service {
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let s = String::new;
+        assert_eq!(classify_status(404, s(), s()), S3Error::NotFound);
+        assert_eq!(
+            classify_status(404, "NoSuchBucket".into(), s()),
+            S3Error::NoSuchBucket
+        );
+        assert_eq!(classify_status(412, s(), s()), S3Error::PreconditionFailed);
+        assert!(matches!(
+            classify_status(403, "SignatureDoesNotMatch".into(), s()),
+            S3Error::AccessDenied(code) if code == "SignatureDoesNotMatch"
+        ));
+        assert!(matches!(
+            classify_status(500, "InternalError".into(), s()),
+            S3Error::Service { status: 500, .. }
+        ));
+    }
+}
