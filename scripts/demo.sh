@@ -56,6 +56,7 @@ PY
 command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q curl; }
 (cd "$repo" && cargo build --release --quiet)
 stop >/dev/null 2>&1 || true
+rm -rf "$demo/data"
 mkdir -p "$demo/data" "$mnt"
 
 cat >"$demo/s3.json" <<JSON
@@ -81,7 +82,11 @@ for i in $(seq 1 120); do
   sleep 0.5
 done
 
-put() { s3curl -X PUT --data-binary "@$2" "$endpoint/$bucket/$1" -o /dev/null; }
+put() {
+  # SeaweedFS checks the payload hash, which curl does not send by itself.
+  s3curl -X PUT -H "x-amz-content-sha256: $(sha256sum "$2" | cut -d' ' -f1)" \
+    --data-binary "@$2" "$endpoint/$bucket/$1" -o /dev/null
+}
 tmp=$(mktemp -d)
 echo "Hello from S3, through mount-s3." >"$tmp/hello"
 printf 'epoch,loss\n1,0.91\n2,0.57\n3,0.42\n' >"$tmp/csv"

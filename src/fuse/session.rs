@@ -1,11 +1,16 @@
 //! Mounting: the FUSE session on its dispatch threads, and a handle to unmount and wait.
 
+use std::ffi::CString;
+use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use super::FuseAdapter;
 use crate::s3::ObjectStore;
@@ -60,10 +65,71 @@ impl MountConfig {
     }
 }
 
+/// Filesystem type shown in /proc/mounts (`fuse.` + subtype, as fusermount3 would set it).
+const FS_TYPE: &str = "fuse.mount-s3";
+
+/// How the mount will be undone.
+#[derive(Debug)]
+enum Unmounter {
+    /// Mounted by fuser (through fusermount3): fuser unmounts.
+    Fuser(SessionUnmounter),
+    /// Mounted directly with mount(2): a lazy umount2(2), once.
+    Direct(Option<PathBuf>),
+}
+
+/// Mounts with mount(2) on a fresh /dev/fuse descriptor, as root may, so the filesystem type
+/// reads `fuse.mount-s3` (fuser's own direct path always says plain `fuse`). Returns
+/// `Ok(None)` when the kernel refuses for lack of privilege: then fusermount3 must do it.
+fn mount_direct(mount_point: &Path, config: &MountConfig) -> io::Result<Option<OwnedFd>> {
+    let device = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={uid},group_id={gid},default_permissions",
+        device.as_raw_fd()
+    );
+    if config.allow_other || config.allow_root {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
+    if config.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let to_c = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let source = to_c(config.fs_name.as_bytes())?;
+    let target = to_c(mount_point.as_os_str().as_bytes())?;
+    let fs_type = to_c(FS_TYPE.as_bytes())?;
+    let data = to_c(data.as_bytes())?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fs_type.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(device.into()));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EPERM) => {
+            debug!("mount(2) not permitted, falling back to fusermount3");
+            Ok(None)
+        }
+        _ => Err(err),
+    }
+}
+
 /// A live mount served by background threads.
 #[derive(Debug)]
 pub struct LiveMount {
-    unmounter: SessionUnmounter,
+    unmounter: Unmounter,
     thread: JoinHandle<io::Result<()>>,
     /// Fires when the session ends (unmounted from outside, or after [`LiveMount::unmount`]).
     pub ended: oneshot::Receiver<()>,
@@ -76,8 +142,32 @@ impl LiveMount {
         mount_point: &Path,
         config: &MountConfig,
     ) -> io::Result<Self> {
-        let mut session = Session::new(adapter, mount_point, &config.fuser_config())?;
-        let unmounter = session.unmount_callable();
+        let fuser_config = config.fuser_config();
+        // Auto-unmount needs fusermount3's watchdog, so only fuser can mount that way.
+        let direct = if config.auto_unmount {
+            None
+        } else {
+            mount_direct(mount_point, config)?
+        };
+        let (session, unmounter) = match direct {
+            Some(fd) => {
+                let session = Session::from_fd(adapter, fd, fuser_config.acl, fuser_config.clone());
+                let unmounter = Unmounter::Direct(Some(mount_point.to_path_buf()));
+                match session {
+                    Ok(session) => (session, unmounter),
+                    Err(e) => {
+                        let mut unmounter = unmounter;
+                        let _ = unmount_with(&mut unmounter);
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                let mut session = Session::new(adapter, mount_point, &fuser_config)?;
+                let unmounter = Unmounter::Fuser(session.unmount_callable());
+                (session, unmounter)
+            }
+        };
         let (tx, ended) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("fuse-session".to_string())
@@ -95,7 +185,7 @@ impl LiveMount {
 
     /// Unmounts (lazily if the mount is busy: open files keep working until closed).
     pub fn unmount(&mut self) -> io::Result<()> {
-        self.unmounter.unmount()
+        unmount_with(&mut self.unmounter)
     }
 
     /// Waits for the dispatch threads to finish.
@@ -103,5 +193,24 @@ impl LiveMount {
         self.thread
             .join()
             .map_err(|_| io::Error::other("FUSE session thread panicked"))?
+    }
+}
+
+fn unmount_with(unmounter: &mut Unmounter) -> io::Result<()> {
+    match unmounter {
+        Unmounter::Fuser(unmounter) => unmounter.unmount(),
+        Unmounter::Direct(path) => {
+            let Some(path) = path.take() else {
+                return Ok(());
+            };
+            let target = CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: target is a NUL-terminated path that outlives the call.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 use tracing::debug;
@@ -185,6 +185,7 @@ fn to_system_time(time: Option<&DateTime>) -> SystemTime {
 fn classify<E>(err: SdkError<E>) -> S3Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    SdkError<E>: std::error::Error + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or_default().to_string();
@@ -193,8 +194,23 @@ where
         (SdkError::ServiceError(_) | SdkError::ResponseError(_), Some(status)) => {
             classify_status(status, code, message)
         }
-        _ => S3Error::Network(DisplayErrorContext(&err).to_string()),
+        _ => S3Error::Network(error_chain(&err)),
     }
+}
+
+/// The error and its sources, each by its `Display`, joined: one readable line without the
+/// SDK's `Debug` dump.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 fn classify_status(status: u16, code: String, message: String) -> S3Error {
