@@ -104,6 +104,10 @@ pub struct Args {
     #[arg(long, help_heading = "Client options", value_name = "SIZE", default_value_t = DEFAULT_PART_SIZE, value_parser = parse_part_size)]
     pub part_size: u64,
 
+    /// Memory for prefetched data across all open files, in MiB [default: 1/8 of RAM, 64-512]
+    #[arg(long, help_heading = "Client options", value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub memory_target: Option<u64>,
+
     /// Local directory for a data cache (not supported yet)
     #[arg(long, help_heading = "Caching options", value_name = "DIRECTORY")]
     pub cache: Option<PathBuf>,
@@ -285,6 +289,10 @@ impl Args {
             file_mode: self.file_mode,
             metadata_ttl: self.metadata_ttl.unwrap_or(MINIMAL_TTL),
             read_only: self.read_only,
+            part_size: self.part_size,
+            memory_limit: self
+                .memory_target
+                .map_or_else(crate::fs::memory::default_limit, |mib| mib * 1024 * 1024),
         }
     }
 

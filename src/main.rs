@@ -134,7 +134,12 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         }
     }
     let result = mount.join();
-    info!(open_handles = fs.open_handles(), "unmounted");
+    info!(
+        open_handles = fs.open_handles(),
+        peak_prefetch_bytes = fs.budget().peak(),
+        "unmounted; read summary: {}",
+        fs.counters()
+    );
     result.map_err(|e| error!("FUSE session ended with an error: {e}"))
 }
 

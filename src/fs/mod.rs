@@ -5,9 +5,11 @@
 //! through [`ObjectStore`].
 
 pub mod config;
+pub mod counters;
 pub mod dir;
 pub mod error;
 pub mod inode;
+pub mod memory;
 pub mod names;
 pub mod read;
 
@@ -26,8 +28,11 @@ pub use inode::{Inode, ROOT_INO, Stat};
 pub use names::Kind;
 
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
+use counters::{CounterSnapshot, ReadCounters};
 use dir::{DirStream, ListedEntry};
+use memory::MemoryBudget;
 use read::FileReader;
+use read::prefetch::PrefetchConfig;
 
 /// Most names remembered as missing at once.
 const NEGATIVE_CACHE_CAPACITY: u64 = 100_000;
@@ -84,10 +89,15 @@ pub struct S3Filesystem<S: ObjectStore> {
     /// (parent inode, name) pairs known not to exist, for the metadata TTL.
     negative: Cache<(u64, String), ()>,
     /// Open files by handle number.
-    files: Mutex<HashMap<u64, Arc<FileReader>>>,
+    files: Mutex<HashMap<u64, Arc<FileReader<S>>>>,
     /// Open directories by handle number.
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_handle: AtomicU64,
+    /// Memory for prefetched data, shared by all handles.
+    budget: Arc<MemoryBudget>,
+    /// Mount-wide read counters.
+    counters: Arc<ReadCounters>,
+    prefetch: PrefetchConfig,
 }
 
 impl<S: ObjectStore> S3Filesystem<S> {
@@ -98,6 +108,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .max_capacity(NEGATIVE_CACHE_CAPACITY)
             .time_to_live(ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600)))
             .build();
+        let budget = MemoryBudget::new(config.memory_limit);
+        let prefetch = PrefetchConfig::new(config.part_size, config.memory_limit);
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
             store,
@@ -106,7 +118,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            budget,
+            counters: Arc::new(ReadCounters::default()),
+            prefetch,
         }
+    }
+
+    /// Read counters so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The prefetch memory budget.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// The settings this filesystem was built with.
@@ -256,7 +281,15 @@ impl<S: ObjectStore> S3Filesystem<S> {
             inode
         };
         let etag = inode.stat.etag.clone().unwrap_or_default();
-        let reader = FileReader::new(inode.key.clone(), etag, inode.stat.size);
+        let reader = FileReader::new(
+            self.store.clone(),
+            inode.key.clone(),
+            etag,
+            inode.stat.size,
+            self.prefetch,
+            self.budget.clone(),
+            self.counters.clone(),
+        );
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.files
             .lock()
@@ -274,7 +307,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle)?;
-        reader.read(self.store.as_ref(), offset, len).await
+        reader.read(offset, len).await
     }
 
     /// Closes a file handle.

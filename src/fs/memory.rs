@@ -1,0 +1,118 @@
+//! One memory budget for all data the mount holds on behalf of readers (and, later, writers).
+//!
+//! Prefetched parts reserve their bytes before their GET is sent and give them back when
+//! dropped. A reservation that does not fit is refused, never waited for: the reader then
+//! shrinks to fetching only what the kernel asked for, so many handles on many files slow
+//! down instead of growing the process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shared budget.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    /// Bytes reserved now.
+    used: AtomicU64,
+    /// Most bytes ever reserved at once (for tests and the unmount summary).
+    peak: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+        })
+    }
+
+    /// Reserves `bytes` if they fit under the limit.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let wanted = used.checked_add(bytes).filter(|&w| w <= self.limit)?;
+            match self
+                .used
+                .compare_exchange_weak(used, wanted, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.peak.fetch_max(wanted, Ordering::Relaxed);
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Most bytes reserved at once since the start.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes held against the budget until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Default budget: an eighth of the machine's memory, at most 512 MiB and at least 64 MiB.
+pub fn default_limit() -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    // SAFETY: sysinfo only writes into the struct we pass.
+    let total = unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) == 0 {
+            (info.totalram as u64).saturating_mul(u64::from(info.mem_unit))
+        } else {
+            0
+        }
+    };
+    (total / 8).clamp(64 * MIB, 512 * MIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_fit_or_are_refused() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(41).is_none());
+        let b = budget.try_reserve(40).unwrap();
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        drop(b);
+        assert_eq!((budget.used(), budget.peak()), (0, 100));
+    }
+
+    #[test]
+    fn default_is_bounded() {
+        let limit = default_limit();
+        assert!((64 << 20..=512 << 20).contains(&limit));
+    }
+}

@@ -1,0 +1,303 @@
+//! Sequential prefetch for one handle: a queue of parts fetched ahead of the reader.
+//!
+//! The first part is small (so `head -c 100` costs one small GET); each further part doubles
+//! up to `--part-size`, and the bytes kept in flight ahead of the reader double each time the
+//! reader finishes a part, up to a cap. Every part reserves its bytes in the mount's
+//! [`MemoryBudget`] first; when the budget is short the window stops growing. Parts the reader
+//! has passed are kept a little while (`keep_behind`) so the kernel's slightly out-of-order
+//! readahead requests are still served from memory.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+use crate::fs::counters::ReadCounters;
+use crate::fs::memory::{MemoryBudget, Reservation};
+use crate::s3::{ObjectStore, S3Error};
+
+/// Sizes that shape the window.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchConfig {
+    /// Size of the first part after the reader turns sequential.
+    pub initial: u64,
+    /// Largest part (`--part-size`).
+    pub part_size: u64,
+    /// Most bytes fetched ahead of the reader.
+    pub max_window: u64,
+    /// Bytes kept behind the reader for out-of-order reads.
+    pub keep_behind: u64,
+}
+
+impl PrefetchConfig {
+    /// Our defaults for a given part size and memory budget: a window of a quarter of the
+    /// budget (four sequential readers share it fully), between two parts and 256 MiB.
+    pub fn new(part_size: u64, budget: u64) -> Self {
+        const MIB: u64 = 1024 * 1024;
+        Self {
+            initial: MIB.min(part_size),
+            part_size,
+            max_window: (budget / 4).clamp(2 * part_size, 256 * MIB),
+            keep_behind: 2 * MIB,
+        }
+    }
+}
+
+enum PartData {
+    Pending(JoinHandle<Result<Bytes, S3Error>>),
+    Ready(Bytes),
+}
+
+/// One ranged GET issued ahead of the reader.
+struct Part {
+    range: Range<u64>,
+    data: PartData,
+    /// Highest offset served from this part (for the waste counter).
+    served_to: u64,
+    _reservation: Reservation,
+}
+
+impl Part {
+    async fn bytes(&mut self) -> Result<Bytes, S3Error> {
+        if let PartData::Pending(task) = &mut self.data {
+            let bytes = task
+                .await
+                .map_err(|e| S3Error::Network(format!("prefetch task failed: {e}")))??;
+            self.data = PartData::Ready(bytes);
+        }
+        match &self.data {
+            PartData::Ready(bytes) => Ok(bytes.clone()),
+            PartData::Pending(_) => unreachable!("resolved above"),
+        }
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let PartData::Pending(task) = &self.data {
+            task.abort();
+        }
+    }
+}
+
+/// The prefetch state of one open file.
+pub struct Prefetcher<S: ObjectStore> {
+    store: Arc<S>,
+    key: String,
+    etag: Option<String>,
+    size: u64,
+    config: PrefetchConfig,
+    budget: Arc<MemoryBudget>,
+    counters: Arc<ReadCounters>,
+    /// Contiguous parts, in offset order.
+    parts: VecDeque<Part>,
+    /// Size of the next part to issue.
+    next_part: u64,
+    /// Bytes to keep fetched ahead of the reader.
+    window: u64,
+    /// Where the previous read ended: a read starting here is sequential.
+    last_end: u64,
+}
+
+impl<S: ObjectStore> std::fmt::Debug for Prefetcher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefetcher")
+            .field("key", &self.key)
+            .field("parts", &self.parts.len())
+            .field("window", &self.window)
+            .field("last_end", &self.last_end)
+            .finish()
+    }
+}
+
+impl<S: ObjectStore> Prefetcher<S> {
+    /// Prefetch state for `key` as pinned by `etag` with `size` bytes.
+    pub fn new(
+        store: Arc<S>,
+        key: String,
+        etag: Option<String>,
+        size: u64,
+        config: PrefetchConfig,
+        budget: Arc<MemoryBudget>,
+        counters: Arc<ReadCounters>,
+    ) -> Self {
+        Self {
+            store,
+            key,
+            etag,
+            size,
+            config,
+            budget,
+            counters,
+            parts: VecDeque::new(),
+            next_part: config.initial,
+            window: config.initial,
+            last_end: 0,
+        }
+    }
+
+    /// The bytes of `range` (inside the object, non-empty).
+    pub async fn read(&mut self, range: Range<u64>) -> Result<Bytes, S3Error> {
+        let in_window = self.covers(range.start);
+        let sequential = in_window || range.start == self.last_end;
+        self.last_end = range.end;
+        if !sequential {
+            // A jump: what is queued belongs to another region. Serve exactly what was asked;
+            // prefetch again only once the reader shows it is sequential from here.
+            self.reset();
+            return self.fetch_direct(range).await;
+        }
+        if !in_window {
+            self.drop_parts();
+        }
+        self.forget_behind(range.start);
+        self.top_up(range.start);
+        if !self.covers(range.start) {
+            // The budget refused the part this read needs; fetch it alone, unbuffered.
+            return self.fetch_direct(range).await;
+        }
+        self.serve(range).await
+    }
+
+    fn covers(&self, offset: u64) -> bool {
+        match (self.parts.front(), self.parts.back()) {
+            (Some(first), Some(last)) => first.range.start <= offset && offset < last.range.end,
+            _ => false,
+        }
+    }
+
+    /// End of the queued parts (or of the last read when none are queued).
+    fn end(&self) -> u64 {
+        self.parts.back().map_or(self.last_end, |p| p.range.end)
+    }
+
+    async fn fetch_direct(&self, range: Range<u64>) -> Result<Bytes, S3Error> {
+        ReadCounters::add(&self.counters.get_requests, 1);
+        let bytes = self
+            .store
+            .get_range(&self.key, range, self.etag.as_deref())
+            .await?;
+        ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    /// Gathers `range` from the queued parts; the parts past the budget are fetched directly.
+    async fn serve(&mut self, range: Range<u64>) -> Result<Bytes, S3Error> {
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut at = range.start;
+        let mut index = 0;
+        while at < range.end && index < self.parts.len() {
+            let part = &mut self.parts[index];
+            index += 1;
+            if part.range.end <= at {
+                continue;
+            }
+            let bytes = match part.bytes().await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Drop the failed part (and everything after it) so the next read retries.
+                    self.parts.truncate(index - 1);
+                    return Err(e);
+                }
+            };
+            let from = (at - part.range.start) as usize;
+            let to = (range.end.min(part.range.end) - part.range.start) as usize;
+            pieces.push(bytes.slice(from..to));
+            part.served_to = part.served_to.max(part.range.start + to as u64);
+            at = part.range.start + to as u64;
+            if part.served_to == part.range.end {
+                // The reader finished a part: let the window grow.
+                self.window = (self.window * 2).min(self.config.max_window);
+            }
+        }
+        if at < range.end {
+            pieces.push(self.fetch_direct(at..range.end).await?);
+        } else {
+            ReadCounters::add(&self.counters.prefetch_hits, 1);
+        }
+        Ok(match pieces.len() {
+            1 => pieces.pop().expect("one piece"),
+            _ => {
+                let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
+                for piece in pieces {
+                    joined.extend_from_slice(&piece);
+                }
+                joined.freeze()
+            }
+        })
+    }
+
+    /// Issues parts while less than half the window lies ahead of `offset` (so a reader that
+    /// stops early, like `head`, leaves little unread), until the object ends or the budget
+    /// refuses.
+    fn top_up(&mut self, offset: u64) {
+        loop {
+            let start = if self.parts.is_empty() {
+                offset
+            } else {
+                self.end()
+            };
+            let ahead = start.saturating_sub(offset);
+            if start >= self.size || (!self.parts.is_empty() && ahead > self.window / 2) {
+                return;
+            }
+            let end = start.saturating_add(self.next_part).min(self.size);
+            let Some(reservation) = self.budget.try_reserve(end - start) else {
+                return;
+            };
+            let store = self.store.clone();
+            let key = self.key.clone();
+            let etag = self.etag.clone();
+            let counters = self.counters.clone();
+            let task = tokio::spawn(async move {
+                ReadCounters::add(&counters.get_requests, 1);
+                let bytes = store.get_range(&key, start..end, etag.as_deref()).await?;
+                ReadCounters::add(&counters.bytes_fetched, bytes.len() as u64);
+                Ok(bytes)
+            });
+            self.parts.push_back(Part {
+                range: start..end,
+                data: PartData::Pending(task),
+                served_to: start,
+                _reservation: reservation,
+            });
+            self.next_part = (self.next_part * 2).min(self.config.part_size);
+        }
+    }
+
+    /// Drops parts that end more than `keep_behind` before `offset`.
+    fn forget_behind(&mut self, offset: u64) {
+        let horizon = offset.saturating_sub(self.config.keep_behind);
+        while self.parts.front().is_some_and(|p| p.range.end <= horizon) {
+            self.drop_front();
+        }
+    }
+
+    fn drop_front(&mut self) {
+        if let Some(part) = self.parts.pop_front() {
+            let unused = part.range.end - part.served_to.max(part.range.start);
+            ReadCounters::add(&self.counters.prefetch_waste, unused);
+        }
+    }
+
+    fn drop_parts(&mut self) {
+        while !self.parts.is_empty() {
+            self.drop_front();
+        }
+    }
+
+    /// Back to the initial window, nothing queued.
+    fn reset(&mut self) {
+        self.drop_parts();
+        self.next_part = self.config.initial;
+        self.window = self.config.initial;
+    }
+}
+
+impl<S: ObjectStore> Drop for Prefetcher<S> {
+    fn drop(&mut self) {
+        self.drop_parts();
+    }
+}

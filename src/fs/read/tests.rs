@@ -1,0 +1,261 @@
+//! Reader behaviour on the in-memory store: bytes, amplification and the memory budget.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::s3::memory::MemoryStore;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// A tiny deterministic generator for offsets and lengths.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+struct Fixture {
+    store: Arc<MemoryStore>,
+    budget: Arc<MemoryBudget>,
+    counters: Arc<ReadCounters>,
+    config: PrefetchConfig,
+}
+
+impl Fixture {
+    fn new(config: PrefetchConfig, budget: u64) -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new()),
+            budget: MemoryBudget::new(budget),
+            counters: Arc::new(ReadCounters::default()),
+            config,
+        }
+    }
+
+    fn default_sizes() -> Self {
+        Self::new(PrefetchConfig::new(8 * MIB, 512 * MIB), 512 * MIB)
+    }
+
+    async fn reader(&self, key: &str) -> FileReader<MemoryStore> {
+        let info = self.store.head(key).await.unwrap();
+        FileReader::new(
+            self.store.clone(),
+            key.into(),
+            info.etag,
+            info.size,
+            self.config,
+            self.budget.clone(),
+            self.counters.clone(),
+        )
+    }
+}
+
+use crate::s3::ObjectStore;
+
+async fn read_all(reader: &FileReader<MemoryStore>, chunk: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let got = reader.read(out.len() as u64, chunk).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&got);
+    }
+}
+
+#[tokio::test]
+async fn reads_any_offset_and_clamps_at_eof() {
+    let fx = Fixture::default_sizes();
+    let data = pattern(10_000, 1);
+    fx.store.put("k", data.clone());
+    let reader = fx.reader("k").await;
+    for (offset, len) in [
+        (0u64, 1u32),
+        (0, 10_000),
+        (9_999, 10),
+        (5_000, 4096),
+        (123, 0),
+    ] {
+        let got = reader.read(offset, len).await.unwrap();
+        let end = (offset + u64::from(len)).min(10_000) as usize;
+        assert_eq!(&got[..], &data[offset as usize..end], "at {offset}+{len}");
+    }
+    assert!(reader.read(10_000, 10).await.unwrap().is_empty());
+    assert!(reader.read(50_000, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn boundary_sizes_read_whole_in_any_chunking() {
+    let part = 256 * KIB;
+    let config = PrefetchConfig {
+        initial: 64 * KIB,
+        part_size: part,
+        max_window: 4 * part,
+        keep_behind: 64 * KIB,
+    };
+    let fx = Fixture::new(config, 64 * MIB);
+    for size in [0, 1, part - 1, part, part + 1, 3 * part + 17] {
+        let data = pattern(size as usize, size as u32);
+        fx.store.put("obj", data.clone());
+        for chunk in [1000u32, 4096, 131_072, 1 << 20] {
+            let reader = fx.reader("obj").await;
+            assert_eq!(
+                read_all(&reader, chunk).await,
+                data,
+                "size {size} chunk {chunk}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn any_read_equals_a_slice_of_the_object() {
+    let fx = Fixture::new(
+        PrefetchConfig {
+            initial: 16 * KIB,
+            part_size: 64 * KIB,
+            max_window: 256 * KIB,
+            keep_behind: 32 * KIB,
+        },
+        MIB,
+    );
+    let data = pattern(777_777, 9);
+    fx.store.put("k", data.clone());
+    let reader = fx.reader("k").await;
+    let mut rng = Lcg(42);
+    let mut offset = 0u64;
+    for _ in 0..2000 {
+        // Mostly sequential with short skips, backward steps and far jumps mixed in.
+        offset = match rng.below(10) {
+            0 => rng.below(data.len() as u64 + 10),
+            1 => offset.saturating_sub(rng.below(40_000)),
+            2 => offset + rng.below(20_000),
+            _ => offset,
+        };
+        let len = rng.below(140_000) as u32;
+        let got = reader.read(offset, len).await.unwrap();
+        let start = (offset as usize).min(data.len());
+        let end = (offset as usize + len as usize).min(data.len());
+        assert_eq!(&got[..], &data[start..end], "at {offset}+{len}");
+        offset += got.len() as u64;
+    }
+}
+
+#[tokio::test]
+async fn sequential_reads_prefetch_in_growing_parts() {
+    let fx = Fixture::default_sizes();
+    let data = pattern((40 * MIB) as usize, 3);
+    fx.store.put("big", data.clone());
+    let reader = fx.reader("big").await;
+    assert_eq!(read_all(&reader, 128 * 1024).await, data);
+    let c = fx.counters.snapshot();
+    assert_eq!(c.bytes_served, 40 * MIB);
+    assert_eq!(
+        c.bytes_fetched,
+        40 * MIB,
+        "sequential reads fetch each byte once"
+    );
+    // 1 + 2 + 4 + 8 + 8 + 8 + 8 + 1 MiB: a handful of GETs, not one per 128 KiB read.
+    assert!(c.get_requests <= 10, "{c}");
+    assert_eq!(c.prefetch_waste, 0);
+}
+
+#[tokio::test]
+async fn head_fetches_little() {
+    let fx = Fixture::default_sizes();
+    fx.store.put("big", pattern((64 * MIB) as usize, 4));
+    let reader = fx.reader("big").await;
+    let got = reader.read(0, 128 * 1024).await.unwrap();
+    assert_eq!(got.len(), 128 * 1024);
+    drop(reader);
+    let c = fx.counters.snapshot();
+    assert!(c.bytes_fetched <= 2 * MIB, "{c}");
+    assert_eq!(fx.budget.used(), 0, "a closed reader holds no memory");
+}
+
+#[tokio::test]
+async fn random_reads_fetch_what_they_need() {
+    let fx = Fixture::default_sizes();
+    let data = pattern((32 * MIB) as usize, 5);
+    fx.store.put("big", data.clone());
+    let reader = fx.reader("big").await;
+    let mut rng = Lcg(7);
+    for _ in 0..500 {
+        let offset = rng.below(32 * MIB / 4096) * 4096;
+        let got = reader.read(offset, 4096).await.unwrap();
+        assert_eq!(&got[..], &data[offset as usize..offset as usize + 4096]);
+    }
+    let c = fx.counters.snapshot();
+    assert!(c.bytes_fetched <= 4 * c.bytes_served, "{c}");
+}
+
+#[tokio::test]
+async fn slightly_out_of_order_reads_stay_in_the_window() {
+    let fx = Fixture::default_sizes();
+    let data = pattern((16 * MIB) as usize, 6);
+    fx.store.put("k", data.clone());
+    let reader = fx.reader("k").await;
+    let step = 128 * KIB;
+    // The kernel's async readahead may deliver neighbouring requests swapped.
+    let mut offsets = Vec::new();
+    for pair in 0..(16 * MIB / step / 2) {
+        offsets.push((2 * pair + 1) * step);
+        offsets.push(2 * pair * step);
+    }
+    for offset in offsets {
+        let got = reader.read(offset, step as u32).await.unwrap();
+        assert_eq!(&got[..], &data[offset as usize..(offset + step) as usize]);
+    }
+    let c = fx.counters.snapshot();
+    assert!(c.bytes_fetched <= 17 * MIB, "{c}");
+}
+
+#[tokio::test]
+async fn overwrite_under_handle_is_an_error_not_new_bytes() {
+    let fx = Fixture::default_sizes();
+    fx.store.put("k", vec![1u8; 100]);
+    let reader = fx.reader("k").await;
+    fx.store.put("k", vec![2u8; 100]);
+    let err = reader.read(0, 10).await.unwrap_err();
+    assert!(matches!(err, FsError::ObjectChanged { .. }));
+    assert_eq!(err.errno(), libc::EIO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_holds_under_sixteen_readers() {
+    let limit = 24 * MIB;
+    let fx = Arc::new(Fixture::new(PrefetchConfig::new(8 * MIB, limit), limit));
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let fx = fx.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("obj{i}");
+            let data = pattern((12 * MIB) as usize + i as usize, i);
+            fx.store.put(&key, data.clone());
+            let reader = fx.reader(&key).await;
+            assert_eq!(read_all(&reader, 128 * 1024).await, data, "reader {i}");
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        fx.budget.peak() <= limit,
+        "peak {} > {limit}",
+        fx.budget.peak()
+    );
+    assert!(fx.budget.peak() > 0, "readers did prefetch");
+    assert_eq!(fx.budget.used(), 0);
+}
