@@ -2,7 +2,7 @@
 //! `--log-directory`. `--debug` adds one line per S3 request. The SDK's own logs stay at
 //! `info` even then, so request headers (and their signatures) never reach a log.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -35,7 +35,10 @@ pub fn init(target: LogTarget<'_>, debug: bool) -> io::Result<Option<std::path::
     let builder = tracing_subscriber::fmt().with_env_filter(filter(debug));
     match target {
         LogTarget::Stderr => {
-            builder.with_writer(io::stderr).init();
+            builder
+                .with_ansi(io::stderr().is_terminal())
+                .with_writer(io::stderr)
+                .init();
             Ok(None)
         }
         LogTarget::Syslog => {

@@ -62,17 +62,20 @@ fn main() -> ExitCode {
 /// Everything after the fork. Start-up errors go to the parent (or stderr in the foreground)
 /// as one line; later errors go to the log.
 fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
-    let fail = |report: Option<StartupReport>, message: String| {
-        error!("{message}");
-        match report {
-            Some(report) => report.failed(&message),
-            None => eprintln!("mount-s3: {message}"),
-        }
-    };
     let target = match (&args.log_directory, args.foreground) {
         (Some(dir), _) => LogTarget::Directory(dir),
         (None, true) => LogTarget::Stderr,
         (None, false) => LogTarget::Syslog,
+    };
+    // A start-up error is one line for the user; the log gets it too unless both are stderr.
+    let fail = |report: Option<StartupReport>, message: String| {
+        if target != LogTarget::Stderr {
+            error!("{message}");
+        }
+        match report {
+            Some(report) => report.failed(&message),
+            None => eprintln!("mount-s3: {message}"),
+        }
     };
     if let Err(e) = logging::init(target, args.debug) {
         fail(report, format!("cannot open a log file: {e}"));

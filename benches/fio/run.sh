@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Read benchmarks: starts a local S3 server, uploads the objects, mounts a release build for
+# each fio job (page cache dropped first), and prints MiB/s next to a direct S3 read of the
+# same bytes in the same run, with mount-s3's peak RSS and what it fetched from S3.
+#
+#   benches/fio/run.sh                   all jobs
+#   BENCH_BIG_MIB=512 benches/fio/run.sh smaller objects for a quick look
+#
+# Settings (environment): BENCH_BIG_MIB (2048) size of the large object; BENCH_QUAD_MIB (1024)
+# size of each of the four objects; BENCH_RUNTIME (15) seconds of each random job;
+# BENCH_DIR (/tmp/mount-s3-bench) where the server's data, logs and mount point live;
+# BENCH_PARALLEL (8) ranged GETs in the parallel direct read. Needs root (to drop caches).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+jobs_dir=$repo/benches/fio
+big_mib=${BENCH_BIG_MIB:-2048}
+quad_mib=${BENCH_QUAD_MIB:-1024}
+runtime=${BENCH_RUNTIME:-15}
+parallel=${BENCH_PARALLEL:-8}
+dir=${BENCH_DIR:-/tmp/mount-s3-bench}
+bucket=bench
+mnt=$dir/mnt
+# shellcheck source=scripts/local-s3.sh
+source "$repo/scripts/local-s3.sh"
+
+"$repo/scripts/setup-test-env.sh" >/dev/null
+for tool in fio curl; do
+  command -v "$tool" >/dev/null || { apt-get update -q && apt-get install -y -q "$tool"; }
+done
+(cd "$repo" && cargo build --release --quiet)
+bin=$repo/target/release/mount-s3
+
+cleanup() {
+  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+  local_s3_stop
+}
+trap cleanup EXIT
+
+rm -rf "$dir"
+mkdir -p "$dir" "$mnt"
+local_s3_start "$dir"
+s3_make_bucket "$bucket"
+
+echo "uploading ${big_mib} MiB + 4 x ${quad_mib} MiB of random data ..." >&2
+head -c $((big_mib * 1024 * 1024)) /dev/urandom >"$dir/big.bin"
+head -c $((quad_mib * 1024 * 1024)) /dev/urandom >"$dir/quad.bin"
+s3_put "$bucket" big/object-0 "$dir/big.bin"
+for i in 0 1 2 3; do s3_put "$bucket" "quad/object-$i" "$dir/quad.bin"; done
+rm -f "$dir/big.bin" "$dir/quad.bin"
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+mib_per_s() { python3 -c "print(f'{$1 / 1048576 / ($3 - $2):.1f}')"; }
+
+# Direct S3 reads of the same bytes: one GET stream, and $parallel ranged GETs at once.
+drop_caches
+t0=$(now); s3curl -o /dev/null "$S3_ENDPOINT/$bucket/big/object-0"; t1=$(now)
+direct_single=$(mib_per_s $((big_mib * 1048576)) "$t0" "$t1")
+chunk=$((big_mib * 1048576 / parallel))
+drop_caches
+t0=$(now)
+getters=()
+for i in $(seq 0 $((parallel - 1))); do
+  s3curl -o /dev/null -H "Range: bytes=$((i * chunk))-$(((i + 1) * chunk - 1))" \
+    "$S3_ENDPOINT/$bucket/big/object-0" &
+  getters+=($!)
+done
+wait "${getters[@]}"
+t1=$(now)
+direct_parallel=$(mib_per_s $((big_mib * 1048576)) "$t0" "$t1")
+
+# Mounts in the foreground (so its PID is ours), waits until live.
+mount_it() {
+  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" "$@" \
+    2>"$dir/mount.log" &
+  mount_pid=$!
+  for _ in $(seq 1 100); do
+    grep -qs " $mnt fuse" /proc/mounts && return 0
+    kill -0 "$mount_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "mount failed:" >&2; cat "$dir/mount.log" >&2; exit 1
+}
+unmount_it() {
+  fusermount3 -u "$mnt"
+  wait "$mount_pid" || true
+}
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$mount_pid/status"; }
+summary() { grep -o "$1=[0-9]*" "$dir/mount.log" | tail -1 | cut -d= -f2; }
+
+printf '\nlocal S3 at %s; objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$big_mib" "$quad_mib"
+printf 'direct S3 read of %s MiB: single GET %s MiB/s, %s parallel ranged GETs %s MiB/s\n\n' \
+  "$big_mib" "$direct_single" "$parallel" "$direct_parallel"
+printf '%-16s %10s %12s %14s %10s %12s %12s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB"
+
+export MNT=$mnt BIG_SIZE=${big_mib}M QUAD_SIZE=${quad_mib}M RUNTIME=$runtime
+for job in seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m; do
+  mount_it
+  drop_caches
+  fio --output-format=json --output="$dir/$job.json" "$jobs_dir/$job.fio" >/dev/null
+  rss=$(peak_rss_mib)
+  unmount_it
+  bw=$(python3 -c "import json; j=json.load(open('$dir/$job.json')); print(f\"{sum(x['read']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")")
+  fetched=$(summary bytes_fetched); served=$(summary bytes_served)
+  printf '%-16s %10s %12s %14s %10s %12s %12s\n' "$job" "$bw" \
+    "$(python3 -c "print(f'{$bw / $direct_single:.2f}')")" \
+    "$(python3 -c "print(f'{$bw / $direct_parallel:.2f}')")" "$rss" \
+    "$((fetched / 1048576))" "$((served / 1048576))"
+done
+
+# `head -c 100` of the large object: how much did the mount fetch for 100 bytes?
+mount_it
+drop_caches
+head -c 100 "$mnt/big/object-0" >/dev/null
+unmount_it
+printf '\nhead -c 100 of the %s MiB object fetched %s KiB in %s GET(s)\n' "$big_mib" \
+  "$(($(summary bytes_fetched) / 1024))" "$(summary get_requests)"

@@ -1,0 +1,87 @@
+# Functions to run a local S3 server (SeaweedFS) for the demo and the benchmarks.
+# Source this file; it defines:
+#   local_s3_start DIR     start `weed` with its data and log in DIR, on free loopback ports,
+#                          with signature checking on; sets S3_ENDPOINT and S3_PID
+#   local_s3_stop          stop it by PID
+#   s3curl ARGS...         curl with SigV4 and the local credentials
+#   s3_make_bucket NAME    create a bucket (waits until the server answers)
+#   s3_put BUCKET KEY FILE upload FILE as KEY
+# The credentials are in S3_ACCESS_KEY / S3_SECRET_KEY (exported as AWS_* for mount-s3).
+
+S3_REPO=${S3_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+export S3_ACCESS_KEY=${S3_ACCESS_KEY:-local-access-key}
+export S3_SECRET_KEY=${S3_SECRET_KEY:-local-secret-key-not-for-production}
+export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_REGION=us-east-1
+
+# A port that is free, and whose +10000 (SeaweedFS's gRPC port) is free too.
+local_s3_free_port() {
+  python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 50000)
+    if free(p) and free(p + 10000):
+        print(p); break
+PY
+}
+
+local_s3_start() {
+  local dir=$1 name port pair
+  mkdir -p "$dir/data"
+  cat >"$dir/s3.json" <<JSON
+{"identities":[{"name":"local","credentials":[{"accessKey":"$S3_ACCESS_KEY","secretKey":"$S3_SECRET_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+  local args=(-v=0 server "-dir=$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1
+    -master.telemetry=false -volume.max=0 -master.volumeSizeLimitMB=1024 -filer -s3
+    "-s3.config=$dir/s3.json" -s3.port.iceberg=0 -s3.port.lance=0)
+  local s3_port
+  for name in master volume filer s3; do
+    port=$(local_s3_free_port)
+    args+=("-$name.port=$port" "-$name.port.grpc=$((port + 10000))")
+    [ "$name" = s3 ] && s3_port=$port
+  done
+  setsid "$S3_REPO/.venv/bin/weed" "${args[@]}" >"$dir/weed.log" 2>&1 &
+  S3_PID=$!
+  echo "$S3_PID" >"$dir/weed.pid"
+  S3_ENDPOINT=http://127.0.0.1:$s3_port
+  export S3_ENDPOINT S3_PID
+}
+
+local_s3_stop() {
+  [ -n "${S3_PID:-}" ] || return 0
+  if kill "$S3_PID" 2>/dev/null; then
+    for _ in $(seq 1 25); do kill -0 "$S3_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$S3_PID" 2>/dev/null || true
+  fi
+  S3_PID=
+}
+
+s3curl() {
+  curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" "$@"
+}
+
+s3_make_bucket() {
+  local i
+  for i in $(seq 1 120); do
+    # 200 on creation; 409 if it already exists (a reused data directory).
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
+      --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT "$S3_ENDPOINT/$1" 2>/dev/null || true)
+    case $code in 200|409) return 0 ;; esac
+    sleep 0.5
+  done
+  echo "local S3 server did not answer at $S3_ENDPOINT" >&2
+  return 1
+}
+
+s3_put() {
+  # SeaweedFS checks the payload hash, which curl does not send by itself.
+  s3curl -X PUT -H "x-amz-content-sha256: $(sha256sum "$3" | cut -d' ' -f1)" \
+    --data-binary "@$3" "$S3_ENDPOINT/$1/$2" -o /dev/null
+}
