@@ -60,11 +60,11 @@ pub struct Args {
     #[arg(long, help_heading = "Mount options")]
     pub read_only: bool,
 
-    /// Allow deleting files (not supported yet)
+    /// Allow deleting files (unlink, and rename, which deletes its source)
     #[arg(long, help_heading = "Mount options")]
     pub allow_delete: bool,
 
-    /// Allow overwriting existing files (not supported yet)
+    /// Allow replacing existing files (open with O_TRUNC, rename onto them)
     #[arg(long, help_heading = "Mount options")]
     pub allow_overwrite: bool,
 
@@ -103,6 +103,10 @@ pub struct Args {
     /// Part size for ranged GETs and multipart uploads, in bytes
     #[arg(long, help_heading = "Client options", value_name = "SIZE", default_value_t = DEFAULT_PART_SIZE, value_parser = parse_part_size)]
     pub part_size: u64,
+
+    /// Checksum sent with every upload: crc32c, or off for servers that reject checksums
+    #[arg(long, help_heading = "Client options", value_name = "ALGORITHM", default_value = "crc32c", value_parser = ["crc32c", "off"])]
+    pub upload_checksums: String,
 
     /// Memory for prefetched data across all open files, in MiB [default: 1/8 of RAM, 64-512]
     #[arg(long, help_heading = "Client options", value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
@@ -231,12 +235,6 @@ impl Args {
             }
         }
         for (set, flag, issue) in [
-            (self.allow_delete, "--allow-delete", "deleting files"),
-            (
-                self.allow_overwrite,
-                "--allow-overwrite",
-                "overwriting files",
-            ),
             (self.cache.is_some(), "--cache", "the local data cache"),
             (
                 self.max_cache_size.is_some(),
@@ -289,6 +287,8 @@ impl Args {
             file_mode: self.file_mode,
             metadata_ttl: self.metadata_ttl.unwrap_or(MINIMAL_TTL),
             read_only: self.read_only,
+            allow_delete: self.allow_delete,
+            allow_overwrite: self.allow_overwrite,
             part_size: self.part_size,
             memory_limit: self
                 .memory_target
@@ -304,6 +304,7 @@ impl Args {
             force_path_style: self.force_path_style,
             no_sign_request: self.no_sign_request,
             profile: self.profile.clone(),
+            upload_checksums: self.upload_checksums == "crc32c",
             ..S3Config::new(self.bucket.clone())
         }
     }
@@ -413,7 +414,6 @@ mod tests {
             vec!["bucket", "/no/such/dir/here"],
             vec!["bucket", "/etc/hostname"],
             vec!["bucket", d, "--prefix", "noslash"],
-            vec!["bucket", d, "--allow-delete"],
             vec!["bucket", d, "--cache", "/tmp"],
             vec!["bucket", "/proc"],
         ];

@@ -19,6 +19,10 @@ pub struct FsConfig {
     pub metadata_ttl: Duration,
     /// Refuse every change (the kernel also gets the `ro` mount flag).
     pub read_only: bool,
+    /// unlink and rename may delete objects (`--allow-delete`).
+    pub allow_delete: bool,
+    /// Writes and renames may replace existing objects (`--allow-overwrite`).
+    pub allow_overwrite: bool,
     /// Largest ranged GET (`--part-size`).
     pub part_size: u64,
     /// Bytes of prefetched data the whole mount may hold (`--memory-target`).
@@ -35,6 +39,8 @@ impl Default for FsConfig {
             file_mode: 0o644,
             metadata_ttl: Duration::from_secs(1),
             read_only: false,
+            allow_delete: false,
+            allow_overwrite: false,
             part_size: 8 * 1024 * 1024,
             memory_limit: 512 * 1024 * 1024,
         }

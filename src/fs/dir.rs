@@ -37,11 +37,21 @@ pub struct DirStream {
     /// Entries ready to hand out; `ready[0]` has index `base`.
     ready: VecDeque<ListedEntry>,
     base: usize,
+    /// Entries that exist only in this mount (new directories, files being written), shown
+    /// after the listing unless S3 listed the same name.
+    extras: BTreeMap<String, ListedEntry>,
+    /// All of them, for a restart.
+    all_extras: Vec<ListedEntry>,
 }
 
 impl DirStream {
     /// A listing of the directory whose key prefix is `prefix`.
     pub fn new(prefix: &str) -> Self {
+        Self::with_extras(prefix, Vec::new())
+    }
+
+    /// A listing that also shows `extras` (local entries) once S3's keys are listed.
+    pub fn with_extras(prefix: &str, extras: Vec<ListedEntry>) -> Self {
         Self {
             prefix: prefix.to_string(),
             token: None,
@@ -49,6 +59,8 @@ impl DirStream {
             pending: BTreeMap::new(),
             ready: VecDeque::new(),
             base: 0,
+            extras: extras.iter().map(|e| (e.name.clone(), e.clone())).collect(),
+            all_extras: extras,
         }
     }
 
@@ -62,7 +74,7 @@ impl DirStream {
         count: usize,
     ) -> Result<Vec<ListedEntry>, S3Error> {
         if index < self.base {
-            *self = Self::new(&self.prefix);
+            *self = Self::with_extras(&self.prefix, self.all_extras.clone());
         }
         loop {
             while self.base < index && !self.ready.is_empty() {
@@ -137,8 +149,13 @@ impl DirStream {
             .collect();
         for name in settled {
             if let Some(entry) = self.pending.remove(&name) {
+                self.extras.remove(&name);
                 self.ready.push_back(entry);
             }
+        }
+        if done {
+            let extras = std::mem::take(&mut self.extras);
+            self.ready.extend(extras.into_values());
         }
     }
 }
@@ -225,6 +242,27 @@ mod tests {
                 ("ok".to_string(), Kind::File),
                 ("zz".to_string(), Kind::File)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn local_extras_follow_the_listing_once() {
+        let store = MemoryStore::new();
+        store.put("d/a", "x");
+        store.put("d/both", "x");
+        let extra = |name: &str| ListedEntry {
+            name: name.to_string(),
+            kind: Kind::Dir,
+            object: None,
+        };
+        let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")]);
+        let got = stream.entries_from(&store, 0, 10).await.unwrap();
+        let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "both", "new"]);
+        assert_eq!(
+            got[1].kind,
+            Kind::File,
+            "S3's entry wins over the local one"
         );
     }
 

@@ -34,6 +34,31 @@ pub enum FsError {
         /// The object's key.
         key: String,
     },
+    /// A call S3 semantics cannot honour as asked (out-of-order write, write after commit).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The file would pass S3's 5 TiB object limit.
+    #[error("file too large for S3 (5 TiB limit)")]
+    FileTooBig,
+    /// An earlier call of this handle failed and aborted its upload.
+    #[error("the upload of this file already failed and was aborted")]
+    UploadFailed {
+        /// The errno of the original failure.
+        errno: i32,
+    },
+    /// The name is longer than NAME_MAX.
+    #[error("file name too long")]
+    NameTooLong,
+    /// The name already exists.
+    #[error("already exists")]
+    Exists,
+    /// The directory is not empty.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// Directories cannot be renamed in S3 without copying every key; `mv` falls back to
+    /// copying file by file on this errno.
+    #[error("renaming directories is not supported")]
+    CrossDevice,
     /// The object store failed.
     #[error("S3 request for {key:?} failed: {source}")]
     S3 {
@@ -69,6 +94,13 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::NoXattr => libc::ENOTSUP,
             FsError::ObjectChanged { .. } => libc::EIO,
+            FsError::InvalidArgument(_) => libc::EINVAL,
+            FsError::FileTooBig => libc::EFBIG,
+            FsError::UploadFailed { errno } => *errno,
+            FsError::Exists => libc::EEXIST,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,

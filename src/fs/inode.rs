@@ -25,6 +25,18 @@ pub struct Stat {
     pub etag: Option<String>,
 }
 
+/// State that exists only in this mount, not (yet) in S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// A directory made by mkdir; it becomes real when a file inside is committed.
+    Dir,
+    /// A file open for writing; `new` when no object of that name existed at open.
+    Writing {
+        /// Whether the name is new (so it vanishes again if the upload fails).
+        new: bool,
+    },
+}
+
 /// One entry of the table.
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -42,14 +54,16 @@ pub struct Inode {
     pub stat: Stat,
     /// When `stat` must be revalidated; `None`: never.
     pub expires: Option<Instant>,
+    /// Set while the entry exists only here (a new directory, a file being written).
+    pub local: Option<Local>,
     /// Kernel lookup count; the entry is dropped when it returns to 0.
     lookups: u64,
 }
 
 impl Inode {
-    /// Whether the cached stat may still be used.
+    /// Whether the cached stat may still be used (local state is always current).
     pub fn is_fresh(&self) -> bool {
-        self.expires.is_none_or(|at| Instant::now() < at)
+        self.local.is_some() || self.expires.is_none_or(|at| Instant::now() < at)
     }
 }
 
@@ -89,6 +103,7 @@ impl InodeTable {
                 etag: None,
             },
             expires: None,
+            local: None,
             lookups: 1,
         };
         let state = TableState {
@@ -134,7 +149,10 @@ impl InodeTable {
         let index_key = (parent.ino, name.to_string());
         if let Some(ino) = state.children.get(&index_key).copied() {
             if let Some(inode) = state.inodes.get_mut(&ino).filter(|i| i.kind == kind) {
-                inode.stat = stat;
+                if inode.local.is_none() {
+                    // A local entry's stat is ours (e.g. the growing size of a new upload).
+                    inode.stat = stat;
+                }
                 inode.expires = expires;
                 inode.lookups += add_lookups;
                 return inode.clone();
@@ -154,6 +172,7 @@ impl InodeTable {
             kind,
             stat,
             expires,
+            local: None,
             lookups: add_lookups,
         };
         state.children.insert(index_key, ino);
@@ -169,6 +188,59 @@ impl InodeTable {
         inode.stat = stat;
         inode.expires = expires;
         Some(inode.clone())
+    }
+
+    /// Marks `ino` as existing only here (or, with `None`, as real in S3 again).
+    pub fn set_local(&self, ino: u64, local: Option<Local>) -> Option<Inode> {
+        let mut state = self.lock();
+        let inode = state.inodes.get_mut(&ino)?;
+        inode.local = local;
+        Some(inode.clone())
+    }
+
+    /// Sets the size of a file being written (others see it grow).
+    pub fn set_size(&self, ino: u64, size: u64) {
+        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
+            inode.stat.size = size;
+        }
+    }
+
+    /// Clears the local mark of `ino` and its ancestors: a committed file made them real.
+    pub fn make_real(&self, ino: u64) {
+        let mut state = self.lock();
+        let mut next = Some(ino);
+        while let Some(ino) = next.take() {
+            if let Some(inode) = state.inodes.get_mut(&ino) {
+                inode.local = None;
+                if inode.parent != ino {
+                    next = Some(inode.parent);
+                }
+            }
+        }
+    }
+
+    /// The local entries (new directories, files being written) directly in `parent`.
+    pub fn local_children(&self, parent: u64) -> Vec<Inode> {
+        let state = self.lock();
+        state
+            .children
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .filter_map(|(_, ino)| state.inodes.get(ino))
+            .filter(|inode| inode.local.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Removes `ino` from the table entirely (after unlink or rmdir).
+    pub fn remove(&self, ino: u64) {
+        let mut state = self.lock();
+        if let Some(inode) = state.inodes.remove(&ino) {
+            let index_key = (inode.parent, inode.name);
+            if state.children.get(&index_key) == Some(&ino) {
+                state.children.remove(&index_key);
+            }
+        }
     }
 
     /// Adds one kernel lookup to `ino` (a readdirplus entry the kernel accepted).
@@ -199,7 +271,8 @@ impl InodeTable {
             return;
         };
         inode.lookups = inode.lookups.saturating_sub(n);
-        if inode.lookups > 0 {
+        if inode.lookups > 0 || inode.local.is_some() {
+            // Local entries live until they are removed or become real.
             return;
         }
         let index_key = (inode.parent, inode.name.clone());

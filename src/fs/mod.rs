@@ -8,30 +8,34 @@ pub mod config;
 pub mod counters;
 pub mod dir;
 pub mod error;
+mod files;
 pub mod inode;
+mod listing;
 pub mod memory;
+mod mutate;
 pub mod names;
 pub mod read;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use moka::sync::Cache;
 
 pub use config::FsConfig;
 pub use error::FsError;
 pub use inode::{Inode, ROOT_INO, Stat};
+pub use mutate::RenameMode;
 pub use names::Kind;
 
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
 use counters::{CounterSnapshot, ReadCounters};
-use dir::{DirStream, ListedEntry};
+use dir::DirStream;
+use files::OpenFile;
 use memory::MemoryBudget;
-use read::FileReader;
 use read::prefetch::PrefetchConfig;
 
 /// Most names remembered as missing at once.
@@ -72,6 +76,10 @@ pub struct DirEntry {
 pub struct OpenMode {
     /// Opened for writing (O_WRONLY or O_RDWR).
     pub write: bool,
+    /// O_TRUNC: the whole object is replaced.
+    pub truncate: bool,
+    /// O_APPEND (refused for writing: S3 objects cannot be appended to).
+    pub append: bool,
     /// O_DIRECT: revalidate metadata instead of trusting the cache.
     pub direct: bool,
 }
@@ -89,7 +97,7 @@ pub struct S3Filesystem<S: ObjectStore> {
     /// (parent inode, name) pairs known not to exist, for the metadata TTL.
     negative: Cache<(u64, String), ()>,
     /// Open files by handle number.
-    files: Mutex<HashMap<u64, Arc<FileReader<S>>>>,
+    files: Mutex<HashMap<u64, OpenFile<S>>>,
     /// Open directories by handle number.
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_handle: AtomicU64,
@@ -190,24 +198,36 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
         }
-        let cache_key = (parent.ino, name.to_string());
+        let inode = self
+            .child(&parent, name, false)
+            .await?
+            .ok_or(FsError::NotFound)?;
+        self.inodes.add_lookup(inode.ino);
+        Ok(self.attr_of(&inode))
+    }
+
+    /// What `name` in `parent` is now: a fresh cached entry, else what S3 says (recorded in
+    /// the table without a kernel lookup). `bypass_negative` ignores a cached "missing".
+    async fn child(
+        &self,
+        parent: &Inode,
+        name: &str,
+        bypass_negative: bool,
+    ) -> Result<Option<Inode>, FsError> {
         if let Some(inode) = self.inodes.fresh_child(parent.ino, name) {
-            self.inodes.add_lookup(inode.ino);
-            return Ok(self.attr_of(&inode));
+            return Ok(Some(inode));
         }
-        if self.negative.contains_key(&cache_key) {
-            return Err(FsError::NotFound);
+        let cache_key = (parent.ino, name.to_string());
+        if !bypass_negative && self.negative.contains_key(&cache_key) {
+            return Ok(None);
         }
-        match self.resolve(&parent, name).await? {
-            Some((kind, stat)) => {
-                let inode = self.inodes.upsert_child(&parent, name, kind, stat, 1);
-                Ok(self.attr_of(&inode))
-            }
+        match self.resolve(parent, name).await? {
+            Some((kind, stat)) => Ok(Some(self.inodes.upsert_child(parent, name, kind, stat, 0))),
             None => {
                 if !self.config.metadata_ttl.is_zero() {
                     self.negative.insert(cache_key, ());
                 }
-                Err(FsError::NotFound)
+                Ok(None)
             }
         }
     }
@@ -261,162 +281,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
     }
-
-    /// Opens a file for reading and returns its handle number. The handle pins the ETag.
-    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<u64, FsError> {
-        let inode = self.inode(ino)?;
-        if inode.kind == Kind::Dir {
-            return Err(FsError::IsADirectory);
-        }
-        if mode.write {
-            return Err(if self.config.read_only {
-                FsError::ReadOnly
-            } else {
-                FsError::NotPermitted("writing files")
-            });
-        }
-        let inode = if mode.direct || !inode.is_fresh() {
-            self.revalidate(&inode).await?
-        } else {
-            inode
-        };
-        let etag = inode.stat.etag.clone().unwrap_or_default();
-        let reader = FileReader::new(
-            self.store.clone(),
-            inode.key.clone(),
-            etag,
-            inode.stat.size,
-            self.prefetch,
-            self.budget.clone(),
-            self.counters.clone(),
-        );
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .expect("file handles lock poisoned")
-            .insert(fh, Arc::new(reader));
-        Ok(fh)
-    }
-
-    /// Reads up to `len` bytes at `offset` from an open file.
-    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let reader = self
-            .files
-            .lock()
-            .expect("file handles lock poisoned")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
-        reader.read(offset, len).await
-    }
-
-    /// Closes a file handle.
-    pub fn release(&self, fh: u64) {
-        self.files
-            .lock()
-            .expect("file handles lock poisoned")
-            .remove(&fh);
-    }
-
-    /// Opens a directory for listing and returns its handle number.
-    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
-        let inode = self.dir_inode(ino)?;
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let stream = Arc::new(tokio::sync::Mutex::new(DirStream::new(&inode.key)));
-        self.dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .insert(fh, stream);
-        Ok(fh)
-    }
-
-    /// Entries of directory `ino` from `offset` on (0 = start; `.` and `..` come first), at
-    /// most `count`. Every entry returned is registered in the inode table, with no kernel
-    /// lookup counted: call [`S3Filesystem::add_lookup`] for each one a readdirplus reply
-    /// actually carried.
-    pub async fn readdir(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        count: usize,
-    ) -> Result<Vec<DirEntry>, FsError> {
-        let dir = self.dir_inode(ino)?;
-        let stream = self
-            .dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
-        let mut out = Vec::with_capacity(count);
-        let mut offset = offset;
-        while offset < 2 && out.len() < count {
-            let (name, target) = if offset == 0 {
-                (".", dir.clone())
-            } else {
-                (
-                    "..",
-                    self.inodes.get(dir.parent).unwrap_or_else(|| dir.clone()),
-                )
-            };
-            offset += 1;
-            out.push(DirEntry {
-                name: name.to_string(),
-                attr: self.attr_of(&target),
-                next_offset: offset,
-            });
-        }
-        let wanted = count - out.len();
-        if wanted == 0 {
-            return Ok(out);
-        }
-        let listed = stream
-            .lock()
-            .await
-            .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
-            .await
-            .map_err(|e| FsError::s3(&dir.key, e))?;
-        for entry in listed {
-            offset += 1;
-            let inode = self.register(&dir, entry);
-            out.push(DirEntry {
-                name: inode.name.clone(),
-                attr: self.attr_of(&inode),
-                next_offset: offset,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Puts a listed entry into the inode table (its stat comes free with the listing).
-    fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
-        let stat = match &entry.object {
-            Some(info) => file_stat(info),
-            None => self.dir_stat(),
-        };
-        self.negative.invalidate(&(dir.ino, entry.name.clone()));
-        self.inodes
-            .upsert_child(dir, &entry.name, entry.kind, stat, 0)
-    }
-
-    /// Counts one kernel lookup of `ino` (an entry a readdirplus reply carried).
-    pub fn add_lookup(&self, ino: u64) {
-        self.inodes.add_lookup(ino);
-    }
-
-    /// Closes a directory handle.
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .remove(&fh);
-    }
-
-    /// Number of open file and directory handles (for tests and the unmount summary).
-    pub fn open_handles(&self) -> usize {
-        self.files.lock().map_or(0, |f| f.len()) + self.dirs.lock().map_or(0, |d| d.len())
-    }
 }
 
 fn file_stat(info: &ObjectInfo) -> Stat {
@@ -429,3 +293,5 @@ fn file_stat(info: &ObjectInfo) -> Stat {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_write;

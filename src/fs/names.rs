@@ -27,6 +27,19 @@ pub fn is_valid_name(name: &str) -> bool {
         && !name.contains('\0')
 }
 
+/// Checks a name a program wants to create: EINVAL for names S3 keys cannot carry as one
+/// component, ENAMETOOLONG past NAME_MAX.
+pub fn check_new_name(name: &str) -> Result<(), super::FsError> {
+    if name.len() > NAME_MAX {
+        return Err(super::FsError::NameTooLong);
+    }
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(super::FsError::InvalidArgument("not a valid file name"))
+    }
+}
+
 /// The key of `name` inside the directory whose prefix is `dir_prefix` (empty or ending in `/`).
 pub fn child_key(dir_prefix: &str, name: &str) -> String {
     format!("{dir_prefix}{name}")

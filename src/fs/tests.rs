@@ -163,7 +163,7 @@ async fn open_read_release() {
     let fh = fs.open(f.ino, OpenMode::default()).await.unwrap();
     let got = fs.read(fh, 99_990, 4096).await.unwrap();
     assert_eq!(&got[..], &data[99_990..]);
-    fs.release(fh);
+    fs.release(fh).await;
     assert!(matches!(fs.read(fh, 0, 1).await, Err(FsError::BadHandle)));
     assert_eq!(fs.open_handles(), 0);
     assert!(matches!(

@@ -12,14 +12,14 @@ use std::time::SystemTime;
 
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::fs::{FsError, OpenMode, S3Filesystem};
+use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem};
 use crate::s3::ObjectStore;
 use attr::file_attr;
 
@@ -61,6 +61,16 @@ impl<S: ObjectStore> FuseAdapter<S> {
     }
 }
 
+/// What the filesystem needs to know of open(2) flags.
+fn open_mode(flags: i32) -> OpenMode {
+    OpenMode {
+        write: flags & libc::O_ACCMODE != libc::O_RDONLY,
+        truncate: flags & libc::O_TRUNC != 0,
+        append: flags & libc::O_APPEND != 0,
+        direct: flags & libc::O_DIRECT != 0,
+    }
+}
+
 /// The name as UTF-8 (S3 keys are UTF-8; any other name cannot exist).
 fn utf8(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
@@ -68,9 +78,12 @@ fn utf8(name: &OsStr) -> Option<String> {
 
 impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // ATOMIC_O_TRUNC: O_TRUNC arrives with open, not as a separate truncate that S3
+        // could not honour.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(unsupported) = config.add_capabilities(wanted) {
             debug!(?unsupported, "kernel lacks some FUSE capabilities");
         }
@@ -107,45 +120,81 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
+        flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse(
-            "setattr",
-            "changing attributes (chmod, chown, utimes, truncate)",
-        ));
+        let other = mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || atime.is_some()
+            || mtime.is_some()
+            || flags.is_some();
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.setattr(ino.0, size, other).await {
+                Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail("setattr", e)),
+            }
+        });
     }
 
     fn mkdir(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("mkdir", "creating directories"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.mkdir(parent.0, &name).await {
+                Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(fail("mkdir", e)),
+            }
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("unlink", "deleting files"));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("unlink", e)),
+            }
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("rmdir", "removing directories"));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rmdir", e)),
+            }
+        });
     }
 
     fn symlink(
@@ -162,14 +211,33 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: fuser::RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse("rename", "renaming"));
+        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mode = if flags.contains(fuser::RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(fuser::RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else {
+            RenameMode::Replace
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, mode)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rename", e)),
+            }
+        });
     }
 
     fn link(
@@ -184,10 +252,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mode = OpenMode {
-            write: flags.acc_mode() != OpenAccMode::O_RDONLY,
-            direct: flags.0 & libc::O_DIRECT != 0,
-        };
+        let mode = open_mode(flags.0);
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
             match fs.open(ino.0, mode).await {
@@ -221,26 +286,41 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse("write", "writing files"));
+        // The kernel's buffer is only borrowed for this call: one copy, into the part buffer
+        // the upload needs anyway, happens in the task.
+        let data = data.to_vec();
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(fail("write", e)),
+            }
+        });
     }
 
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("flush", e)),
+            }
+        });
     }
 
     fn release(
@@ -253,20 +333,28 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        reply.ok();
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            fs.release(fh.0).await;
+            reply.ok();
+        });
     }
 
     fn fsync(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Read-only handles have nothing to persist.
-        reply.ok();
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fsync", e)),
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -399,13 +487,28 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn create(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse("create", "creating files"));
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            match fs.create(parent.0, &name).await {
+                Ok((attr, fh)) => reply.created(
+                    &fs.kernel_ttl(),
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(fail("create", e)),
+            }
+        });
     }
 }

@@ -23,6 +23,8 @@ pub struct S3Config {
     pub connect_timeout: Duration,
     /// Time allowed between bytes of a response.
     pub read_timeout: Duration,
+    /// Send a CRC32C with every uploaded part and object (`--upload-checksums crc32c`).
+    pub upload_checksums: bool,
 }
 
 impl S3Config {
@@ -38,6 +40,7 @@ impl S3Config {
             max_attempts: 4,
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(30),
+            upload_checksums: true,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{ListPage, ObjectInfo, ObjectStore, S3Error};
+use super::{ListPage, ObjectInfo, ObjectStore, PartTag, S3Error};
 
 #[derive(Debug, Clone)]
 struct StoredObject {
@@ -25,8 +25,10 @@ struct StoredObject {
 pub struct MemoryStore {
     /// The objects, by key; one lock, held only to copy in or out.
     objects: Mutex<BTreeMap<String, StoredObject>>,
-    /// Source of fresh ETags.
+    /// Source of fresh ETags and upload ids.
     next_etag: AtomicU64,
+    /// Multipart uploads in progress: upload id → (key, parts by number).
+    uploads: Mutex<BTreeMap<String, (String, BTreeMap<i32, Bytes>)>>,
 }
 
 impl MemoryStore {
@@ -36,14 +38,25 @@ impl MemoryStore {
     }
 
     /// Stores `data` under `key`, replacing any object there with a new ETag.
-    pub fn put(&self, key: &str, data: impl Into<Bytes>) {
+    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
         let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
         let object = StoredObject {
             data: data.into(),
-            etag,
+            etag: etag.clone(),
             last_modified: SystemTime::now(),
         };
         self.lock().insert(key.to_string(), object);
+        etag
+    }
+
+    /// The bytes stored under `key`.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.lock().get(key).map(|o| o.data.clone())
+    }
+
+    /// Number of multipart uploads neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().expect("uploads lock poisoned").len()
     }
 
     /// Removes `key` if present.
@@ -137,6 +150,80 @@ impl ObjectStore for MemoryStore {
             });
         }
         Ok(object.data.slice(range.start as usize..range.end as usize))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
+        Ok(MemoryStore::put(self, key, data))
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
+        let id = format!("upload-{}", self.next_etag.fetch_add(1, Ordering::Relaxed));
+        self.uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .insert(id.clone(), (key.to_string(), BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<PartTag, S3Error> {
+        let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
+        let (upload_key, parts) = uploads.get_mut(upload_id).ok_or(S3Error::NotFound)?;
+        assert_eq!(upload_key, key, "part for another key");
+        parts.insert(number, data);
+        Ok(PartTag {
+            number,
+            etag: format!("\"part-{number}\""),
+            crc32c: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartTag>,
+    ) -> Result<String, S3Error> {
+        let (_, stored) = self
+            .uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .remove(upload_id)
+            .ok_or(S3Error::NotFound)?;
+        let mut data = Vec::new();
+        for tag in &parts {
+            let part = stored.get(&tag.number).ok_or(S3Error::Service {
+                status: 400,
+                code: "InvalidPart".into(),
+                message: format!("part {} was not uploaded", tag.number),
+            })?;
+            data.extend_from_slice(part);
+        }
+        Ok(MemoryStore::put(self, key, data))
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .remove(upload_id);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        MemoryStore::delete(self, key);
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str, _size: u64) -> Result<(), S3Error> {
+        let data = self.get(from).ok_or(S3Error::NotFound)?;
+        MemoryStore::put(self, to, data);
+        Ok(())
     }
 }
 

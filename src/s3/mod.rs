@@ -42,6 +42,26 @@ pub struct ListPage {
     pub next_token: Option<String>,
 }
 
+/// One uploaded part of a multipart upload, as CompleteMultipartUpload needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartTag {
+    /// 1-based part number.
+    pub number: i32,
+    /// The part's ETag.
+    pub etag: String,
+    /// Its CRC32C (base64), when uploads carry checksums.
+    pub crc32c: Option<String>,
+}
+
+/// S3's largest object (5 TiB).
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
+/// S3's largest single PUT or CopyObject (5 GiB).
+pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// S3's most parts in one multipart upload.
+pub const MAX_PARTS: i32 = 10_000;
+
 /// The calls the filesystem makes on a bucket. Keys are full keys (the mount's `--prefix`
 /// included); the bucket is fixed when the store is built.
 pub trait ObjectStore: Send + Sync + 'static {
@@ -65,4 +85,47 @@ pub trait ObjectStore: Send + Sync + 'static {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
+
+    /// Stores `data` as `key` in one PUT; returns the new ETag.
+    fn put(&self, key: &str, data: Bytes) -> impl Future<Output = Result<String, S3Error>> + Send;
+
+    /// Starts a multipart upload of `key`; returns its upload id.
+    fn create_multipart(&self, key: &str) -> impl Future<Output = Result<String, S3Error>> + Send;
+
+    /// Uploads part `number` (1-based) of an upload.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> impl Future<Output = Result<PartTag, S3Error>> + Send;
+
+    /// Completes an upload from its parts (in order); returns the object's ETag. Only now does
+    /// the object appear.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartTag>,
+    ) -> impl Future<Output = Result<String, S3Error>> + Send;
+
+    /// Abandons an upload and frees its parts.
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+
+    /// Deletes `key` (no error if it is already gone).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), S3Error>> + Send;
+
+    /// Copies `from` (of `size` bytes) to `to` on the server side: CopyObject, or a multipart
+    /// copy for objects over 5 GiB.
+    fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
 }

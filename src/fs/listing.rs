@@ -1,0 +1,127 @@
+//! Directory listings: open, read in offset order, close. Listed entries seed the inode
+//! table with their stats, so `ls -l` costs no HEAD per file.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::dir::{DirStream, ListedEntry};
+use super::{DirEntry, FsError, Inode, S3Filesystem, file_stat};
+use crate::s3::ObjectStore;
+
+impl<S: ObjectStore> S3Filesystem<S> {
+    /// Opens a directory for listing and returns its handle number.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let inode = self.dir_inode(ino)?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let extras = self
+            .inodes
+            .local_children(inode.ino)
+            .into_iter()
+            .map(|child| ListedEntry {
+                name: child.name,
+                kind: child.kind,
+                object: None,
+            })
+            .collect();
+        let stream = DirStream::with_extras(&inode.key, extras);
+        let stream = Arc::new(tokio::sync::Mutex::new(stream));
+        self.dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .insert(fh, stream);
+        Ok(fh)
+    }
+
+    /// Entries of directory `ino` from `offset` on (0 = start; `.` and `..` come first), at
+    /// most `count`. Every entry returned is registered in the inode table, with no kernel
+    /// lookup counted: call [`S3Filesystem::add_lookup`] for each one a readdirplus reply
+    /// actually carried.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        count: usize,
+    ) -> Result<Vec<DirEntry>, FsError> {
+        let dir = self.dir_inode(ino)?;
+        let stream = self
+            .dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let mut out = Vec::with_capacity(count);
+        let mut offset = offset;
+        while offset < 2 && out.len() < count {
+            let (name, target) = if offset == 0 {
+                (".", dir.clone())
+            } else {
+                (
+                    "..",
+                    self.inodes.get(dir.parent).unwrap_or_else(|| dir.clone()),
+                )
+            };
+            offset += 1;
+            out.push(DirEntry {
+                name: name.to_string(),
+                attr: self.attr_of(&target),
+                next_offset: offset,
+            });
+        }
+        let wanted = count - out.len();
+        if wanted == 0 {
+            return Ok(out);
+        }
+        let listed = stream
+            .lock()
+            .await
+            .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
+            .await
+            .map_err(|e| FsError::s3(&dir.key, e))?;
+        for entry in listed {
+            offset += 1;
+            let inode = self.register(&dir, entry);
+            out.push(DirEntry {
+                name: inode.name.clone(),
+                attr: self.attr_of(&inode),
+                next_offset: offset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Puts a listed entry into the inode table (its stat comes free with the listing).
+    /// A local entry keeps the inode it has.
+    fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
+        if entry.object.is_none() {
+            if let Some(local) = self
+                .inodes
+                .fresh_child(dir.ino, &entry.name)
+                .filter(|i| i.local.is_some() && i.kind == entry.kind)
+            {
+                return local;
+            }
+        }
+        let stat = match &entry.object {
+            Some(info) => file_stat(info),
+            None => self.dir_stat(),
+        };
+        self.negative.invalidate(&(dir.ino, entry.name.clone()));
+        self.inodes
+            .upsert_child(dir, &entry.name, entry.kind, stat, 0)
+    }
+
+    /// Counts one kernel lookup of `ino` (an entry a readdirplus reply carried).
+    pub fn add_lookup(&self, ino: u64) {
+        self.inodes.add_lookup(ino);
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs
+            .lock()
+            .expect("dir handles lock poisoned")
+            .remove(&fh);
+    }
+}

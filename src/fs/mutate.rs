@@ -1,0 +1,189 @@
+//! Changes to the namespace: mkdir, rmdir, unlink, rename. Each is refused unless the mount
+//! allows it, and none leaves S3 half-changed: rename copies before it deletes.
+
+use super::inode::Local;
+use super::{Attr, FsError, Inode, Kind, S3Filesystem, names};
+use crate::s3::ObjectStore;
+
+/// How rename must treat an existing target (from renameat2 flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenameMode {
+    /// Replace an existing target (with `--allow-overwrite`).
+    #[default]
+    Replace,
+    /// RENAME_NOREPLACE: fail with EEXIST if the target exists.
+    NoReplace,
+    /// RENAME_EXCHANGE: not possible in S3.
+    Exchange,
+}
+
+impl<S: ObjectStore> S3Filesystem<S> {
+    /// Makes a directory that exists only in this mount until a file is written inside it
+    /// (S3 has no directories; no marker object is written).
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        let parent = self.dir_inode(parent)?;
+        names::check_new_name(name)?;
+        if self.child(&parent, name, true).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let inode = self
+            .inodes
+            .upsert_child(&parent, name, Kind::Dir, self.dir_stat(), 1);
+        let inode = self
+            .inodes
+            .set_local(inode.ino, Some(Local::Dir))
+            .unwrap_or(inode);
+        self.negative.invalidate(&(parent.ino, name.to_string()));
+        Ok(self.attr_of(&inode))
+    }
+
+    /// Removes an empty directory: a local one from the table; one that is only a `name/`
+    /// marker object by deleting the marker (with `--allow-delete`).
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        let parent = self.dir_inode(parent)?;
+        let dir = self.existing_child(&parent, name).await?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotADirectory);
+        }
+        if !self.inodes.local_children(dir.ino).is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        let page = self
+            .store
+            .list(&dir.key, false, None, 2)
+            .await
+            .map_err(|e| FsError::s3(&dir.key, e))?;
+        let marker_only = match page.objects.as_slice() {
+            [] => false,
+            [only] => only.key == dir.key,
+            _ => return Err(FsError::NotEmpty),
+        };
+        if !marker_only && !page.objects.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        if marker_only {
+            if !self.config.allow_delete {
+                return Err(FsError::NotPermitted(
+                    "deleting a directory marker object (mount with --allow-delete)",
+                ));
+            }
+            self.store
+                .delete(&dir.key)
+                .await
+                .map_err(|e| FsError::s3(&dir.key, e))?;
+        } else if dir.local.is_none() {
+            // Neither local nor in S3 any more: someone else removed it.
+            self.inodes.unlink(dir.ino);
+            return Err(FsError::NotFound);
+        }
+        self.inodes.remove(dir.ino);
+        Ok(())
+    }
+
+    /// Deletes a file's object (with `--allow-delete`).
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        let parent = self.dir_inode(parent)?;
+        if !self.config.allow_delete {
+            return Err(FsError::NotPermitted(
+                "deleting objects (mount with --allow-delete)",
+            ));
+        }
+        let file = self.existing_child(&parent, name).await?;
+        if file.kind == Kind::Dir {
+            return Err(FsError::IsADirectory);
+        }
+        Self::not_being_written(&file)?;
+        self.store
+            .delete(&file.key)
+            .await
+            .map_err(|e| FsError::s3(&file.key, e))?;
+        self.inodes.unlink(file.ino);
+        Ok(())
+    }
+
+    /// Renames a file: a server-side copy, then the delete of the source (which needs
+    /// `--allow-delete`; replacing an existing target also needs `--allow-overwrite`). The
+    /// source stays until the copy succeeded. Directories are refused with EXDEV, on which
+    /// `mv` falls back to copying file by file.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        if mode == RenameMode::Exchange {
+            return Err(FsError::InvalidArgument(
+                "S3 cannot swap two objects atomically",
+            ));
+        }
+        let parent = self.dir_inode(parent)?;
+        let new_parent = self.dir_inode(new_parent)?;
+        names::check_new_name(new_name)?;
+        let source = self.existing_child(&parent, name).await?;
+        if source.kind == Kind::Dir {
+            return Err(FsError::CrossDevice);
+        }
+        Self::not_being_written(&source)?;
+        if !self.config.allow_delete {
+            return Err(FsError::NotPermitted(
+                "renaming (it deletes the source; mount with --allow-delete)",
+            ));
+        }
+        let target = self.child(&new_parent, new_name, true).await?;
+        if let Some(target) = &target {
+            if target.kind == Kind::Dir {
+                return Err(FsError::IsADirectory);
+            }
+            Self::not_being_written(target)?;
+            if mode == RenameMode::NoReplace {
+                return Err(FsError::Exists);
+            }
+            if !self.config.allow_overwrite {
+                return Err(FsError::NotPermitted(
+                    "renaming onto an existing object (mount with --allow-overwrite)",
+                ));
+            }
+        }
+        let target_key = names::child_key(&new_parent.key, new_name);
+        if target_key == source.key {
+            return Ok(());
+        }
+        self.store
+            .copy(&source.key, &target_key, source.stat.size)
+            .await
+            .map_err(|e| FsError::s3(&source.key, e))?;
+        self.store
+            .delete(&source.key)
+            .await
+            .map_err(|e| FsError::s3(&source.key, e))?;
+        self.inodes.unlink(source.ino);
+        if let Some(target) = target {
+            self.inodes.unlink(target.ino);
+        }
+        self.negative
+            .invalidate(&(new_parent.ino, new_name.to_string()));
+        self.inodes.make_real(new_parent.ino);
+        Ok(())
+    }
+
+    async fn existing_child(&self, parent: &Inode, name: &str) -> Result<Inode, FsError> {
+        self.child(parent, name, false)
+            .await?
+            .ok_or(FsError::NotFound)
+    }
+
+    fn not_being_written(inode: &Inode) -> Result<(), FsError> {
+        match inode.local {
+            Some(Local::Writing { .. }) => Err(FsError::NotPermitted(
+                "the file is being written through another handle",
+            )),
+            _ => Ok(()),
+        }
+    }
+}

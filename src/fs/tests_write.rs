@@ -1,0 +1,309 @@
+//! Namespace changes and writes on the in-memory store: what lands in S3, what is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::s3::memory::MemoryStore;
+
+fn setup(
+    keys: &[(&str, &[u8])],
+    delete: bool,
+    overwrite: bool,
+) -> (Arc<MemoryStore>, S3Filesystem<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    for (key, data) in keys {
+        store.put(key, data.to_vec());
+    }
+    let config = FsConfig {
+        metadata_ttl: Duration::from_secs(60),
+        allow_delete: delete,
+        allow_overwrite: overwrite,
+        part_size: 5 * 1024 * 1024,
+        ..FsConfig::default()
+    };
+    (store.clone(), S3Filesystem::new(store, config))
+}
+
+const TRUNC_WRITE: OpenMode = OpenMode {
+    write: true,
+    truncate: true,
+    append: false,
+    direct: false,
+};
+
+#[tokio::test]
+async fn create_write_close_lands_whole_and_only_at_close() {
+    let (store, fs) = setup(&[], false, false);
+    let (attr, fh) = fs.create(ROOT_INO, "new.bin").await.unwrap();
+    let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut offset = 0;
+    for chunk in data.chunks(1 << 20) {
+        fs.write(fh, offset, chunk).await.unwrap();
+        offset += chunk.len() as u64;
+        assert!(store.get("new.bin").is_none(), "visible before close");
+    }
+    assert_eq!(
+        fs.getattr(attr.ino).await.unwrap().size,
+        offset,
+        "size grows while writing"
+    );
+    let names: Vec<_> = {
+        let dh = fs.opendir(ROOT_INO).unwrap();
+        let entries = fs.readdir(ROOT_INO, dh, 0, 100).await.unwrap();
+        entries.into_iter().map(|e| e.name).collect()
+    };
+    assert!(
+        names.contains(&"new.bin".to_string()),
+        "listed while writing: {names:?}"
+    );
+    assert_eq!(fs.read(fh, 0, 10).await.unwrap_err().errno(), libc::EPERM);
+    let other = fs.open(attr.ino, OpenMode::default()).await;
+    assert_eq!(
+        other.unwrap_err().errno(),
+        libc::EPERM,
+        "no reading while being written"
+    );
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.get("new.bin").unwrap().as_ref(), &data[..]);
+    assert_eq!(store.open_uploads(), 0);
+    let after = fs.lookup(ROOT_INO, "new.bin").await.unwrap();
+    assert_eq!(after.size, data.len() as u64);
+}
+
+#[tokio::test]
+async fn empty_file_and_out_of_order_writes() {
+    let (store, fs) = setup(&[], false, false);
+    let (_, fh) = fs.create(ROOT_INO, "empty").await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.get("empty").unwrap().len(), 0, "release commits");
+
+    let (_, fh) = fs.create(ROOT_INO, "bad").await.unwrap();
+    fs.write(fh, 0, b"hello").await.unwrap();
+    assert_eq!(
+        fs.write(fh, 0, b"again").await.unwrap_err().errno(),
+        libc::EINVAL
+    );
+    assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EINVAL);
+    fs.release(fh).await;
+    assert!(store.get("bad").is_none());
+    assert!(
+        fs.lookup(ROOT_INO, "bad").await.is_err(),
+        "a failed new file vanishes"
+    );
+}
+
+#[tokio::test]
+async fn overwrite_needs_the_flag_and_o_trunc() {
+    let (store, fs) = setup(&[("f", b"old")], false, false);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(
+        fs.open(f.ino, TRUNC_WRITE).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.create(ROOT_INO, "f").await.unwrap_err().errno(),
+        libc::EEXIST
+    );
+
+    let (store2, fs) = setup(&[("f", b"old")], false, true);
+    drop(store);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let no_trunc = OpenMode {
+        truncate: false,
+        ..TRUNC_WRITE
+    };
+    assert_eq!(
+        fs.open(f.ino, no_trunc).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    let append = OpenMode {
+        append: true,
+        ..TRUNC_WRITE
+    };
+    assert_eq!(
+        fs.open(f.ino, append).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    let fh = fs.open(f.ino, TRUNC_WRITE).await.unwrap();
+    fs.write(fh, 0, b"brand new").await.unwrap();
+    assert_eq!(
+        store2.get("f").unwrap().as_ref(),
+        b"old",
+        "old until commit"
+    );
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store2.get("f").unwrap().as_ref(), b"brand new");
+}
+
+#[tokio::test]
+async fn unlink_needs_the_flag() {
+    let (store, fs) = setup(&[("f", b"x")], false, false);
+    fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(
+        fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert!(store.get("f").is_some());
+
+    let (store, fs) = setup(&[("f", b"x")], true, false);
+    fs.unlink(ROOT_INO, "f").await.unwrap();
+    assert!(store.get("f").is_none());
+    assert_eq!(
+        fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[tokio::test]
+async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
+    let (store, fs) = setup(&[("real/x", b"x")], true, false);
+    let d = fs.mkdir(ROOT_INO, "d").await.unwrap();
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "real").await.unwrap_err().errno(),
+        libc::EEXIST
+    );
+    assert!(store.get("d/").is_none(), "no marker object");
+    let (_, fh) = fs.create(d.ino, "f").await.unwrap();
+    assert_eq!(
+        fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+    fs.write(fh, 0, b"inside").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.get("d/f").unwrap().as_ref(), b"inside");
+    assert_eq!(
+        fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        fs.rmdir(ROOT_INO, "real").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+
+    fs.mkdir(ROOT_INO, "empty").await.unwrap();
+    fs.rmdir(ROOT_INO, "empty").await.unwrap();
+    assert_eq!(
+        fs.rmdir(ROOT_INO, "empty").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[tokio::test]
+async fn rename_copies_then_deletes() {
+    let (store, fs) = setup(
+        &[("a", b"aaa"), ("b", b"bbb"), ("dir/x", b"x")],
+        false,
+        false,
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, "a", ROOT_INO, "c", RenameMode::Replace)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+
+    let (store2, fs) = setup(
+        &[("a", b"aaa"), ("b", b"bbb"), ("dir/x", b"x")],
+        true,
+        false,
+    );
+    drop(store);
+    fs.rename(ROOT_INO, "a", ROOT_INO, "c", RenameMode::Replace)
+        .await
+        .unwrap();
+    assert!(store2.get("a").is_none());
+    assert_eq!(store2.get("c").unwrap().as_ref(), b"aaa");
+    let err = fs
+        .rename(ROOT_INO, "c", ROOT_INO, "b", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.errno(),
+        libc::EPERM,
+        "target exists, no --allow-overwrite"
+    );
+    assert_eq!(store2.get("b").unwrap().as_ref(), b"bbb");
+    let err = fs
+        .rename(ROOT_INO, "dir", ROOT_INO, "dir2", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EXDEV);
+
+    let (store3, fs) = setup(&[("a", b"aaa"), ("b", b"bbb")], true, true);
+    let err = fs
+        .rename(ROOT_INO, "a", ROOT_INO, "b", RenameMode::NoReplace)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    fs.rename(ROOT_INO, "a", ROOT_INO, "b", RenameMode::Replace)
+        .await
+        .unwrap();
+    assert_eq!(store3.get("b").unwrap().as_ref(), b"aaa");
+    assert!(store3.get("a").is_none());
+}
+
+#[tokio::test]
+async fn attribute_changes_are_refused_except_on_files_being_written() {
+    let (_, fs) = setup(&[("f", b"x")], true, true);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(
+        fs.setattr(f.ino, None, true).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.setattr(f.ino, Some(0), false).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    let (new, fh) = fs.create(ROOT_INO, "g").await.unwrap();
+    fs.setattr(new.ino, Some(0), true).await.unwrap();
+    fs.write(fh, 0, b"abc").await.unwrap();
+    assert_eq!(
+        fs.setattr(new.ino, Some(1), false)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+    fs.release(fh).await;
+}
+
+#[tokio::test]
+async fn read_only_refuses_every_change() {
+    let store = Arc::new(MemoryStore::new());
+    store.put("f", b"x".to_vec());
+    let fs = S3Filesystem::new(
+        store,
+        FsConfig {
+            read_only: true,
+            allow_delete: true,
+            allow_overwrite: true,
+            ..FsConfig::default()
+        },
+    );
+    assert_eq!(
+        fs.create(ROOT_INO, "n").await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "n").await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    let err = fs
+        .rename(ROOT_INO, "f", ROOT_INO, "g", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS);
+}

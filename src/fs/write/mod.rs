@@ -1,0 +1,254 @@
+//! Per-handle uploader: sequential writes stream to S3 as multipart parts while the program
+//! keeps writing; the object appears only when the handle commits (close or fsync), whole.
+//!
+//! Writes must arrive in order from offset 0. Parts are uploaded in the background, a bounded
+//! number at a time (the writer waits for the oldest when the bound is reached), and their
+//! buffers are counted in the mount's memory budget. A file smaller than one part becomes one
+//! PUT at commit. Any failure, or an out-of-order write, aborts the multipart upload so no
+//! parts are left behind, and the handle answers EIO (or EINVAL) from then on.
+
+mod part_size;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::error::FsError;
+use super::memory::{MemoryBudget, Reservation};
+use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag, S3Error};
+pub use part_size::part_size_for;
+
+/// Most parts uploading at once per handle.
+const MAX_PARTS_IN_FLIGHT: usize = 4;
+
+/// What the object looks like once committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag of the new object.
+    pub etag: String,
+}
+
+type PartTask = JoinHandle<Result<PartTag, S3Error>>;
+
+/// Where an upload stands.
+#[derive(Debug)]
+enum Status {
+    /// Accepting writes.
+    Open,
+    /// The object is in S3.
+    Committed(Committed),
+    /// Aborted; the errno every later call gets.
+    Failed(i32),
+}
+
+#[derive(Debug)]
+struct UploadState {
+    status: Status,
+    /// Bytes accepted so far (the only offset a write may start at).
+    written: u64,
+    /// Bytes not yet sent as a part.
+    buffer: BytesMut,
+    /// Budget held for `buffer`'s part, if the budget had room.
+    buffer_reservation: Option<Reservation>,
+    upload_id: Option<String>,
+    /// Number of the next part to send (1-based).
+    next_part: i32,
+    in_flight: VecDeque<(PartTask, Option<Reservation>)>,
+    done: Vec<PartTag>,
+}
+
+/// An open file's uploader.
+#[derive(Debug)]
+pub struct FileWriter<S: ObjectStore> {
+    store: Arc<S>,
+    key: String,
+    part_size: u64,
+    budget: Arc<MemoryBudget>,
+    /// Writes, commits and aborts of one handle take turns.
+    state: tokio::sync::Mutex<UploadState>,
+}
+
+impl<S: ObjectStore> FileWriter<S> {
+    /// An uploader of a new object at `key`, with parts of `part_size` bytes to begin with.
+    pub fn new(store: Arc<S>, key: String, part_size: u64, budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            store,
+            key,
+            part_size,
+            budget,
+            state: tokio::sync::Mutex::new(UploadState {
+                status: Status::Open,
+                written: 0,
+                buffer: BytesMut::new(),
+                buffer_reservation: None,
+                upload_id: None,
+                next_part: 1,
+                in_flight: VecDeque::new(),
+                done: Vec::new(),
+            }),
+        }
+    }
+
+    /// The key being written.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Appends `data` at `offset`, which must be the current end. Returns the new size.
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u64, FsError> {
+        let mut state = self.state.lock().await;
+        match state.status {
+            Status::Open => {}
+            Status::Committed(_) => {
+                return Err(FsError::InvalidArgument(
+                    "the file was already committed (closed or fsynced); reopen it to write again",
+                ));
+            }
+            Status::Failed(errno) => return Err(FsError::UploadFailed { errno }),
+        }
+        if offset != state.written {
+            warn!(key = %self.key, offset, expected = state.written, "out-of-order write; upload aborted");
+            self.fail(&mut state, libc::EINVAL).await;
+            return Err(FsError::InvalidArgument(
+                "writes must be sequential: S3 objects cannot be written out of order",
+            ));
+        }
+        let new_size = state.written + data.len() as u64;
+        if new_size > MAX_OBJECT_SIZE {
+            self.fail(&mut state, libc::EFBIG).await;
+            return Err(FsError::FileTooBig);
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let target = part_size_for(state.next_part, self.part_size) as usize;
+            if state.buffer.capacity() == 0 {
+                state.buffer.reserve(target);
+                state.buffer_reservation = self.budget.try_reserve(target as u64);
+            }
+            let take = rest.len().min(target - state.buffer.len());
+            state.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if state.buffer.len() == target {
+                if let Err(e) = self.send_part(&mut state).await {
+                    self.fail(&mut state, libc::EIO).await;
+                    return Err(FsError::s3(&self.key, e));
+                }
+            }
+        }
+        state.written = new_size;
+        Ok(new_size)
+    }
+
+    /// Sends the buffer as the next part, first waiting for the oldest part in flight when
+    /// the bound is reached (back-pressure on the writer).
+    async fn send_part(&self, state: &mut UploadState) -> Result<(), S3Error> {
+        if state.upload_id.is_none() {
+            state.upload_id = Some(self.store.create_multipart(&self.key).await?);
+        }
+        while state.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
+            Self::finish_oldest(state).await?;
+        }
+        let data = state.buffer.split().freeze();
+        state.buffer = BytesMut::new();
+        let reservation = state.buffer_reservation.take();
+        let number = state.next_part;
+        state.next_part += 1;
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let upload_id = state.upload_id.clone().expect("created above");
+        let task =
+            tokio::spawn(async move { store.upload_part(&key, &upload_id, number, data).await });
+        state.in_flight.push_back((task, reservation));
+        Ok(())
+    }
+
+    async fn finish_oldest(state: &mut UploadState) -> Result<(), S3Error> {
+        if let Some((task, _reservation)) = state.in_flight.pop_front() {
+            let tag = task
+                .await
+                .map_err(|e| S3Error::Network(format!("upload task failed: {e}")))??;
+            state.done.push(tag);
+        }
+        Ok(())
+    }
+
+    /// Makes the object appear in S3 with everything written so far. Idempotent once it
+    /// succeeded; after a failure it keeps answering the failure's errno.
+    pub async fn commit(&self) -> Result<Committed, FsError> {
+        let mut state = self.state.lock().await;
+        match &state.status {
+            Status::Open => {}
+            Status::Committed(done) => return Ok(done.clone()),
+            Status::Failed(errno) => return Err(FsError::UploadFailed { errno: *errno }),
+        }
+        match self.finish(&mut state).await {
+            Ok(etag) => {
+                let done = Committed {
+                    size: state.written,
+                    etag,
+                };
+                debug!(key = %self.key, size = done.size, "upload committed");
+                state.status = Status::Committed(done.clone());
+                state.buffer_reservation = None;
+                Ok(done)
+            }
+            Err(e) => {
+                self.fail(&mut state, libc::EIO).await;
+                Err(FsError::s3(&self.key, e))
+            }
+        }
+    }
+
+    async fn finish(&self, state: &mut UploadState) -> Result<String, S3Error> {
+        if state.upload_id.is_none() {
+            let data = state.buffer.split().freeze();
+            return self.store.put(&self.key, data).await;
+        }
+        if !state.buffer.is_empty() {
+            self.send_part(state).await?;
+        }
+        while !state.in_flight.is_empty() {
+            Self::finish_oldest(state).await?;
+        }
+        let upload_id = state.upload_id.clone().expect("checked above");
+        let parts = std::mem::take(&mut state.done);
+        self.store
+            .complete_multipart(&self.key, &upload_id, parts)
+            .await
+    }
+
+    /// Abandons the upload (nothing appears in S3) and answers `errno` from now on.
+    pub async fn abort(&self, errno: i32) {
+        let mut state = self.state.lock().await;
+        if matches!(state.status, Status::Open) {
+            self.fail(&mut state, errno).await;
+        }
+    }
+
+    /// Whether the upload was committed.
+    pub async fn is_committed(&self) -> bool {
+        matches!(self.state.lock().await.status, Status::Committed(_))
+    }
+
+    async fn fail(&self, state: &mut UploadState, errno: i32) {
+        state.status = Status::Failed(errno);
+        state.buffer = BytesMut::new();
+        state.buffer_reservation = None;
+        for (task, _) in state.in_flight.drain(..) {
+            task.abort();
+        }
+        if let Some(upload_id) = state.upload_id.take() {
+            if let Err(e) = self.store.abort_multipart(&self.key, &upload_id).await {
+                warn!(key = %self.key, "could not abort multipart upload {upload_id}: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
