@@ -20,6 +20,9 @@ struct StoredObject {
     last_modified: SystemTime,
 }
 
+/// A multipart upload in progress: its key and the parts received, by number.
+type PendingUpload = (String, BTreeMap<i32, Bytes>);
+
 /// A bucket held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -28,7 +31,7 @@ pub struct MemoryStore {
     /// Source of fresh ETags and upload ids.
     next_etag: AtomicU64,
     /// Multipart uploads in progress: upload id → (key, parts by number).
-    uploads: Mutex<BTreeMap<String, (String, BTreeMap<i32, Bytes>)>>,
+    uploads: Mutex<BTreeMap<String, PendingUpload>>,
 }
 
 impl MemoryStore {
