@@ -180,9 +180,21 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
-    /// close(2) and fsync(2): a writing handle commits its object; the error, if any, is the
-    /// program's. Reading handles have nothing to do.
+    /// close(2): a writing handle that has written something commits its object, and the
+    /// error, if any, is the program's. One that has written nothing yet waits for release:
+    /// shells open a file, dup it onto stdout and close the original before writing, and
+    /// `touch` sets times before closing. Reading handles have nothing to do.
     pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        match self.handle(fh)? {
+            OpenFile::Write { ino, writer } if writer.written().await > 0 => {
+                self.commit(ino, &writer).await.map(drop)
+            }
+            OpenFile::Write { .. } | OpenFile::Read(_) => Ok(()),
+        }
+    }
+
+    /// fsync(2): a writing handle commits now, whatever it has written.
+    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
         match self.handle(fh)? {
             OpenFile::Write { ino, writer } => self.commit(ino, &writer).await.map(drop),
             OpenFile::Read(_) => Ok(()),

@@ -126,6 +126,13 @@ impl InodeTable {
         self.lock().inodes.get(&ino).cloned()
     }
 
+    /// The child `name` of `parent` if it is known, fresh or not.
+    pub fn known_child(&self, parent: u64, name: &str) -> Option<Inode> {
+        let state = self.lock();
+        let ino = state.children.get(&(parent, name.to_string()))?;
+        state.inodes.get(ino).cloned()
+    }
+
     /// The child `name` of `parent` if it is known and its stat is fresh.
     pub fn fresh_child(&self, parent: u64, name: &str) -> Option<Inode> {
         let state = self.lock();

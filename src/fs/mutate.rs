@@ -43,7 +43,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
-        let dir = self.existing_child(&parent, name).await?;
+        // A directory the kernel knows may have vanished from S3 with its last file (`rm -r`
+        // deletes the files first); removing it then just forgets it.
+        let dir = match self.inodes.known_child(parent.ino, name) {
+            Some(dir) if dir.kind == Kind::Dir => dir,
+            _ => self.existing_child(&parent, name).await?,
+        };
         if dir.kind != Kind::Dir {
             return Err(FsError::NotADirectory);
         }
@@ -73,10 +78,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 .delete(&dir.key)
                 .await
                 .map_err(|e| FsError::s3(&dir.key, e))?;
-        } else if dir.local.is_none() {
-            // Neither local nor in S3 any more: someone else removed it.
-            self.inodes.unlink(dir.ino);
-            return Err(FsError::NotFound);
         }
         self.inodes.remove(dir.ino);
         Ok(())

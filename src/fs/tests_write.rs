@@ -76,8 +76,27 @@ async fn create_write_close_lands_whole_and_only_at_close() {
 async fn empty_file_and_out_of_order_writes() {
     let (store, fs) = setup(&[], false, false);
     let (_, fh) = fs.create(ROOT_INO, "empty").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    assert!(
+        store.get("empty").is_none(),
+        "a flush before any write waits (dup + close)"
+    );
     fs.release(fh).await;
     assert_eq!(store.get("empty").unwrap().len(), 0, "release commits");
+
+    let (_, fh) = fs.create(ROOT_INO, "synced").await.unwrap();
+    fs.write(fh, 0, b"abc").await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    assert_eq!(
+        store.get("synced").unwrap().as_ref(),
+        b"abc",
+        "fsync commits"
+    );
+    assert_eq!(
+        fs.write(fh, 3, b"d").await.unwrap_err().errno(),
+        libc::EINVAL
+    );
+    fs.release(fh).await;
 
     let (_, fh) = fs.create(ROOT_INO, "bad").await.unwrap();
     fs.write(fh, 0, b"hello").await.unwrap();
@@ -187,6 +206,10 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
         fs.rmdir(ROOT_INO, "real").await.unwrap_err().errno(),
         libc::ENOTEMPTY
     );
+
+    // Deleting the last file makes an implicit directory vanish; rmdir still succeeds.
+    fs.unlink(d.ino, "f").await.unwrap();
+    fs.rmdir(ROOT_INO, "d").await.unwrap();
 
     fs.mkdir(ROOT_INO, "empty").await.unwrap();
     fs.rmdir(ROOT_INO, "empty").await.unwrap();

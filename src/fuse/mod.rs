@@ -350,7 +350,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
-            match fs.flush(fh.0).await {
+            match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("fsync", e)),
             }

@@ -230,6 +230,11 @@ impl<S: ObjectStore> FileWriter<S> {
         }
     }
 
+    /// Bytes accepted so far.
+    pub async fn written(&self) -> u64 {
+        self.state.lock().await.written
+    }
+
     /// Whether the upload was committed.
     pub async fn is_committed(&self) -> bool {
         matches!(self.state.lock().await.status, Status::Committed(_))
