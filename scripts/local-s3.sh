@@ -82,6 +82,7 @@ s3_make_bucket() {
 
 s3_put() {
   # SeaweedFS checks the payload hash, which curl does not send by itself.
-  s3curl -X PUT -H "x-amz-content-sha256: $(sha256sum "$3" | cut -d' ' -f1)" \
-    --data-binary "@$3" "$S3_ENDPOINT/$1/$2" -o /dev/null
+  # --upload-file streams the file (--data-binary would hold it in memory).
+  s3curl -H "x-amz-content-sha256: $(sha256sum "$3" | cut -d' ' -f1)" \
+    --upload-file "$3" "$S3_ENDPOINT/$1/$2" -o /dev/null
 }

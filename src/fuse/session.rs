@@ -65,6 +65,11 @@ impl MountConfig {
     }
 }
 
+/// Kernel readahead for the mount, in KiB: sequential readers get 1 MiB FUSE reads instead of
+/// 128 KiB ones. Measured on the local server (1 GiB object, `cat`): 128 KiB gave 330 MiB/s,
+/// 1 MiB 441 MiB/s, 2 MiB 319 MiB/s, 4 MiB 132 MiB/s.
+const READ_AHEAD_KIB: u32 = 1024;
+
 /// Filesystem type shown in /proc/mounts (`fuse.` + subtype, as fusermount3 would set it).
 const FS_TYPE: &str = "fuse.mount-s3";
 
@@ -176,6 +181,7 @@ impl LiveMount {
                 let _ = tx.send(());
                 result
             })?;
+        tune_readahead(mount_point);
         Ok(Self {
             unmounter,
             thread,
@@ -212,5 +218,24 @@ fn unmount_with(unmounter: &mut Unmounter) -> io::Result<()> {
                 Err(io::Error::last_os_error())
             }
         }
+    }
+}
+
+/// Sets the mount's readahead through its backing device's sysfs entry (root only; others
+/// keep the kernel's 128 KiB, which works, only slower). The session must already be
+/// serving: finding the device stats the mount point.
+fn tune_readahead(mount_point: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let result = std::fs::metadata(mount_point).and_then(|meta| {
+        let dev = meta.dev();
+        let path = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        std::fs::write(path, READ_AHEAD_KIB.to_string())
+    });
+    if let Err(e) = result {
+        debug!("kernel readahead left at its default: {e}");
     }
 }

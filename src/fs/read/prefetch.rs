@@ -140,17 +140,18 @@ impl<S: ObjectStore> Prefetcher<S> {
 
     /// The bytes of `range` (inside the object, non-empty).
     pub async fn read(&mut self, range: Range<u64>) -> Result<Bytes, S3Error> {
-        let in_window = self.covers(range.start);
-        let sequential = in_window || range.start == self.last_end;
+        // The kernel's readahead sends several reads at once, which may arrive out of order:
+        // a read a little past the queued parts is still the same stream.
+        let near_ahead = !self.parts.is_empty()
+            && range.start >= self.parts[0].range.start
+            && range.start < self.end().saturating_add(self.config.part_size);
+        let sequential = near_ahead || range.start == self.last_end;
         self.last_end = range.end;
         if !sequential {
             // A jump: what is queued belongs to another region. Serve exactly what was asked;
             // prefetch again only once the reader shows it is sequential from here.
             self.reset();
             return self.fetch_direct(range).await;
-        }
-        if !in_window {
-            self.drop_parts();
         }
         self.forget_behind(range.start);
         self.top_up(range.start);
