@@ -7,7 +7,7 @@
 #   BENCH_BIG_MIB=512 benches/fio/run.sh smaller objects for a quick look
 #
 # Settings (environment): BENCH_BIG_MIB (2048) size of the large object; BENCH_QUAD_MIB (1024)
-# size of each of the four objects; BENCH_RUNTIME (15) seconds of each random job;
+# size of each of the four objects; BENCH_WRITE_MIB (1024) size of the written file; BENCH_RUNTIME (15) seconds of each random job;
 # BENCH_DIR (/tmp/mount-s3-bench) where the server's data, logs and mount point live;
 # BENCH_PARALLEL (8) ranged GETs in the parallel direct read. Needs root (to drop caches).
 set -euo pipefail
@@ -17,6 +17,7 @@ jobs_dir=$repo/benches/fio
 big_mib=${BENCH_BIG_MIB:-2048}
 quad_mib=${BENCH_QUAD_MIB:-1024}
 runtime=${BENCH_RUNTIME:-15}
+write_mib=${BENCH_WRITE_MIB:-1024}
 parallel=${BENCH_PARALLEL:-8}
 dir=${BENCH_DIR:-/tmp/mount-s3-bench}
 bucket=bench
@@ -28,6 +29,8 @@ source "$repo/scripts/local-s3.sh"
 for tool in fio curl; do
   command -v "$tool" >/dev/null || { apt-get update -q && apt-get install -y -q "$tool"; }
 done
+[ -x "$repo/.venv/bin/python3" ] && "$repo/.venv/bin/python3" -c "import boto3" 2>/dev/null ||
+  "$repo/.venv/bin/python3" -m pip install --quiet --disable-pip-version-check boto3
 (cd "$repo" && cargo build --release --quiet)
 bin=$repo/target/release/mount-s3
 
@@ -116,3 +119,20 @@ head -c 100 "$mnt/big/object-0" >/dev/null
 unmount_it
 printf '\nhead -c 100 of the %s MiB object fetched %s KiB in %s GET(s)\n' "$big_mib" \
   "$(($(summary bytes_fetched) / 1024))" "$(summary get_requests)"
+
+# Sequential write of a new file (commit included) next to a direct multipart upload of the
+# same number of bytes with the same part size and 4 parts in flight, as mount-s3 uses.
+head -c $((write_mib * 1024 * 1024)) /dev/urandom >"$dir/write.bin"
+drop_caches
+direct_upload=$("$repo/.venv/bin/python3" "$jobs_dir/direct_upload.py" "$S3_ENDPOINT" "$bucket" \
+  direct/upload "$dir/write.bin" 8388608 4)
+rm -f "$dir/write.bin"
+mount_it
+drop_caches
+WRITE_SIZE=${write_mib}M fio --output-format=json --output="$dir/seq_write.json" \
+  "$jobs_dir/seq_write.fio" >/dev/null
+rss=$(peak_rss_mib)
+unmount_it
+bw=$(python3 -c "import json; j=json.load(open('$dir/seq_write.json')); print(f\"{sum(x['write']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")")
+printf '\nsequential write of %s MiB: mount-s3 %s MiB/s, direct multipart upload %s MiB/s, ratio %s, peak RSS %s MiB\n' \
+  "$write_mib" "$bw" "$direct_upload" "$(python3 -c "print(f'{$bw / $direct_upload:.2f}')")" "$rss"
