@@ -1,5 +1,6 @@
 //! What stat shows (size, mtime, mode, owner), the mount options that change it,
-//! `--read-only`, refused writes, and `--metadata-ttl`.
+//! `--read-only`, and `--metadata-ttl`. Writes and refused changes are in write.rs and
+//! modify.rs.
 
 mod common;
 
@@ -159,53 +160,35 @@ fn read_only_mount_refuses_changes_with_erofs() {
     assert_listing(mount.path(), &["dir", "existing.txt"]);
 }
 
-/// Writing is not implemented yet: without `--read-only` every attempt to change an existing
-/// object must fail (errno not asserted) and leave the object as it was.
+/// A file written through the mount shows the mount's mode and owner, the size written, and
+/// an mtime of about when it was written; S3 has the object under the same name.
 #[test]
-fn writes_to_existing_objects_fail_and_change_nothing() {
+fn created_file_has_the_mount_attributes() {
     let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("attr-nowrite");
-    s3.put(&bucket, "existing.txt", b"original".to_vec());
-    let mount = s3.mount_args(&bucket).mount();
-    assert_eq!(fs::read(mount.join("existing.txt")).unwrap(), b"original");
+    let bucket = s3.new_bucket("attr-create");
+    let mount = s3
+        .mount_args(&bucket)
+        .args(["--file-mode", "0640", "--uid", "4321"])
+        .mount();
+    let before = SystemTime::now();
+    let data = pseudo_random_bytes(12, 54_321);
+    let f = File::create(mount.join("new.bin")).unwrap();
+    write_and_close(f, &data).unwrap();
+    let after = SystemTime::now();
 
-    let p = mount.join("existing.txt");
-    // Opening for writing without truncation may be allowed, but writing must fail by close.
-    if let Ok(f) = OpenOptions::new().write(true).open(&p) {
-        assert!(
-            write_and_close(f, b"XX").is_err(),
-            "writing into an existing object succeeded"
-        );
-    }
-    if let Ok(f) = OpenOptions::new().append(true).open(&p) {
-        assert!(
-            write_and_close(f, b"appended").is_err(),
-            "appending to an existing object succeeded"
-        );
-    }
+    let md = fs::metadata(mount.join("new.bin")).unwrap();
+    assert!(md.is_file());
+    assert_eq!(md.len(), data.len() as u64);
+    assert_eq!(md.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(md.uid(), 4321);
+    assert_eq!(md.gid(), my_uid_gid().1);
+    let mtime = md.modified().unwrap();
     assert!(
-        fs::remove_file(&p).is_err(),
-        "unlink without --allow-delete succeeded"
+        mtime + Duration::from_secs(3) >= before && mtime <= after + Duration::from_secs(3),
+        "mtime {mtime:?} not within the write window {before:?}..{after:?}"
     );
-
-    assert_eq!(s3.get(&bucket, "existing.txt"), b"original");
-    assert_eq!(s3.list_keys(&bucket), vec!["existing.txt"]);
-    assert_eq!(fs::read(&p).unwrap(), b"original");
-}
-
-/// Creating files is not implemented yet (DESIGN.md's create + write is to come): until it is,
-/// creating a file must fail and leave no object behind. Remove this test when writes land.
-#[test]
-fn create_fails_while_writes_are_unimplemented() {
-    let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("attr-nocreate");
-    s3.put(&bucket, "existing.txt", b"original".to_vec());
-    let mount = s3.mount_args(&bucket).mount();
-    assert_listing(mount.path(), &["existing.txt"]);
-
-    let result = File::create(mount.join("new.txt")).and_then(|f| write_and_close(f, b"new"));
-    assert!(result.is_err(), "creating a file succeeded");
-    assert_eq!(s3.list_keys(&bucket), vec!["existing.txt"]);
+    assert_bytes_eq(&s3.get(&bucket, "new.bin"), &data, "object written");
+    assert_listing(mount.path(), &["new.bin"]);
 }
 
 #[test]

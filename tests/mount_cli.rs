@@ -112,7 +112,15 @@ fn version_and_help() {
     );
     let (status, stdout, stderr) = run_mount_s3_raw(&["--help"], Duration::from_secs(20));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "--help: {stderr}");
-    for flag in ["--read-only", "--prefix", "--metadata-ttl", "--foreground"] {
+    for flag in [
+        "--read-only",
+        "--prefix",
+        "--metadata-ttl",
+        "--foreground",
+        "--allow-delete",
+        "--allow-overwrite",
+        "--upload-checksums",
+    ] {
         assert!(stdout.contains(flag), "--help does not mention {flag}");
     }
 }
@@ -266,6 +274,8 @@ fn invalid_option_values_are_refused() {
         &["--metadata-ttl", "soon"],
         &["--uid", "not-a-number"],
         &["--file-mode", "rwx"],
+        &["--upload-checksums", "md5"],
+        &["--upload-checksums", ""],
     ];
     for case in cases {
         let args = s3.mount_args(&bucket).args(case.iter().copied());
@@ -274,7 +284,7 @@ fn invalid_option_values_are_refused() {
 }
 
 /// Accepted for Mountpoint compatibility but not implemented yet: refused with a clear error.
-/// Change this test when they are implemented.
+/// Change this test when the cache lands (issue 5).
 #[test]
 fn not_yet_supported_flags_are_refused() {
     let s3 = S3Server::shared();
@@ -283,8 +293,6 @@ fn not_yet_supported_flags_are_refused() {
     let cache = empty_dir();
     let cache_path = cache.path().to_string_lossy().into_owned();
     let cases: Vec<Vec<&str>> = vec![
-        vec!["--allow-delete"],
-        vec!["--allow-overwrite"],
         vec!["--cache", &cache_path],
         vec!["--cache", &cache_path, "--max-cache-size", "100"],
     ];
@@ -292,4 +300,29 @@ fn not_yet_supported_flags_are_refused() {
         let args = s3.mount_args(&bucket).args(case.iter().copied());
         assert_refused_both_modes(&args, dir.path(), &format!("flags {case:?}"));
     }
+}
+
+/// The flags that allow changes mount, alone and together, in both modes.
+#[test]
+fn write_permission_flags_are_accepted() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-write-flags");
+    s3.put(&bucket, "f.txt", b"flags".to_vec());
+    let cases: &[&[&str]] = &[
+        &["--allow-delete"],
+        &["--allow-overwrite"],
+        &["--allow-delete", "--allow-overwrite"],
+        &["--upload-checksums", "crc32c"],
+        &["--upload-checksums", "off"],
+    ];
+    for case in cases {
+        let mount = s3.mount_args(&bucket).args(case.iter().copied()).mount();
+        assert!(!mount.entry().is_read_only(), "{case:?}: {:?}", mount.entry());
+        assert_eq!(fs::read(mount.join("f.txt")).unwrap(), b"flags", "{case:?}");
+    }
+    let daemon = s3
+        .mount_args(&bucket)
+        .args(["--allow-delete", "--allow-overwrite"])
+        .mount_daemon();
+    assert_eq!(fs::read(daemon.join("f.txt")).unwrap(), b"flags");
 }

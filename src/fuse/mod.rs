@@ -27,6 +27,9 @@ use attr::file_attr;
 /// about this many typical names; what does not fit is asked again at the next offset).
 const READDIR_BATCH: usize = 128;
 
+/// Most asynchronous (background) requests the kernel keeps in flight.
+const MAX_BACKGROUND: u16 = 64;
+
 /// Turns an error into the errno the program sees, logging it once: failures that a program
 /// will see as EIO/EACCES at `error`, ordinary answers (ENOENT…) at `debug`.
 fn fail(op: &'static str, err: FsError) -> Errno {
@@ -87,6 +90,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         if let Err(unsupported) = config.add_capabilities(wanted) {
             debug!(?unsupported, "kernel lacks some FUSE capabilities");
         }
+        // Let the kernel keep many readahead and write requests in flight: the replies come
+        // from tasks, so concurrency costs no dispatch thread.
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }
 
