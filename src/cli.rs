@@ -20,6 +20,10 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 /// lookups and getattrs for one program call.
 pub const MINIMAL_TTL: Duration = Duration::from_secs(1);
 
+/// Default `--metadata-ttl` with `--cache` (as Mountpoint): blocks are reused after one HEAD
+/// per minute confirms the ETag.
+pub const CACHE_DEFAULT_TTL: Duration = Duration::from_secs(60);
+
 /// Mount an S3 bucket as a local directory.
 #[derive(Debug, Parser)]
 #[command(name = "mount-s3", version, about, max_term_width = 100)]
@@ -112,15 +116,19 @@ pub struct Args {
     #[arg(long, help_heading = "Client options", value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_target: Option<u64>,
 
-    /// Local directory for a data cache (not supported yet)
+    /// Cache object data in blocks under this directory (kept across mounts)
     #[arg(long, help_heading = "Caching options", value_name = "DIRECTORY")]
     pub cache: Option<PathBuf>,
 
-    /// Maximum size of the data cache, in MiB (not supported yet)
-    #[arg(long, help_heading = "Caching options", value_name = "MiB")]
+    /// Maximum size of the data cache, in MiB [default: keep 5% of its filesystem free]
+    #[arg(long, help_heading = "Caching options", value_name = "MiB", requires = "cache", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_cache_size: Option<u64>,
 
-    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' [default: minimal]
+    /// Size of the data cache's blocks, in bytes
+    #[arg(long, help_heading = "Caching options", value_name = "BYTES", requires = "cache", default_value_t = crate::cache::DEFAULT_BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(4096..=64 * 1024 * 1024))]
+    pub cache_block_size: u64,
+
+    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' [default: 60 with --cache, else minimal]
     #[arg(long, help_heading = "Caching options", value_name = "SECONDS|indefinite|minimal", value_parser = parse_ttl)]
     pub metadata_ttl: Option<Duration>,
 
@@ -234,20 +242,6 @@ impl Args {
                 return Err(format!("--prefix '{prefix}' must end with '/'"));
             }
         }
-        for (set, flag, issue) in [
-            (self.cache.is_some(), "--cache", "the local data cache"),
-            (
-                self.max_cache_size.is_some(),
-                "--max-cache-size",
-                "the local data cache",
-            ),
-        ] {
-            if set {
-                return Err(format!(
-                    "{flag} is not supported yet: this build of mount-s3 does not implement {issue}"
-                ));
-            }
-        }
         if self.auto_unmount && !self.allow_other && !self.allow_root {
             return Err("--auto-unmount needs --allow-other or --allow-root".to_string());
         }
@@ -285,7 +279,11 @@ impl Args {
             gid: self.gid.unwrap_or(gid),
             dir_mode: self.dir_mode,
             file_mode: self.file_mode,
-            metadata_ttl: self.metadata_ttl.unwrap_or(MINIMAL_TTL),
+            metadata_ttl: self.metadata_ttl.unwrap_or(if self.cache.is_some() {
+                CACHE_DEFAULT_TTL
+            } else {
+                MINIMAL_TTL
+            }),
             read_only: self.read_only,
             allow_delete: self.allow_delete,
             allow_overwrite: self.allow_overwrite,
@@ -294,6 +292,17 @@ impl Args {
                 .memory_target
                 .map_or_else(crate::fs::memory::default_limit, |mib| mib * 1024 * 1024),
         }
+    }
+
+    /// The data cache's settings, if `--cache` was given.
+    pub fn cache_config(&self) -> Option<crate::cache::CacheConfig> {
+        let dir = self.cache.clone()?;
+        Some(crate::cache::CacheConfig {
+            dir,
+            block_size: self.cache_block_size,
+            max_bytes: self.max_cache_size.map(|mib| mib * 1024 * 1024),
+            bucket: self.bucket.clone(),
+        })
     }
 
     /// The S3 client's settings.
@@ -414,7 +423,6 @@ mod tests {
             vec!["bucket", "/no/such/dir/here"],
             vec!["bucket", "/etc/hostname"],
             vec!["bucket", d, "--prefix", "noslash"],
-            vec!["bucket", d, "--cache", "/tmp"],
             vec!["bucket", "/proc"],
         ];
         for case in cases {

@@ -4,8 +4,11 @@
 //! layer; [`fuse`] adapts kernel requests to [`fs`], the filesystem proper; [`fs`] reaches
 //! storage only through [`s3::ObjectStore`].
 
+pub mod cache;
 pub mod cli;
+pub mod completions;
 pub mod daemon;
+pub mod fstab;
 pub mod fs;
 pub mod fuse;
 pub mod logging;

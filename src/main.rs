@@ -8,6 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
+use mount_s3::cache::DiskCache;
 use mount_s3::cli::Args;
 use mount_s3::daemon::{self, StartupReport};
 use mount_s3::fs::S3Filesystem;
@@ -21,7 +22,18 @@ use mount_s3::s3::{ObjectStore, S3Error};
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
-    let mut args = match Args::try_parse() {
+    // Two other ways in: `mount-s3 completions SHELL`, and mount(8)'s helper
+    // `mount.mount-s3 SOURCE DIRECTORY -o OPTIONS` (an fstab line), translated by fstab.rs.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if mount_s3::completions::requested(&argv) {
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        return ExitCode::from(mount_s3::completions::run(argv.get(2), &mut out, &mut err));
+    }
+    let argv = match mount_s3::fstab::dispatch(argv, &mut std::io::stderr()) {
+        mount_s3::fstab::Dispatch::Run(argv) => argv,
+        mount_s3::fstab::Dispatch::Exit(code) => return ExitCode::from(code),
+    };
+    let mut args = match Args::try_parse_from(argv) {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {
             // --help and --version.
@@ -109,7 +121,15 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         fail(report, "cannot install signal handlers".to_string());
         return Err(());
     };
-    let fs = Arc::new(S3Filesystem::new(Arc::new(store), fs_config));
+    let cache = match args.cache_config().map(DiskCache::open) {
+        None => None,
+        Some(Ok(cache)) => Some(Arc::new(cache)),
+        Some(Err(message)) => {
+            fail(report, message);
+            return Err(());
+        }
+    };
+    let fs = Arc::new(S3Filesystem::with_cache(Arc::new(store), fs_config, cache));
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut mount = match LiveMount::start(adapter, &args.mount_point, &args.mount_config()) {
         Ok(mount) => mount,
@@ -137,6 +157,18 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         }
     }
     let result = mount.join();
+    if let Some(cache) = fs.cache() {
+        let c = &cache.counters;
+        let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        info!(
+            "cache summary: hits={} misses={} rejected={} evicted={} bytes={}",
+            get(&c.hits),
+            get(&c.misses),
+            get(&c.rejected),
+            get(&c.evicted),
+            cache.used()
+        );
+    }
     info!(
         open_handles = fs.open_handles(),
         peak_prefetch_bytes = fs.budget().peak(),

@@ -6,7 +6,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{S3Server, assert_bytes_eq, error_text, make_client, pseudo_random_bytes};
+use std::io::Read;
+
+use common::{
+    PseudoRandomReader, S3Server, assert_bytes_eq, error_text, http_status, make_client,
+    pseudo_random_bytes,
+};
 
 #[test]
 fn shared_server_round_trips_objects() {
@@ -132,4 +137,100 @@ fn owned_server_stops_on_drop_and_leaves_nothing() {
         Duration::from_secs(1),
     );
     assert!(connect.is_err(), "S3 port {port} still open after drop");
+}
+
+#[test]
+fn pseudo_random_stream_matches_the_buffer() {
+    let want = pseudo_random_bytes(31, 100_003);
+    let mut reader = PseudoRandomReader::new(31);
+    let mut got = Vec::new();
+    // Odd read sizes, so that words are split across reads.
+    for size in [1usize, 7, 8, 9, 4093, 3].iter().cycle() {
+        if got.len() >= want.len() {
+            break;
+        }
+        let mut buf = vec![0u8; (*size).min(want.len() - got.len())];
+        reader.read_exact(&mut buf).unwrap();
+        got.extend_from_slice(&buf);
+    }
+    assert_bytes_eq(&got, &want, "stream vs buffer");
+}
+
+#[test]
+fn object_helpers_see_multipart_uploads_and_missing_objects() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("harness-multipart");
+    assert!(s3.multipart_uploads(&bucket).is_empty());
+    assert!(s3.head_if_exists(&bucket, "nothing").is_none());
+    s3.assert_no_object(&bucket, "nothing", "empty bucket");
+
+    let client = s3.client();
+    let upload = s3
+        .block_on(
+            client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key("mp.bin")
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("CreateMultipartUpload: {}", error_text(&e)));
+    let id = upload.upload_id().expect("upload id").to_string();
+    assert_eq!(s3.multipart_uploads(&bucket), vec!["mp.bin"]);
+    s3.assert_no_object(&bucket, "mp.bin", "upload in progress");
+    s3.block_on(
+        client
+            .abort_multipart_upload()
+            .bucket(&bucket)
+            .key("mp.bin")
+            .upload_id(&id)
+            .send(),
+    )
+    .unwrap_or_else(|e| panic!("AbortMultipartUpload: {}", error_text(&e)));
+    assert!(s3.multipart_uploads(&bucket).is_empty());
+
+    let len = 3 * 1024 * 1024 + 5;
+    s3.put(&bucket, "stream.bin", pseudo_random_bytes(32, len));
+    s3.assert_object_matches(
+        &bucket,
+        "stream.bin",
+        PseudoRandomReader::new(32),
+        len as u64,
+    );
+    assert_eq!(
+        s3.head_if_exists(&bucket, "stream.bin").unwrap().0,
+        len as u64
+    );
+}
+
+/// The read path pins an object version with If-Match; the test server must honour it.
+#[test]
+fn server_honours_if_match_on_ranged_get() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("harness-if-match");
+    s3.put(&bucket, "obj", b"version one".to_vec());
+    let client = s3.client();
+    let etag = s3
+        .block_on(client.head_object().bucket(&bucket).key("obj").send())
+        .unwrap()
+        .e_tag()
+        .expect("ETag")
+        .to_string();
+    // Ok, or the HTTP status and the error text.
+    let get = |etag: &str| {
+        s3.block_on(
+            client
+                .get_object()
+                .bucket(&bucket)
+                .key("obj")
+                .range("bytes=0-6")
+                .if_match(etag)
+                .send(),
+        )
+        .map(drop)
+        .map_err(|e| (http_status(&e), error_text(&e)))
+    };
+    assert_eq!(get(&etag), Ok(()), "If-Match with the current ETag");
+    s3.put(&bucket, "obj", b"version two".to_vec());
+    let (status, text) = get(&etag).expect_err("If-Match with a replaced ETag must fail");
+    assert_eq!(status, Some(412), "{text}");
 }

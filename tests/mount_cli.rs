@@ -284,22 +284,32 @@ fn invalid_option_values_are_refused() {
 }
 
 /// Accepted for Mountpoint compatibility but not implemented yet: refused with a clear error.
-/// Change this test when the cache lands (issue 5).
+/// `--cache` mounts; the cache directory is locked against a second mount.
 #[test]
-fn not_yet_supported_flags_are_refused() {
+fn cache_flags_mount_and_a_shared_cache_directory_is_refused() {
     let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("cli-unsupported");
+    let bucket = s3.new_bucket("cli-cache");
+    s3.put(&bucket, "f.txt", b"cached".to_vec());
     let dir = empty_dir();
     let cache = empty_dir();
     let cache_path = cache.path().to_string_lossy().into_owned();
-    let cases: Vec<Vec<&str>> = vec![
-        vec!["--cache", &cache_path],
-        vec!["--cache", &cache_path, "--max-cache-size", "100"],
-    ];
-    for case in &cases {
-        let args = s3.mount_args(&bucket).args(case.iter().copied());
-        assert_refused_both_modes(&args, dir.path(), &format!("flags {case:?}"));
-    }
+    let cache_args = ["--cache", cache_path.as_str(), "--max-cache-size", "100"];
+    let mount = s3.mount_args(&bucket).args(cache_args).mount();
+    assert_eq!(std::fs::read(mount.join("f.txt")).unwrap(), b"cached");
+    // A second mount may not use the same cache directory while the first holds it.
+    let line = assert_refused_both_modes(
+        &s3.mount_args(&bucket).args(cache_args),
+        dir.path(),
+        "second mount on the same --cache",
+    );
+    assert!(line.contains("in use"), "{line}");
+    drop(mount);
+    // --max-cache-size means nothing without --cache.
+    assert_refused_both_modes(
+        &s3.mount_args(&bucket).args(["--max-cache-size", "100"]),
+        dir.path(),
+        "--max-cache-size without --cache",
+    );
 }
 
 /// The flags that allow changes mount, alone and together, in both modes.
@@ -317,7 +327,11 @@ fn write_permission_flags_are_accepted() {
     ];
     for case in cases {
         let mount = s3.mount_args(&bucket).args(case.iter().copied()).mount();
-        assert!(!mount.entry().is_read_only(), "{case:?}: {:?}", mount.entry());
+        assert!(
+            !mount.entry().is_read_only(),
+            "{case:?}: {:?}",
+            mount.entry()
+        );
         assert_eq!(fs::read(mount.join("f.txt")).unwrap(), b"flags", "{case:?}");
     }
     let daemon = s3

@@ -287,3 +287,65 @@ fn concurrent_readers_get_the_right_bytes() {
         }
     });
 }
+
+/// An object replaced while a reader is partway through it: the rest of the read is either
+/// the old bytes or EIO, never the new bytes or a mix (the handle pins the ETag it opened).
+#[test]
+fn object_replaced_mid_read_gives_old_bytes_or_eio() {
+    const LEN: usize = 40 * MIB;
+    const CHUNK: usize = 64 * 1024;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("read-replaced");
+    let old = pseudo_random_bytes(4000, LEN);
+    let new = pseudo_random_bytes(4001, LEN);
+    s3.put(&bucket, "obj.bin", old.clone());
+    let mount = s3.mount_args(&bucket).mount();
+    let mut f = File::open(mount.join("obj.bin")).unwrap();
+
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0;
+    let mut replaced = false;
+    let mut error = None;
+    while offset < LEN {
+        if !replaced && offset >= 4 * MIB {
+            s3.put(&bucket, "obj.bin", new.clone());
+            replaced = true;
+        }
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        };
+        let got = &buf[..n];
+        if got != &old[offset..offset + n] {
+            let from_new = got == &new[offset..offset + n];
+            panic!(
+                "read of {n} bytes at {offset} is not the old object's bytes ({})",
+                if from_new {
+                    "the new object's"
+                } else {
+                    "a mix, or neither"
+                }
+            );
+        }
+        offset += n;
+    }
+    match error {
+        Some(e) => {
+            eprintln!("read failed at {offset} of {LEN} after the replacement: {e}");
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EIO),
+                "error after replacement: {e}"
+            );
+        }
+        None => {
+            eprintln!("read all {LEN} old bytes across the replacement");
+            assert_eq!(offset, LEN, "read stopped early without an error");
+        }
+    }
+    assert_eq!(s3.get(&bucket, "obj.bin").len(), LEN);
+}

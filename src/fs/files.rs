@@ -25,6 +25,8 @@ pub(super) enum OpenFile<S: ObjectStore> {
         ino: u64,
         /// Its uploader.
         writer: Arc<FileWriter<S>>,
+        /// The process (thread group) that opened it: only its close commits.
+        opener: Option<u32>,
     },
 }
 
@@ -32,9 +34,14 @@ impl<S: ObjectStore> Clone for OpenFile<S> {
     fn clone(&self) -> Self {
         match self {
             OpenFile::Read(reader) => OpenFile::Read(reader.clone()),
-            OpenFile::Write { ino, writer } => OpenFile::Write {
+            OpenFile::Write {
+                ino,
+                writer,
+                opener,
+            } => OpenFile::Write {
                 ino: *ino,
                 writer: writer.clone(),
+                opener: *opener,
             },
         }
     }
@@ -61,7 +68,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Opens a file and returns its handle number. A reading handle pins the ETag; a writing
     /// handle must replace the whole object (O_TRUNC, `--allow-overwrite`).
-    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<u64, FsError> {
+    pub async fn open(&self, ino: u64, mode: OpenMode, caller: u32) -> Result<u64, FsError> {
         let inode = self.inode(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::IsADirectory);
@@ -86,7 +93,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     "overwriting an object (mount with --allow-overwrite)",
                 ));
             }
-            return Ok(self.start_upload(&inode, false));
+            return Ok(self.start_upload(&inode, false, caller));
         }
         let inode = if mode.direct || !inode.is_fresh() {
             self.revalidate(&inode).await?
@@ -95,6 +102,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let reader = FileReader::new(
             self.store.clone(),
+            self.cache.clone(),
             inode.key.clone(),
             inode.stat.etag.clone().unwrap_or_default(),
             inode.stat.size,
@@ -106,7 +114,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Creates `name` in `parent` for writing; returns its attributes and handle number.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64), FsError> {
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        caller: u32,
+    ) -> Result<(Attr, u64), FsError> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
         names::check_new_name(name)?;
@@ -129,12 +142,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
         self.negative.invalidate(&(parent.ino, name.to_string()));
-        let fh = self.start_upload(&inode, new);
+        let fh = self.start_upload(&inode, new, caller);
         let inode = self.inode(inode.ino)?;
         Ok((self.attr_of(&inode), fh))
     }
 
-    fn start_upload(&self, inode: &Inode, new: bool) -> u64 {
+    /// `caller` is the thread id the kernel reports for the request.
+    fn start_upload(&self, inode: &Inode, new: bool, caller: u32) -> u64 {
         let writer = FileWriter::new(
             self.store.clone(),
             inode.key.clone(),
@@ -147,6 +161,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.new_handle(OpenFile::Write {
             ino: inode.ino,
             writer: Arc::new(writer),
+            opener: process_of(caller),
         })
     }
 
@@ -163,7 +178,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Appends `data` at `offset` (which must be the current end) through a writing handle.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         match self.handle(fh)? {
-            OpenFile::Write { ino, writer } => {
+            OpenFile::Write { ino, writer, .. } => {
                 let result = writer.write(offset, data).await;
                 match result {
                     Ok(size) => {
@@ -180,14 +195,24 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
-    /// close(2): a writing handle that has written something commits its object, and the
-    /// error, if any, is the program's. One that has written nothing yet waits for release:
-    /// shells open a file, dup it onto stdout and close the original before writing, and
-    /// `touch` sets times before closing. Reading handles have nothing to do.
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+    /// close(2) of some copy of the descriptor (`caller` is the closing thread). The opening
+    /// process's close commits the object once something was written, and its error is the
+    /// program's. Other closes wait for release: a child process closes the copies it
+    /// inherited when it execs or exits, while the parent may still be writing; shells open
+    /// a file, dup it onto stdout and close the original before writing; `touch` sets times
+    /// before closing. Reading handles have nothing to do.
+    pub async fn flush(&self, fh: u64, caller: u32) -> Result<(), FsError> {
         match self.handle(fh)? {
-            OpenFile::Write { ino, writer } if writer.written().await > 0 => {
-                self.commit(ino, &writer).await.map(drop)
+            OpenFile::Write {
+                ino,
+                writer,
+                opener,
+            } if opener.is_some() && opener == process_of(caller) => {
+                if writer.written().await > 0 {
+                    self.commit(ino, &writer).await.map(drop)
+                } else {
+                    Ok(())
+                }
             }
             OpenFile::Write { .. } | OpenFile::Read(_) => Ok(()),
         }
@@ -196,7 +221,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// fsync(2): a writing handle commits now, whatever it has written.
     pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
         match self.handle(fh)? {
-            OpenFile::Write { ino, writer } => self.commit(ino, &writer).await.map(drop),
+            OpenFile::Write { ino, writer, .. } => self.commit(ino, &writer).await.map(drop),
             OpenFile::Read(_) => Ok(()),
         }
     }
@@ -239,7 +264,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .lock()
             .expect("file handles lock poisoned")
             .remove(&fh);
-        if let Some(OpenFile::Write { ino, writer }) = file {
+        if let Some(OpenFile::Write { ino, writer, .. }) = file {
             if let Err(e) = self.commit(ino, &writer).await {
                 if !matches!(
                     e,
@@ -282,4 +307,17 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub fn open_handles(&self) -> usize {
         self.files.lock().map_or(0, |f| f.len()) + self.dirs.lock().map_or(0, |d| d.len())
     }
+}
+
+/// The process (thread group id) of thread `tid`, from /proc; `None` if it is gone. FUSE
+/// reports the calling thread, and a process's threads must count as one opener.
+fn process_of(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -31,6 +31,7 @@ pub use inode::{Inode, ROOT_INO, Stat};
 pub use mutate::RenameMode;
 pub use names::Kind;
 
+use crate::cache::DiskCache;
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
 use counters::{CounterSnapshot, ReadCounters};
 use dir::DirStream;
@@ -106,11 +107,18 @@ pub struct S3Filesystem<S: ObjectStore> {
     /// Mount-wide read counters.
     counters: Arc<ReadCounters>,
     prefetch: PrefetchConfig,
+    /// The local data cache, if enabled.
+    cache: Option<Arc<DiskCache>>,
 }
 
 impl<S: ObjectStore> S3Filesystem<S> {
     /// A filesystem over `store`, presenting `config.prefix` as its root.
     pub fn new(store: Arc<S>, config: FsConfig) -> Self {
+        Self::with_cache(store, config, None)
+    }
+
+    /// A filesystem whose reads go through `cache` when given.
+    pub fn with_cache(store: Arc<S>, config: FsConfig, cache: Option<Arc<DiskCache>>) -> Self {
         let ttl = config.metadata_ttl;
         let negative = Cache::builder()
             .max_capacity(NEGATIVE_CACHE_CAPACITY)
@@ -129,12 +137,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
             budget,
             counters: Arc::new(ReadCounters::default()),
             prefetch,
+            cache,
         }
     }
 
     /// Read counters so far.
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()
+    }
+
+    /// The data cache, if enabled.
+    pub fn cache(&self) -> Option<&DiskCache> {
+        self.cache.as_deref()
     }
 
     /// The prefetch memory budget.

@@ -4,6 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+
+/// The calling process, as FUSE would report it.
+fn me() -> u32 {
+    std::process::id()
+}
 use crate::s3::memory::MemoryStore;
 
 fn setup(
@@ -160,14 +165,14 @@ async fn open_read_release() {
     let (_, fs) = setup(&[("d/f", &data)], ttl(60));
     let d = fs.lookup(ROOT_INO, "d").await.unwrap();
     let f = fs.lookup(d.ino, "f").await.unwrap();
-    let fh = fs.open(f.ino, OpenMode::default()).await.unwrap();
+    let fh = fs.open(f.ino, OpenMode::default(), me()).await.unwrap();
     let got = fs.read(fh, 99_990, 4096).await.unwrap();
     assert_eq!(&got[..], &data[99_990..]);
     fs.release(fh).await;
     assert!(matches!(fs.read(fh, 0, 1).await, Err(FsError::BadHandle)));
     assert_eq!(fs.open_handles(), 0);
     assert!(matches!(
-        fs.open(d.ino, OpenMode::default()).await,
+        fs.open(d.ino, OpenMode::default(), me()).await,
         Err(FsError::IsADirectory)
     ));
 }
@@ -181,7 +186,7 @@ async fn writes_are_refused_with_a_clear_errno() {
         ..OpenMode::default()
     };
     assert_eq!(
-        fs.open(f.ino, write).await.unwrap_err().errno(),
+        fs.open(f.ino, write, me()).await.unwrap_err().errno(),
         libc::EPERM
     );
     let (_, ro) = setup(
@@ -193,7 +198,7 @@ async fn writes_are_refused_with_a_clear_errno() {
     );
     let f = ro.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        ro.open(f.ino, write).await.unwrap_err().errno(),
+        ro.open(f.ino, write, me()).await.unwrap_err().errno(),
         libc::EROFS
     );
 }

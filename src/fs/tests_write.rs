@@ -4,6 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+
+/// The calling process, as FUSE would report it.
+fn me() -> u32 {
+    std::process::id()
+}
 use crate::s3::memory::MemoryStore;
 
 fn setup(
@@ -35,7 +40,7 @@ const TRUNC_WRITE: OpenMode = OpenMode {
 #[tokio::test]
 async fn create_write_close_lands_whole_and_only_at_close() {
     let (store, fs) = setup(&[], false, false);
-    let (attr, fh) = fs.create(ROOT_INO, "new.bin").await.unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, "new.bin", me()).await.unwrap();
     let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
     let mut offset = 0;
     for chunk in data.chunks(1 << 20) {
@@ -58,13 +63,13 @@ async fn create_write_close_lands_whole_and_only_at_close() {
         "listed while writing: {names:?}"
     );
     assert_eq!(fs.read(fh, 0, 10).await.unwrap_err().errno(), libc::EPERM);
-    let other = fs.open(attr.ino, OpenMode::default()).await;
+    let other = fs.open(attr.ino, OpenMode::default(), me()).await;
     assert_eq!(
         other.unwrap_err().errno(),
         libc::EPERM,
         "no reading while being written"
     );
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.get("new.bin").unwrap().as_ref(), &data[..]);
     assert_eq!(store.open_uploads(), 0);
@@ -75,8 +80,9 @@ async fn create_write_close_lands_whole_and_only_at_close() {
 #[tokio::test]
 async fn empty_file_and_out_of_order_writes() {
     let (store, fs) = setup(&[], false, false);
-    let (_, fh) = fs.create(ROOT_INO, "empty").await.unwrap();
-    fs.flush(fh).await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "empty", me()).await.unwrap();
+    fs.write(fh, 0, b"").await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
     assert!(
         store.get("empty").is_none(),
         "a flush before any write waits (dup + close)"
@@ -84,7 +90,7 @@ async fn empty_file_and_out_of_order_writes() {
     fs.release(fh).await;
     assert_eq!(store.get("empty").unwrap().len(), 0, "release commits");
 
-    let (_, fh) = fs.create(ROOT_INO, "synced").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "synced", me()).await.unwrap();
     fs.write(fh, 0, b"abc").await.unwrap();
     fs.fsync(fh).await.unwrap();
     assert_eq!(
@@ -98,13 +104,13 @@ async fn empty_file_and_out_of_order_writes() {
     );
     fs.release(fh).await;
 
-    let (_, fh) = fs.create(ROOT_INO, "bad").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "bad", me()).await.unwrap();
     fs.write(fh, 0, b"hello").await.unwrap();
     assert_eq!(
         fs.write(fh, 0, b"again").await.unwrap_err().errno(),
         libc::EINVAL
     );
-    assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(fs.flush(fh, me()).await.unwrap_err().errno(), libc::EINVAL);
     fs.release(fh).await;
     assert!(store.get("bad").is_none());
     assert!(
@@ -114,15 +120,32 @@ async fn empty_file_and_out_of_order_writes() {
 }
 
 #[tokio::test]
+async fn only_the_opening_process_commits_at_close() {
+    let (store, fs) = setup(&[], false, false);
+    let (_, fh) = fs.create(ROOT_INO, "f", me()).await.unwrap();
+    fs.write(fh, 0, b"half").await.unwrap();
+    // A child closing its inherited copy (pid 1 stands in for another process).
+    fs.flush(fh, 1).await.unwrap();
+    assert!(
+        store.get("f").is_none(),
+        "another process's close must not commit"
+    );
+    fs.write(fh, 4, b" and the rest").await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
+    assert_eq!(store.get("f").unwrap().as_ref(), b"half and the rest");
+    fs.release(fh).await;
+}
+
+#[tokio::test]
 async fn overwrite_needs_the_flag_and_o_trunc() {
     let (store, fs) = setup(&[("f", b"old")], false, false);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        fs.open(f.ino, TRUNC_WRITE).await.unwrap_err().errno(),
+        fs.open(f.ino, TRUNC_WRITE, me()).await.unwrap_err().errno(),
         libc::EPERM
     );
     assert_eq!(
-        fs.create(ROOT_INO, "f").await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "f", me()).await.unwrap_err().errno(),
         libc::EEXIST
     );
 
@@ -134,7 +157,7 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
         ..TRUNC_WRITE
     };
     assert_eq!(
-        fs.open(f.ino, no_trunc).await.unwrap_err().errno(),
+        fs.open(f.ino, no_trunc, me()).await.unwrap_err().errno(),
         libc::EPERM
     );
     let append = OpenMode {
@@ -142,17 +165,17 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
         ..TRUNC_WRITE
     };
     assert_eq!(
-        fs.open(f.ino, append).await.unwrap_err().errno(),
+        fs.open(f.ino, append, me()).await.unwrap_err().errno(),
         libc::EPERM
     );
-    let fh = fs.open(f.ino, TRUNC_WRITE).await.unwrap();
+    let fh = fs.open(f.ino, TRUNC_WRITE, me()).await.unwrap();
     fs.write(fh, 0, b"brand new").await.unwrap();
     assert_eq!(
         store2.get("f").unwrap().as_ref(),
         b"old",
         "old until commit"
     );
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store2.get("f").unwrap().as_ref(), b"brand new");
 }
@@ -189,13 +212,13 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
         libc::EEXIST
     );
     assert!(store.get("d/").is_none(), "no marker object");
-    let (_, fh) = fs.create(d.ino, "f").await.unwrap();
+    let (_, fh) = fs.create(d.ino, "f", me()).await.unwrap();
     assert_eq!(
         fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(),
         libc::ENOTEMPTY
     );
     fs.write(fh, 0, b"inside").await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.get("d/f").unwrap().as_ref(), b"inside");
     assert_eq!(
@@ -286,7 +309,7 @@ async fn attribute_changes_are_refused_except_on_files_being_written() {
         fs.setattr(f.ino, Some(0), false).await.unwrap_err().errno(),
         libc::EPERM
     );
-    let (new, fh) = fs.create(ROOT_INO, "g").await.unwrap();
+    let (new, fh) = fs.create(ROOT_INO, "g", me()).await.unwrap();
     fs.setattr(new.ino, Some(0), true).await.unwrap();
     fs.write(fh, 0, b"abc").await.unwrap();
     assert_eq!(
@@ -313,7 +336,7 @@ async fn read_only_refuses_every_change() {
         },
     );
     assert_eq!(
-        fs.create(ROOT_INO, "n").await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "n", me()).await.unwrap_err().errno(),
         libc::EROFS
     );
     assert_eq!(

@@ -258,11 +258,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.error(self.refuse("link", "hard links"));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mode = open_mode(flags.0);
+        let caller = req.pid();
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
-            match fs.open(ino.0, mode).await {
+            match fs.open(ino.0, mode, caller).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(fail("open", e)),
             }
@@ -315,15 +316,16 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let caller = req.pid();
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
-            match fs.flush(fh.0).await {
+            match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("flush", e)),
             }
@@ -493,7 +495,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -504,9 +506,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let caller = req.pid();
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
-            match fs.create(parent.0, &name).await {
+            match fs.create(parent.0, &name, caller).await {
                 Ok((attr, fh)) => reply.created(
                     &fs.kernel_ttl(),
                     &file_attr(&attr),

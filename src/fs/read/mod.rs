@@ -5,6 +5,7 @@
 //! readers are prefetched ([`prefetch`]); random readers fetch only what they ask for.
 
 pub mod prefetch;
+pub mod source;
 
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use bytes::Bytes;
 use super::counters::ReadCounters;
 use super::error::FsError;
 use super::memory::MemoryBudget;
+use crate::cache::DiskCache;
 use crate::s3::ObjectStore;
 use prefetch::{PrefetchConfig, Prefetcher};
+use source::ObjectSource;
 
 /// An open file's reader.
 #[derive(Debug)]
@@ -27,9 +30,12 @@ pub struct FileReader<S: ObjectStore> {
 }
 
 impl<S: ObjectStore> FileReader<S> {
-    /// A reader of `key` as it was when it had `etag` (empty: send no If-Match) and `size`.
+    /// A reader of `key` as it was when it had `etag` (empty: send no If-Match) and `size`,
+    /// through `cache` when the mount has one.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<S>,
+        cache: Option<Arc<DiskCache>>,
         key: String,
         etag: String,
         size: u64,
@@ -37,16 +43,15 @@ impl<S: ObjectStore> FileReader<S> {
         budget: Arc<MemoryBudget>,
         counters: Arc<ReadCounters>,
     ) -> Self {
-        let etag = (!etag.is_empty()).then_some(etag);
-        let prefetcher = Prefetcher::new(
+        let source = Arc::new(ObjectSource {
             store,
-            key.clone(),
-            etag,
+            cache,
+            key: key.clone(),
+            etag: (!etag.is_empty()).then_some(etag),
             size,
-            config,
-            budget,
-            counters.clone(),
-        );
+            counters: counters.clone(),
+        });
+        let prefetcher = Prefetcher::new(source, config, budget, counters.clone());
         Self {
             key,
             size,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
+use super::source::ObjectSource;
 use crate::fs::counters::ReadCounters;
 use crate::fs::memory::{MemoryBudget, Reservation};
 use crate::s3::{ObjectStore, S3Error};
@@ -84,9 +85,7 @@ impl Drop for Part {
 
 /// The prefetch state of one open file.
 pub struct Prefetcher<S: ObjectStore> {
-    store: Arc<S>,
-    key: String,
-    etag: Option<String>,
+    source: Arc<ObjectSource<S>>,
     size: u64,
     config: PrefetchConfig,
     budget: Arc<MemoryBudget>,
@@ -104,7 +103,7 @@ pub struct Prefetcher<S: ObjectStore> {
 impl<S: ObjectStore> std::fmt::Debug for Prefetcher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prefetcher")
-            .field("key", &self.key)
+            .field("key", &self.source.key)
             .field("parts", &self.parts.len())
             .field("window", &self.window)
             .field("last_end", &self.last_end)
@@ -113,21 +112,16 @@ impl<S: ObjectStore> std::fmt::Debug for Prefetcher<S> {
 }
 
 impl<S: ObjectStore> Prefetcher<S> {
-    /// Prefetch state for `key` as pinned by `etag` with `size` bytes.
+    /// Prefetch state for the object version `source`.
     pub fn new(
-        store: Arc<S>,
-        key: String,
-        etag: Option<String>,
-        size: u64,
+        source: Arc<ObjectSource<S>>,
         config: PrefetchConfig,
         budget: Arc<MemoryBudget>,
         counters: Arc<ReadCounters>,
     ) -> Self {
         Self {
-            store,
-            key,
-            etag,
-            size,
+            size: source.size,
+            source,
             config,
             budget,
             counters,
@@ -175,13 +169,7 @@ impl<S: ObjectStore> Prefetcher<S> {
     }
 
     async fn fetch_direct(&self, range: Range<u64>) -> Result<Bytes, S3Error> {
-        ReadCounters::add(&self.counters.get_requests, 1);
-        let bytes = self
-            .store
-            .get_range(&self.key, range, self.etag.as_deref())
-            .await?;
-        ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
-        Ok(bytes)
+        self.source.fetch(range).await
     }
 
     /// Gathers `range` from the queued parts; the parts past the budget are fetched directly.
@@ -248,16 +236,8 @@ impl<S: ObjectStore> Prefetcher<S> {
             let Some(reservation) = self.budget.try_reserve(end - start) else {
                 return;
             };
-            let store = self.store.clone();
-            let key = self.key.clone();
-            let etag = self.etag.clone();
-            let counters = self.counters.clone();
-            let task = tokio::spawn(async move {
-                ReadCounters::add(&counters.get_requests, 1);
-                let bytes = store.get_range(&key, start..end, etag.as_deref()).await?;
-                ReadCounters::add(&counters.bytes_fetched, bytes.len() as u64);
-                Ok(bytes)
-            });
+            let source = self.source.clone();
+            let task = tokio::spawn(async move { source.fetch(start..end).await });
             self.parts.push_back(Part {
                 range: start..end,
                 data: PartData::Pending(task),

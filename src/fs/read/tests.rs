@@ -29,6 +29,7 @@ impl Lcg {
 
 struct Fixture {
     store: Arc<MemoryStore>,
+    cache: Option<Arc<crate::cache::DiskCache>>,
     budget: Arc<MemoryBudget>,
     counters: Arc<ReadCounters>,
     config: PrefetchConfig,
@@ -38,6 +39,7 @@ impl Fixture {
     fn new(config: PrefetchConfig, budget: u64) -> Self {
         Self {
             store: Arc::new(MemoryStore::new()),
+            cache: None,
             budget: MemoryBudget::new(budget),
             counters: Arc::new(ReadCounters::default()),
             config,
@@ -52,6 +54,7 @@ impl Fixture {
         let info = self.store.head(key).await.unwrap();
         FileReader::new(
             self.store.clone(),
+            self.cache.clone(),
             key.into(),
             info.etag,
             info.size,
@@ -258,4 +261,84 @@ async fn budget_holds_under_sixteen_readers() {
     );
     assert!(fx.budget.peak() > 0, "readers did prefetch");
     assert_eq!(fx.budget.used(), 0);
+}
+
+fn cached_fixture(dir: &std::path::Path) -> Fixture {
+    let mut fx = Fixture::default_sizes();
+    let cache = crate::cache::DiskCache::open(crate::cache::CacheConfig {
+        dir: dir.to_path_buf(),
+        block_size: MIB,
+        max_bytes: Some(64 * MIB),
+        bucket: "b".into(),
+    })
+    .unwrap();
+    fx.cache = Some(Arc::new(cache));
+    fx
+}
+
+/// Waits for the background cache writes of a read to land.
+async fn settle(fx: &Fixture, blocks: u64) {
+    for _ in 0..200 {
+        if fx.cache.as_ref().unwrap().used() >= blocks * MIB {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("cache writes did not land");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_read_comes_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = cached_fixture(tmp.path());
+    let data = pattern((10 * MIB + 123) as usize, 11);
+    fx.store.put("k", data.clone());
+    assert_eq!(read_all(&fx.reader("k").await, 128 * 1024).await, data);
+    settle(&fx, 10).await;
+    let before = fx.counters.snapshot();
+    assert_eq!(read_all(&fx.reader("k").await, 128 * 1024).await, data);
+    let after = fx.counters.snapshot();
+    assert_eq!(
+        after.get_requests, before.get_requests,
+        "no GET on the second read"
+    );
+    assert_eq!(after.bytes_fetched, before.bytes_fetched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_cached_reads_fetch_only_the_missing_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = cached_fixture(tmp.path());
+    let data = pattern((8 * MIB) as usize, 12);
+    fx.store.put("k", data.clone());
+    let reader = fx.reader("k").await;
+    // Random (unprefetched) reads of blocks 2 and 5.
+    for block in [2u64, 5] {
+        let got = reader.read(block * MIB + 10, 100).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[(block * MIB + 10) as usize..(block * MIB + 110) as usize]
+        );
+    }
+    settle(&fx, 2).await;
+    let before = fx.counters.snapshot();
+    let reader = fx.reader("k").await;
+    let got = reader.read(MIB, (5 * MIB) as u32).await.unwrap();
+    assert_eq!(&got[..], &data[MIB as usize..(6 * MIB) as usize]);
+    let after = fx.counters.snapshot();
+    // Blocks 1, 3 and 4 were missing: two GETs, 3 MiB.
+    assert_eq!(after.bytes_fetched - before.bytes_fetched, 3 * MIB);
+    assert_eq!(after.get_requests - before.get_requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_never_reads_old_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = cached_fixture(tmp.path());
+    fx.store.put("k", pattern((3 * MIB) as usize, 1));
+    read_all(&fx.reader("k").await, 1 << 20).await;
+    settle(&fx, 3).await;
+    let new = pattern((3 * MIB) as usize, 2);
+    fx.store.put("k", new.clone());
+    assert_eq!(read_all(&fx.reader("k").await, 1 << 20).await, new);
 }

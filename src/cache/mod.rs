@@ -1,0 +1,350 @@
+//! The local data cache: fixed-size blocks of objects stored as files under `--cache DIR`, so
+//! the second epoch reads at local-disk speed.
+//!
+//! Blocks are keyed by (bucket, key, ETag, block index): a changed object can never be served
+//! from old blocks. Each block file carries a header and a CRC32C ([`block`]); anything that
+//! does not verify is deleted and fetched again, never served. The total size is bounded
+//! (`--max-cache-size`, or keeping 5% of the cache's filesystem free): least recently used
+//! blocks are evicted before a new one is written, so the bound holds at every moment. The
+//! directory survives remounts (blocks are reused once the ETag revalidates), and a lock file
+//! keeps a second mount from using it at the same time.
+//!
+//! All methods do blocking file I/O: call them from `spawn_blocking`.
+
+pub mod block;
+pub mod index;
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use index::{BlockId, Index};
+
+/// Default block size (1 MiB).
+pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
+
+/// Share of the cache's filesystem kept free when no `--max-cache-size` is given.
+const FREE_SHARE_PERCENT: u64 = 5;
+
+/// Settings of the cache, built by `cli`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Directory holding the blocks.
+    pub dir: PathBuf,
+    /// Bytes per block (the last block of an object may be shorter).
+    pub block_size: u64,
+    /// Most bytes of block files; `None`: keep 5% of the filesystem free.
+    pub max_bytes: Option<u64>,
+    /// Bucket name, part of every block's identity.
+    pub bucket: String,
+}
+
+/// Hit and miss counts.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Blocks served from disk.
+    pub hits: AtomicU64,
+    /// Blocks not found (or rejected).
+    pub misses: AtomicU64,
+    /// Blocks rejected as corrupt, truncated or foreign (and deleted).
+    pub rejected: AtomicU64,
+    /// Blocks evicted to respect the bound.
+    pub evicted: AtomicU64,
+}
+
+/// An open cache directory.
+#[derive(Debug)]
+pub struct DiskCache {
+    config: CacheConfig,
+    blocks_dir: PathBuf,
+    tmp_dir: PathBuf,
+    /// The byte bound in force.
+    max_bytes: u64,
+    /// Guards the block accounting; held for bookkeeping and unlinks, not for reads/writes.
+    index: Mutex<Index>,
+    /// Held (flocked) for the life of the mount.
+    _lock: File,
+    /// Whether the one warning about a failing cache was logged.
+    warned: AtomicBool,
+    /// Hits, misses and evictions.
+    pub counters: CacheCounters,
+    next_tmp: AtomicU64,
+}
+
+impl DiskCache {
+    /// Opens (or creates) the cache at `config.dir`, locks it, and indexes the blocks a
+    /// previous mount left. The error is one line for the user.
+    pub fn open(config: CacheConfig) -> Result<Self, String> {
+        let shown = config.dir.display().to_string();
+        let blocks_dir = config.dir.join("blocks");
+        let tmp_dir = config.dir.join("tmp");
+        for dir in [&blocks_dir, &tmp_dir] {
+            fs::create_dir_all(dir).map_err(|e| format!("--cache {shown}: {e}"))?;
+        }
+        let lock = lock_dir(&config.dir)?;
+        // Half-written blocks of a previous mount are garbage.
+        if let Ok(entries) = fs::read_dir(&tmp_dir) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let mut index = Index::default();
+        scan(&blocks_dir, &mut index);
+        let max_bytes = match config.max_bytes {
+            Some(max) => max,
+            None => bound_from_free_space(&config.dir, index.used())
+                .map_err(|e| format!("--cache {shown}: {e}"))?,
+        };
+        info!(
+            dir = %shown,
+            blocks = index.len(),
+            bytes = index.used(),
+            max_bytes,
+            "data cache opened"
+        );
+        let cache = Self {
+            config,
+            blocks_dir,
+            tmp_dir,
+            max_bytes,
+            index: Mutex::new(index),
+            _lock: lock,
+            warned: AtomicBool::new(false),
+            counters: CacheCounters::default(),
+            next_tmp: AtomicU64::new(0),
+        };
+        cache.evict_to(cache.max_bytes);
+        Ok(cache)
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> u64 {
+        self.config.block_size
+    }
+
+    /// Bytes held on disk now.
+    pub fn used(&self) -> u64 {
+        self.lock_index().used()
+    }
+
+    /// The bound in force.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().expect("cache index lock poisoned")
+    }
+
+    /// The identity of an object version's blocks.
+    fn object_id(&self, key: &str, etag: &str) -> String {
+        format!("{}\0{key}\0{etag}", self.config.bucket)
+    }
+
+    fn block_id(object_id: &str, index: u64) -> BlockId {
+        let mut hasher = DefaultHasher::new();
+        object_id.hash(&mut hasher);
+        (hasher.finish(), index)
+    }
+
+    fn path_of(&self, id: BlockId) -> PathBuf {
+        self.blocks_dir
+            .join(format!("{:02x}", id.0 >> 56))
+            .join(format!("{:016x}-{}", id.0, id.1))
+    }
+
+    /// Block `index` of `key` at `etag`, if cached and intact.
+    pub fn get(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
+        let object_id = self.object_id(key, etag);
+        let id = Self::block_id(&object_id, index);
+        if !self.lock_index().contains(&id) {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let path = self.path_of(id);
+        let decoded = map_file(&path).map(|file| block::decode(file, &object_id, index));
+        match decoded {
+            Ok(Ok(data)) => {
+                self.lock_index().touch(&id);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(data)
+            }
+            Ok(Err(why)) => {
+                debug!(key, index, ?why, "cached block rejected; fetching again");
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.discard(id, &path);
+                None
+            }
+            Err(e) => {
+                debug!(key, index, "cached block unreadable: {e}");
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.discard(id, &path);
+                None
+            }
+        }
+    }
+
+    fn discard(&self, id: BlockId, path: &Path) {
+        self.lock_index().remove(&id);
+        let _ = fs::remove_file(path);
+    }
+
+    /// Stores block `index` of `key` at `etag`. Failures (disk full, unwritable directory)
+    /// cost one warning for the whole mount; reads go on from S3.
+    pub fn put(&self, key: &str, etag: &str, index: u64, data: &[u8]) {
+        let object_id = self.object_id(key, etag);
+        let id = Self::block_id(&object_id, index);
+        let file = block::encode(&object_id, index, data);
+        let size = file.len() as u64;
+        if size > self.max_bytes {
+            return;
+        }
+        {
+            let mut accounting = self.lock_index();
+            if accounting.contains(&id) {
+                return;
+            }
+            // Make room first, and count the block before it is written: the bound holds
+            // at every moment.
+            self.evict_locked(&mut accounting, self.max_bytes - size);
+            accounting.insert(id, size);
+        }
+        if let Err(e) = self.write_block(id, &file) {
+            self.lock_index().remove(&id);
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                warn!(
+                    dir = %self.config.dir.display(),
+                    "data cache cannot store blocks ({e}); reads go on from S3"
+                );
+            }
+        }
+    }
+
+    fn write_block(&self, id: BlockId, file: &[u8]) -> io::Result<()> {
+        let tmp = self.tmp_dir.join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut out = File::create(&tmp)?;
+            out.write_all(file)?;
+            let path = self.path_of(id);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn evict_to(&self, max: u64) {
+        let mut accounting = self.lock_index();
+        self.evict_locked(&mut accounting, max);
+    }
+
+    fn evict_locked(&self, accounting: &mut Index, max: u64) {
+        while accounting.used() > max {
+            let Some(id) = accounting.pop_oldest() else {
+                return;
+            };
+            let _ = fs::remove_file(self.path_of(id));
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes the directory's lock file, or explains who holds it.
+fn lock_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("--cache {}: {e}", dir.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "--cache {} is in use by another mount-s3 (lock {}); give each mount its own cache directory",
+            dir.display(),
+            path.display()
+        ));
+    }
+    Ok(file)
+}
+
+/// Maps a block file read-only; the mapping lives as long as the returned bytes.
+fn map_file(path: &Path) -> io::Result<Bytes> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: block files are written to a temporary name and renamed into place, never
+    // modified in place by us; another writer truncating it would at worst fail the CRC.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+/// Indexes the block files found under `blocks_dir`, oldest (by mtime) first.
+fn scan(blocks_dir: &Path, index: &mut Index) {
+    let mut found = Vec::new();
+    for shard in fs::read_dir(blocks_dir).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let parsed = name.to_str().and_then(|n| {
+                let (hash, block) = n.split_once('-')?;
+                Some((
+                    u64::from_str_radix(hash, 16).ok()?,
+                    block.parse::<u64>().ok()?,
+                ))
+            });
+            match (parsed, entry.metadata()) {
+                (Some(id), Ok(meta)) => {
+                    let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                    found.push((mtime, id, meta.len()));
+                }
+                _ => {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+    found.sort();
+    for (_, id, size) in found {
+        index.insert(id, size);
+    }
+}
+
+/// The bound that keeps 5% of the cache's filesystem free, counting what is cached already.
+fn bound_from_free_space(dir: &Path, cached: u64) -> io::Result<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `stat` is plain data written by statvfs; `path` is NUL-terminated.
+    let stat = unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stat
+    };
+    let block = stat.f_frsize;
+    let total = stat.f_blocks * block;
+    let available = stat.f_bavail * block;
+    let keep = total / 100 * FREE_SHARE_PERCENT;
+    Ok(cached + available.saturating_sub(keep))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! The cache on a real temporary directory.
+
+use super::*;
+
+fn config(dir: &Path, max: Option<u64>) -> CacheConfig {
+    CacheConfig {
+        dir: dir.to_path_buf(),
+        block_size: 4096,
+        max_bytes: max,
+        bucket: "bucket".into(),
+    }
+}
+
+fn block_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in fs::read_dir(dir.join("blocks")).unwrap().flatten() {
+        for entry in fs::read_dir(shard.path()).unwrap().flatten() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    block_files(dir)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn blocks_round_trip_by_key_etag_and_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    cache.put("k", "\"e1\"", 0, b"first");
+    cache.put("k", "\"e1\"", 1, b"second");
+    assert_eq!(cache.get("k", "\"e1\"", 0).unwrap().as_ref(), b"first");
+    assert_eq!(cache.get("k", "\"e1\"", 1).unwrap().as_ref(), b"second");
+    assert!(
+        cache.get("k", "\"e2\"", 0).is_none(),
+        "another ETag is another object"
+    );
+    assert!(cache.get("other", "\"e1\"", 0).is_none());
+    assert!(cache.get("k", "\"e1\"", 2).is_none());
+}
+
+#[test]
+fn a_flipped_byte_is_never_served_and_the_block_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    cache.put("k", "e", 0, &[7u8; 4096]);
+    let files = block_files(tmp.path());
+    assert_eq!(files.len(), 1);
+    let mut bytes = fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&files[0], bytes).unwrap();
+    assert!(cache.get("k", "e", 0).is_none());
+    assert!(!files[0].exists(), "the corrupt block was deleted");
+    assert_eq!(cache.counters.rejected.load(Ordering::Relaxed), 1);
+    cache.put("k", "e", 0, &[7u8; 4096]);
+    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[7u8; 4096]);
+}
+
+#[test]
+fn the_bound_holds_after_every_put() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = 10 * 4200;
+    let cache = DiskCache::open(config(tmp.path(), Some(max))).unwrap();
+    for i in 0..100 {
+        cache.put("k", "e", i, &[i as u8; 4096]);
+        assert!(cache.used() <= max);
+        assert!(dir_bytes(tmp.path()) <= max, "after block {i}");
+    }
+    // The most recent blocks survive; the oldest were evicted.
+    assert!(cache.get("k", "e", 99).is_some());
+    assert!(cache.get("k", "e", 0).is_none());
+    assert!(cache.counters.evicted.load(Ordering::Relaxed) >= 90);
+}
+
+#[test]
+fn blocks_survive_a_reopen_and_the_directory_is_locked_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        cache.put("k", "e", 3, b"kept");
+        let second = DiskCache::open(config(tmp.path(), Some(1 << 20)));
+        let err = second.unwrap_err();
+        assert!(err.contains("in use") && !err.contains('\n'), "{err}");
+    }
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    assert_eq!(cache.get("k", "e", 3).unwrap().as_ref(), b"kept");
+    assert!(cache.used() > 0);
+}
+
+#[test]
+fn a_smaller_bound_at_reopen_evicts_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        for i in 0..20 {
+            cache.put("k", "e", i, &[1u8; 4096]);
+        }
+    }
+    let cache = DiskCache::open(config(tmp.path(), Some(5 * 4200))).unwrap();
+    assert!(dir_bytes(tmp.path()) <= 5 * 4200);
+    assert!(cache.used() <= 5 * 4200);
+}
+
+#[test]
+fn an_unwritable_cache_only_misses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    fs::remove_dir_all(tmp.path().join("tmp")).unwrap();
+    cache.put("k", "e", 0, b"lost");
+    assert!(cache.get("k", "e", 0).is_none());
+    assert_eq!(cache.used(), 0, "a failed write is not counted");
+}
+
+#[test]
+fn default_bound_leaves_free_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), None)).unwrap();
+    assert!(cache.max_bytes() > 0);
+}

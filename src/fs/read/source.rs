@@ -1,0 +1,129 @@
+//! Where a handle's bytes come from: the local data cache when it has them, S3 otherwise.
+//!
+//! With a cache, a range is split into cache blocks; the cached ones are read from disk and
+//! each run of missing blocks is one block-aligned GET, whose blocks are then stored in the
+//! background (the read does not wait for the disk). Without a cache, a range is one GET.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cache::DiskCache;
+use crate::fs::counters::ReadCounters;
+use crate::s3::{ObjectStore, S3Error};
+
+/// One pinned object version and the ways to read it.
+#[derive(Debug)]
+pub struct ObjectSource<S: ObjectStore> {
+    /// The bucket.
+    pub store: Arc<S>,
+    /// The data cache, if the mount has one.
+    pub cache: Option<Arc<DiskCache>>,
+    /// Object key.
+    pub key: String,
+    /// ETag pinned at open (sent as If-Match; `None` sends none and bypasses the cache).
+    pub etag: Option<String>,
+    /// Object size at open.
+    pub size: u64,
+    /// Mount-wide counters.
+    pub counters: Arc<ReadCounters>,
+}
+
+impl<S: ObjectStore> ObjectSource<S> {
+    /// The bytes of `range` (inside the object).
+    pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, S3Error> {
+        match (&self.cache, &self.etag) {
+            (Some(cache), Some(etag)) => {
+                self.fetch_cached(cache.clone(), etag.clone(), range).await
+            }
+            _ => self.get(range).await,
+        }
+    }
+
+    async fn get(&self, range: Range<u64>) -> Result<Bytes, S3Error> {
+        ReadCounters::add(&self.counters.get_requests, 1);
+        let bytes = self
+            .store
+            .get_range(&self.key, range, self.etag.as_deref())
+            .await?;
+        ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    async fn fetch_cached(
+        self: &Arc<Self>,
+        cache: Arc<DiskCache>,
+        etag: String,
+        range: Range<u64>,
+    ) -> Result<Bytes, S3Error> {
+        let block_size = cache.block_size();
+        let first = range.start / block_size;
+        let last = (range.end - 1) / block_size;
+        let key = self.key.clone();
+        let lookup_cache = cache.clone();
+        let lookup_etag = etag.clone();
+        let mut blocks: Vec<Option<Bytes>> = tokio::task::spawn_blocking(move || {
+            (first..=last)
+                .map(|index| lookup_cache.get(&key, &lookup_etag, index))
+                .collect()
+        })
+        .await
+        .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
+
+        let mut fetched = Vec::new();
+        let mut at = 0;
+        while at < blocks.len() {
+            if blocks[at].is_some() {
+                at += 1;
+                continue;
+            }
+            let run_start = at;
+            while at < blocks.len() && blocks[at].is_none() {
+                at += 1;
+            }
+            let start = (first + run_start as u64) * block_size;
+            let end = ((first + at as u64) * block_size).min(self.size);
+            let bytes = self.get(start..end).await?;
+            for (offset, slot) in blocks[run_start..at].iter_mut().enumerate() {
+                let from = offset * block_size as usize;
+                let to = (from + block_size as usize).min(bytes.len());
+                let block = bytes.slice(from..to);
+                fetched.push((first + (run_start + offset) as u64, block.clone()));
+                *slot = Some(block);
+            }
+        }
+        if !fetched.is_empty() {
+            let key = self.key.clone();
+            tokio::task::spawn_blocking(move || {
+                for (index, block) in fetched {
+                    cache.put(&key, &etag, index, &block);
+                }
+            });
+        }
+        Ok(assemble(blocks, first * block_size, range))
+    }
+}
+
+/// The bytes of `range` out of consecutive `blocks` starting at offset `base`.
+fn assemble(blocks: Vec<Option<Bytes>>, base: u64, range: Range<u64>) -> Bytes {
+    let mut pieces = Vec::with_capacity(blocks.len());
+    let mut at = base;
+    for block in blocks.into_iter().flatten() {
+        let block_end = at + block.len() as u64;
+        let from = range.start.max(at).min(block_end);
+        let to = range.end.min(block_end).max(from);
+        if to > from {
+            pieces.push(block.slice((from - at) as usize..(to - at) as usize));
+        }
+        at = block_end;
+    }
+    if pieces.len() == 1 {
+        return pieces.pop().expect("one piece");
+    }
+    let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
+    for piece in pieces {
+        joined.extend_from_slice(&piece);
+    }
+    joined.freeze()
+}
