@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::path::Path;
 
 use clap::{CommandFactory, ValueEnum};
 use clap_complete::Shell;
@@ -19,16 +20,16 @@ pub const COMMAND: &str = "completions";
 const USAGE: &str = "usage: mount-s3 completions <bash|zsh|fish|elvish|powershell>";
 
 /// Whether `argv` asks for completions: `mount-s3 completions`, alone or followed by one
-/// shell name or `-h`/`--help`. Anything else (`mount-s3 completions /mnt/data`) is a mount
-/// of a bucket named `completions`.
+/// word that is not an existing directory (a shell name, `--help`, or a misspelt shell,
+/// which [`run`] then refuses). `mount-s3 completions /mnt/data`, with a directory, is a
+/// mount of a bucket named `completions`.
 pub fn requested(argv: &[OsString]) -> bool {
     match argv {
         [_, word] => word == COMMAND,
         [_, word, arg] => {
             word == COMMAND
-                && arg.to_str().is_some_and(|a| {
-                    a.starts_with('-') || <Shell as ValueEnum>::from_str(a, true).is_ok()
-                })
+                && (<Shell as ValueEnum>::from_str(&arg.to_string_lossy(), true).is_ok()
+                    || !Path::new(arg).is_dir())
         }
         _ => false,
     }
@@ -74,9 +75,17 @@ mod tests {
         assert!(requested(&os(&["mount-s3", "completions", "PowerShell"])));
         assert!(requested(&os(&["mount-s3", "completions", "--help"])));
         assert!(requested(&os(&["mount-s3", "completions"])));
-        assert!(!requested(&os(&["mount-s3", "completions", "/mnt/data"])));
+        assert!(requested(&os(&["mount-s3", "completions", "tcsh"])));
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().to_str().unwrap();
+        assert!(!requested(&os(&["mount-s3", "completions", dir])));
         assert!(!requested(&os(&["mount-s3", "bucket", "bash"])));
-        assert!(!requested(&os(&["mount-s3", "--read-only", "completions", "/m"])));
+        assert!(!requested(&os(&[
+            "mount-s3",
+            "--read-only",
+            "completions",
+            "/m"
+        ])));
     }
 
     #[test]

@@ -33,25 +33,8 @@ const USAGE: &str = "usage: mount.mount-s3 SOURCE DIRECTORY [-o OPTIONS] [-s] [-
 /// `[no]auto` and `[no]user[s]` are for mount(8) and systemd, which act on them before the
 /// helper runs. `x-*` and `comment=*` are ignored too.
 const GENERIC_OPTIONS: &[&str] = &[
-    "_netdev",
-    "nofail",
-    "noauto",
-    "auto",
-    "user",
-    "nouser",
-    "users",
-    "owner",
-    "group",
-    "defaults",
-    "nosuid",
-    "nodev",
-    "noexec",
-    "exec",
-    "suid",
-    "dev",
-    "noatime",
-    "relatime",
-    "async",
+    "_netdev", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group", "defaults",
+    "nosuid", "nodev", "noexec", "exec", "suid", "dev", "noatime", "relatime", "async",
 ];
 
 /// Flags that cannot be fstab options, and why.
@@ -159,9 +142,9 @@ impl HelperCommand {
             let letters = &text[1..];
             if let Some(attached) = letters.strip_prefix('o').or(letters.strip_prefix('t')) {
                 let value = if attached.is_empty() {
-                    let value = rest.next().ok_or_else(|| {
-                        format!("{text} needs a value; {USAGE}")
-                    })?;
+                    let value = rest
+                        .next()
+                        .ok_or_else(|| format!("{text} needs a value; {USAGE}"))?;
                     value
                         .to_str()
                         .ok_or_else(|| format!("{text} value is not UTF-8"))?
@@ -350,13 +333,11 @@ impl Translation {
             (false, Some(_)) => Err(OptionError::Invalid(format!(
                 "option '{name}' takes no value: write {name} alone"
             ))),
-            (true, Some(_)) if flag == "prefix" && self.source_prefix => {
-                Err(OptionError::Invalid(
-                    "the prefix is given twice: in the source (s3://BUCKET/PREFIX/) and as \
+            (true, Some(_)) if flag == "prefix" && self.source_prefix => Err(OptionError::Invalid(
+                "the prefix is given twice: in the source (s3://BUCKET/PREFIX/) and as \
                      prefix=; keep one"
-                        .to_string(),
-                ))
-            }
+                    .to_string(),
+            )),
             (_, value) => {
                 self.set(&flag, value);
                 Ok(())
@@ -453,8 +434,14 @@ mod tests {
     #[test]
     fn sources() {
         assert_eq!(parse_source("bucket").unwrap(), ("bucket".into(), None));
-        assert_eq!(parse_source("s3://bucket").unwrap(), ("bucket".into(), None));
-        assert_eq!(parse_source("s3://bucket/").unwrap(), ("bucket".into(), None));
+        assert_eq!(
+            parse_source("s3://bucket").unwrap(),
+            ("bucket".into(), None)
+        );
+        assert_eq!(
+            parse_source("s3://bucket/").unwrap(),
+            ("bucket".into(), None)
+        );
         assert_eq!(
             parse_source("s3://bucket/a/b").unwrap(),
             ("bucket".into(), Some("a/b/".into()))
@@ -488,7 +475,10 @@ mod tests {
         assert!(args.allow_other && args.auto_unmount && args.debug && args.no_sign_request);
         assert_eq!(args.endpoint_url.as_deref(), Some("http://127.0.0.1:8333"));
         assert_eq!(args.metadata_ttl, Some(std::time::Duration::from_secs(60)));
-        assert_eq!((args.gid, args.dir_mode, args.file_mode), (Some(7), 0o700, 0o600));
+        assert_eq!(
+            (args.gid, args.dir_mode, args.file_mode),
+            (Some(7), 0o700, 0o600)
+        );
         assert_eq!((args.part_size, args.max_threads), (16 * 1024 * 1024, 4));
         assert_eq!(args.upload_checksums, "off");
         assert_eq!(args.region.as_deref(), Some("eu-west-1"));
@@ -531,7 +521,10 @@ mod tests {
     #[test]
     fn repeated_options_last_one_wins() {
         let argv = translate(&["b", "/m", "-o", "uid=1,uid=2", "-o", "gid=3"]).unwrap();
-        assert_eq!(argv, ["mount-s3", "--gid", "3", "--uid", "2", "--", "b", "/m"]);
+        assert_eq!(
+            argv,
+            ["mount-s3", "--gid", "3", "--uid", "2", "--", "b", "/m"]
+        );
     }
 
     #[test]
@@ -620,7 +613,10 @@ mod tests {
         let bad = os(&["mount.mount-s3", "b", "/m", "-o", "bogus"]);
         assert_eq!(dispatch(bad, &mut err), Dispatch::Exit(2));
         let err = String::from_utf8(err).unwrap();
-        assert!(err.starts_with("mount.mount-s3: unknown option 'bogus'"), "{err}");
+        assert!(
+            err.starts_with("mount.mount-s3: unknown option 'bogus'"),
+            "{err}"
+        );
         assert_eq!(err.lines().count(), 1);
     }
 
@@ -634,7 +630,10 @@ mod tests {
             let code = dispatch(argv, &mut err);
             (code, String::from_utf8(err).unwrap())
         };
-        assert_eq!(fake("s3://bucket/p/", dir, "rw"), (Dispatch::Exit(0), String::new()));
+        assert_eq!(
+            fake("s3://bucket/p/", dir, "rw"),
+            (Dispatch::Exit(0), String::new())
+        );
         let (code, err) = fake("Bad_Bucket", dir, "rw");
         assert_eq!(code, Dispatch::Exit(1), "{err}");
         assert!(err.contains("invalid bucket name"), "{err}");

@@ -46,11 +46,14 @@ local_s3_start "$dir"
 s3_make_bucket "$bucket"
 
 echo "uploading ${big_mib} MiB + 4 x ${quad_mib} MiB of random data ..." >&2
-head -c $((big_mib * 1024 * 1024)) /dev/urandom >"$dir/big.bin"
+# The large object is kept as a local file too: the cache benchmarks compare with it.
+local=$dir/local
+mkdir -p "$local/big"
+head -c $((big_mib * 1024 * 1024)) /dev/urandom >"$local/big/object-0"
 head -c $((quad_mib * 1024 * 1024)) /dev/urandom >"$dir/quad.bin"
-s3_put "$bucket" big/object-0 "$dir/big.bin"
+s3_put "$bucket" big/object-0 "$local/big/object-0"
 for i in 0 1 2 3; do s3_put "$bucket" "quad/object-$i" "$dir/quad.bin"; done
-rm -f "$dir/big.bin" "$dir/quad.bin"
+rm -f "$dir/quad.bin"
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -119,6 +122,38 @@ head -c 100 "$mnt/big/object-0" >/dev/null
 unmount_it
 printf '\nhead -c 100 of the %s MiB object fetched %s KiB in %s GET(s)\n' "$big_mib" \
   "$(($(summary bytes_fetched) / 1024))" "$(summary get_requests)"
+
+# The data cache: first read with the cache on (vs off above), second read after a remount
+# (vs fio on the local file, in the same filesystem as the cache), random 4 KiB reads over the
+# fully cached object (vs the same job on the local file).
+fio_bw() { # job, MNT → MiB/s
+  MNT=$2 fio --output-format=json --output="$dir/$1-$3.json" "$jobs_dir/$1.fio" >/dev/null
+  python3 -c "import json; j=json.load(open('$dir/$1-$3.json')); print(f\"{sum(x['read']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")"
+}
+cache_dir=$dir/cache
+drop_caches
+local_seq=$(fio_bw seq_read_1job "$local" local)
+drop_caches
+local_rand=$(fio_bw rand_read_4k "$local" local)
+mount_it --cache "$cache_dir"
+drop_caches
+first_cached=$(fio_bw seq_read_1job "$mnt" cache-first)
+sleep 2 # background block writes
+unmount_it
+mount_it --cache "$cache_dir"
+drop_caches
+second_cached=$(fio_bw seq_read_1job "$mnt" cache-second)
+drop_caches
+rand_cached=$(fio_bw rand_read_4k "$mnt" cache-rand)
+unmount_it
+first_plain=$(python3 -c "import json; j=json.load(open('$dir/seq_read_1job.json')); print(f\"{sum(x['read']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")")
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+printf '\ncache: first read %s MiB/s (%s of the uncached %s); second read after remount %s MiB/s (%s of the local file %s)\n' \
+  "$first_cached" "$(ratio "$first_cached" "$first_plain")" "$first_plain" \
+  "$second_cached" "$(ratio "$second_cached" "$local_seq")" "$local_seq"
+printf 'cache: random 4 KiB over the cached object %s MiB/s (%s of the local file %s); %s\n' \
+  "$rand_cached" "$(ratio "$rand_cached" "$local_rand")" "$local_rand" \
+  "$(grep -o 'cache summary: .*' "$dir/mount.log" | tail -1)"
 
 # Sequential write of a new file (commit included) next to a direct multipart upload of the
 # same number of bytes with the same part size and 4 parts in flight, as mount-s3 uses.

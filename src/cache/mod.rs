@@ -9,7 +9,9 @@
 //! directory survives remounts (blocks are reused once the ETag revalidates), and a lock file
 //! keeps a second mount from using it at the same time.
 //!
-//! All methods do blocking file I/O: call them from `spawn_blocking`.
+//! Blocks are read with plain reads rather than mmap (see `read_file`); blocks verified
+//! recently stay in memory (bounded) so random reads within a block cost no I/O. All methods
+//! but [`DiskCache::get_verified`] do blocking file I/O: call them from `spawn_blocking`.
 
 pub mod block;
 pub mod index;
@@ -29,6 +31,10 @@ use index::{BlockId, Index};
 
 /// Default block size (1 MiB).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
+
+/// Bytes of recently verified blocks kept in memory, so repeated reads of a block (random
+/// 4 KiB reads hit the same block hundreds of times) skip the read and the CRC.
+const VERIFIED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Share of the cache's filesystem kept free when no `--max-cache-size` is given.
 const FREE_SHARE_PERCENT: u64 = 5;
@@ -73,6 +79,8 @@ pub struct DiskCache {
     _lock: File,
     /// Whether the one warning about a failing cache was logged.
     warned: AtomicBool,
+    /// Blocks verified since they were read, by id: a read of one is a lookup.
+    verified: moka::sync::Cache<BlockId, Bytes>,
     /// Hits, misses and evictions.
     pub counters: CacheCounters,
     next_tmp: AtomicU64,
@@ -117,6 +125,10 @@ impl DiskCache {
             index: Mutex::new(index),
             _lock: lock,
             warned: AtomicBool::new(false),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_BYTES)
+                .weigher(|_, block: &Bytes| block.len().try_into().unwrap_or(u32::MAX))
+                .build(),
             counters: CacheCounters::default(),
             next_tmp: AtomicU64::new(0),
         };
@@ -160,8 +172,21 @@ impl DiskCache {
             .join(format!("{:016x}-{}", id.0, id.1))
     }
 
+    /// Block `index` of `key` at `etag` if it was verified recently: no I/O, so callers may
+    /// try this on an async thread before going to [`DiskCache::get`].
+    pub fn get_verified(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
+        let id = Self::block_id(&self.object_id(key, etag), index);
+        let data = self.verified.get(&id)?;
+        self.lock_index().touch(&id);
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(data)
+    }
+
     /// Block `index` of `key` at `etag`, if cached and intact.
     pub fn get(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
+        if let Some(data) = self.get_verified(key, etag, index) {
+            return Some(data);
+        }
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
         if !self.lock_index().contains(&id) {
@@ -169,11 +194,12 @@ impl DiskCache {
             return None;
         }
         let path = self.path_of(id);
-        let decoded = map_file(&path).map(|file| block::decode(file, &object_id, index));
+        let decoded = read_file(&path).map(|file| block::decode(file, &object_id, index));
         match decoded {
             Ok(Ok(data)) => {
                 self.lock_index().touch(&id);
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                self.verified.insert(id, data.clone());
                 Some(data)
             }
             Ok(Err(why)) => {
@@ -193,6 +219,7 @@ impl DiskCache {
     }
 
     fn discard(&self, id: BlockId, path: &Path) {
+        self.verified.invalidate(&id);
         self.lock_index().remove(&id);
         let _ = fs::remove_file(path);
     }
@@ -259,6 +286,7 @@ impl DiskCache {
             let Some(id) = accounting.pop_oldest() else {
                 return;
             };
+            self.verified.invalidate(&id);
             let _ = fs::remove_file(self.path_of(id));
             self.counters.evicted.fetch_add(1, Ordering::Relaxed);
         }
@@ -285,16 +313,11 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Maps a block file read-only; the mapping lives as long as the returned bytes.
-fn map_file(path: &Path) -> io::Result<Bytes> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: block files are written to a temporary name and renamed into place, never
-    // modified in place by us; another writer truncating it would at worst fail the CRC.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Bytes::from_owner(map))
+/// Reads a block file into memory. Not mmap: a block file truncated by anyone while mapped
+/// would kill the mount with SIGBUS on the next access; a read can only come back short,
+/// which the decoder rejects.
+fn read_file(path: &Path) -> io::Result<Bytes> {
+    fs::read(path).map(Bytes::from)
 }
 
 /// Indexes the block files found under `blocks_dir`, oldest (by mtime) first.

@@ -60,16 +60,27 @@ impl<S: ObjectStore> ObjectSource<S> {
         let block_size = cache.block_size();
         let first = range.start / block_size;
         let last = (range.end - 1) / block_size;
-        let key = self.key.clone();
-        let lookup_cache = cache.clone();
-        let lookup_etag = etag.clone();
-        let mut blocks: Vec<Option<Bytes>> = tokio::task::spawn_blocking(move || {
-            (first..=last)
-                .map(|index| lookup_cache.get(&key, &lookup_etag, index))
-                .collect()
-        })
-        .await
-        .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
+        // Recently verified blocks need no I/O; only the others go to a blocking thread.
+        let mut blocks: Vec<Option<Bytes>> = (first..=last)
+            .map(|index| cache.get_verified(&self.key, &etag, index))
+            .collect();
+        if blocks.iter().any(Option::is_none) {
+            let key = self.key.clone();
+            let lookup_cache = cache.clone();
+            let lookup_etag = etag.clone();
+            let known = blocks;
+            blocks = tokio::task::spawn_blocking(move || {
+                known
+                    .into_iter()
+                    .zip(first..=last)
+                    .map(|(known, index)| {
+                        known.or_else(|| lookup_cache.get(&key, &lookup_etag, index))
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
+        }
 
         let mut fetched = Vec::new();
         let mut at = 0;
