@@ -112,6 +112,10 @@ pub struct Args {
     #[arg(long, help_heading = "Client options", value_name = "ALGORITHM", default_value = "crc32c", value_parser = ["crc32c", "off"])]
     pub upload_checksums: String,
 
+    /// Longest any one S3 request may take, retries included, before the program gets EIO
+    #[arg(long, help_heading = "Client options", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_deadline: u64,
+
     /// Memory for prefetched data across all open files, in MiB [default: 1/8 of RAM, 64-512]
     #[arg(long, help_heading = "Client options", value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_target: Option<u64>,

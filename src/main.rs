@@ -15,6 +15,7 @@ use mount_s3::fs::S3Filesystem;
 use mount_s3::fuse::FuseAdapter;
 use mount_s3::fuse::session::LiveMount;
 use mount_s3::logging::{self, LogTarget};
+use mount_s3::s3::deadline::WithDeadline;
 use mount_s3::s3::sdk::SdkStore;
 use mount_s3::s3::{ObjectStore, S3Error};
 
@@ -106,6 +107,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     };
     let fs_config = args.fs_config();
     let store = runtime.block_on(SdkStore::new(&args.s3_config()));
+    let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
     if let Err(message) = runtime.block_on(check_bucket(&store, args, &fs_config.prefix)) {
         fail(report, message);
         return Err(());
@@ -179,7 +181,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
 }
 
 /// One cheap listing proves the endpoint, the credentials and the bucket before mounting.
-async fn check_bucket(store: &SdkStore, args: &Args, prefix: &str) -> Result<(), String> {
+async fn check_bucket(store: &impl ObjectStore, args: &Args, prefix: &str) -> Result<(), String> {
     let bucket = &args.bucket;
     let listed =
         tokio::time::timeout(STARTUP_CHECK_TIMEOUT, store.list(prefix, true, None, 1)).await;

@@ -5,6 +5,7 @@
 //! decide what an error means for a POSIX caller; `fs::error` does that.
 
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod memory;
 pub mod sdk;

@@ -14,12 +14,15 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime;
-use bytes::Bytes;
-use tracing::debug;
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, warn};
 
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 
 use super::{ListPage, MAX_SINGLE_OBJECT, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error};
+
+/// Wait before resuming a broken GET body (times the attempt number).
+const RESUME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Part size of a multipart server-side copy (objects over 5 GiB only).
 const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
@@ -34,6 +37,8 @@ pub struct SdkStore {
     bucket: String,
     /// CRC32C on uploads, or none.
     checksum: Option<ChecksumAlgorithm>,
+    /// Attempts for a GET whose body breaks (the SDK retries only until the headers).
+    max_attempts: u32,
 }
 
 impl SdkStore {
@@ -71,6 +76,7 @@ impl SdkStore {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             checksum: config.upload_checksums.then_some(ChecksumAlgorithm::Crc32C),
+            max_attempts: config.max_attempts,
         }
     }
 }
@@ -156,31 +162,42 @@ impl ObjectStore for SdkStore {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(str::to_string))
-            .send()
-            .await
-            .map_err(classify)?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| S3Error::Network(format!("reading body of {key}: {e}")))?
-            .into_bytes();
-        debug!(key, start = range.start, len = body.len(), "GET ok");
         let expected = (range.end - range.start) as usize;
-        if body.len() != expected {
-            return Err(S3Error::Network(format!(
-                "short body for {key}: expected {expected} bytes, got {}",
-                body.len()
-            )));
+        let mut body = BytesMut::with_capacity(expected);
+        let mut resumes = 0;
+        loop {
+            let from = range.start + body.len() as u64;
+            match self
+                .get_into(key, from..range.end, if_match, &mut body)
+                .await
+            {
+                Ok(()) if body.len() == expected => break,
+                Ok(()) => {
+                    // The server ended the body early; treat it like a broken connection.
+                    warn!(key, got = body.len(), expected, "short GET body; resuming");
+                }
+                Err(BodyError::Request(e)) => return Err(e),
+                Err(BodyError::Stream(e)) => {
+                    warn!(key, at = from, "GET body broke ({e}); resuming");
+                }
+            }
+            resumes += 1;
+            if resumes >= self.max_attempts {
+                return Err(S3Error::Network(format!(
+                    "GET of {key} kept breaking after {} bytes of {expected}",
+                    body.len()
+                )));
+            }
+            tokio::time::sleep(RESUME_BACKOFF * resumes).await;
         }
-        Ok(body)
+        debug!(
+            key,
+            start = range.start,
+            len = body.len(),
+            resumes,
+            "GET ok"
+        );
+        Ok(body.freeze())
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
@@ -338,7 +355,45 @@ impl ObjectStore for SdkStore {
     }
 }
 
+/// How a ranged GET failed: before the body (the SDK already retried), or during it.
+enum BodyError {
+    Request(S3Error),
+    Stream(String),
+}
+
 impl SdkStore {
+    /// One GET of `range`, appending the body to `out` as it arrives, so that a broken body
+    /// can be resumed from where it stopped instead of from the start.
+    async fn get_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+        out: &mut BytesMut,
+    ) -> Result<(), BodyError> {
+        let mut response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| BodyError::Request(classify(e)))?;
+        let limit = out.len() + (range.end - range.start) as usize;
+        while let Some(chunk) = response.body.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Stream(e.to_string()))?;
+            if out.len() + chunk.len() > limit {
+                return Err(BodyError::Request(S3Error::Network(format!(
+                    "GET of {key} returned more bytes than asked"
+                ))));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
     /// The UploadPartCopy calls of a multipart copy, in order.
     async fn copy_parts(
         &self,

@@ -1,0 +1,206 @@
+//! An overall time limit on every S3 call, retries included, so that a dead or stalled server
+//! becomes an error (EIO for the program) within a known time instead of a hang.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ListPage, ObjectInfo, ObjectStore, PartTag, S3Error};
+
+/// `inner`, with every call limited to `deadline`.
+#[derive(Debug)]
+pub struct WithDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S: ObjectStore> WithDeadline<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, deadline: Duration) -> Self {
+        Self { inner, deadline }
+    }
+
+    async fn limit<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, S3Error>>,
+    ) -> Result<T, S3Error> {
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(S3Error::Network(format!(
+                "{what} did not finish within {}s",
+                self.deadline.as_secs_f32()
+            ))),
+        }
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.limit("HEAD", self.inner.head(key)).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage, S3Error> {
+        self.limit("LIST", self.inner.list(prefix, delimited, token, max_keys))
+            .await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        self.limit("GET", self.inner.get_range(key, range, if_match))
+            .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
+        self.limit("PUT", self.inner.put(key, data)).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
+        self.limit("CreateMultipartUpload", self.inner.create_multipart(key))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<PartTag, S3Error> {
+        self.limit(
+            "UploadPart",
+            self.inner.upload_part(key, upload_id, number, data),
+        )
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartTag>,
+    ) -> Result<String, S3Error> {
+        self.limit(
+            "CompleteMultipartUpload",
+            self.inner.complete_multipart(key, upload_id, parts),
+        )
+        .await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.limit(
+            "AbortMultipartUpload",
+            self.inner.abort_multipart(key, upload_id),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.limit("DELETE", self.inner.delete(key)).await
+    }
+
+    async fn copy(&self, from: &str, to: &str, size: u64) -> Result<(), S3Error> {
+        // A server-side copy of a large object legitimately takes long: one deadline per GiB.
+        let parts = 1 + size / (1 << 30);
+        let deadline = self.deadline.saturating_mul(parts as u32);
+        match tokio::time::timeout(deadline, self.inner.copy(from, to, size)).await {
+            Ok(result) => result,
+            Err(_) => Err(S3Error::Network(format!(
+                "copy of {from} did not finish within {}s",
+                deadline.as_secs()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::memory::MemoryStore;
+
+    /// A store whose HEAD never answers.
+    struct Stalled(MemoryStore);
+
+    impl ObjectStore for Stalled {
+        async fn head(&self, _key: &str) -> Result<ObjectInfo, S3Error> {
+            std::future::pending().await
+        }
+        async fn list(
+            &self,
+            p: &str,
+            d: bool,
+            t: Option<String>,
+            m: usize,
+        ) -> Result<ListPage, S3Error> {
+            self.0.list(p, d, t, m).await
+        }
+        async fn get_range(
+            &self,
+            k: &str,
+            r: Range<u64>,
+            i: Option<&str>,
+        ) -> Result<Bytes, S3Error> {
+            self.0.get_range(k, r, i).await
+        }
+        async fn put(&self, k: &str, d: Bytes) -> Result<String, S3Error> {
+            ObjectStore::put(&self.0, k, d).await
+        }
+        async fn create_multipart(&self, k: &str) -> Result<String, S3Error> {
+            self.0.create_multipart(k).await
+        }
+        async fn upload_part(
+            &self,
+            k: &str,
+            u: &str,
+            n: i32,
+            d: Bytes,
+        ) -> Result<PartTag, S3Error> {
+            self.0.upload_part(k, u, n, d).await
+        }
+        async fn complete_multipart(
+            &self,
+            k: &str,
+            u: &str,
+            p: Vec<PartTag>,
+        ) -> Result<String, S3Error> {
+            self.0.complete_multipart(k, u, p).await
+        }
+        async fn abort_multipart(&self, k: &str, u: &str) -> Result<(), S3Error> {
+            self.0.abort_multipart(k, u).await
+        }
+        async fn delete(&self, k: &str) -> Result<(), S3Error> {
+            ObjectStore::delete(&self.0, k).await
+        }
+        async fn copy(&self, f: &str, t: &str, s: u64) -> Result<(), S3Error> {
+            self.0.copy(f, t, s).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_call_fails_at_the_deadline_and_others_pass() {
+        let inner = MemoryStore::new();
+        inner.put("k", b"v".to_vec());
+        let store = WithDeadline::new(Stalled(inner), Duration::from_secs(5));
+        let err = store.head("k").await.unwrap_err();
+        assert!(
+            matches!(err, S3Error::Network(ref m) if m.contains("HEAD")),
+            "{err}"
+        );
+        assert_eq!(
+            store.get_range("k", 0..1, None).await.unwrap().as_ref(),
+            b"v"
+        );
+    }
+}
