@@ -5,7 +5,8 @@
 //! from old blocks. Each block file carries a header and a CRC32C ([`block`]); anything that
 //! does not verify is deleted and fetched again, never served. The total size is bounded
 //! (`--max-cache-size`, or keeping 5% of the cache's filesystem free): least recently used
-//! blocks are evicted before a new one is written, so the bound holds at every moment. The
+//! blocks are evicted before a new block file is put in place, so the bound on block files
+//! holds at every moment (a block being written sits in `tmp/` until then). The
 //! directory survives remounts (blocks are reused once the ETag revalidates), and a lock file
 //! keeps a second mount from using it at the same time.
 //!
@@ -231,21 +232,36 @@ impl DiskCache {
         let id = Self::block_id(&object_id, index);
         let file = block::encode(&object_id, index, data);
         let size = file.len() as u64;
-        if size > self.max_bytes {
+        if size > self.max_bytes || self.lock_index().contains(&id) {
             return;
         }
-        {
+        // The temporary file is outside the bound's accounting: it becomes a block (and is
+        // counted) only by the rename below, done under the index lock after making room, so
+        // every block file on disk is counted and none can outlive its eviction.
+        let result = self.write_tmp(&file).and_then(|tmp| {
+            let path = self.path_of(id);
             let mut accounting = self.lock_index();
             if accounting.contains(&id) {
-                return;
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
             }
-            // Make room first, and count the block before it is written: the bound holds
-            // at every moment.
             self.evict_locked(&mut accounting, self.max_bytes - size);
-            accounting.insert(id, size);
-        }
-        if let Err(e) = self.write_block(id, &file) {
-            self.lock_index().remove(&id);
+            let placed = path
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| fs::rename(&tmp, &path));
+            match placed {
+                Ok(()) => {
+                    accounting.insert(id, size);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        });
+        if let Err(e) = result {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 warn!(
                     dir = %self.config.dir.display(),
@@ -255,25 +271,21 @@ impl DiskCache {
         }
     }
 
-    fn write_block(&self, id: BlockId, file: &[u8]) -> io::Result<()> {
+    /// Writes `file` to a new temporary file and returns its path.
+    fn write_tmp(&self, file: &[u8]) -> io::Result<PathBuf> {
         let tmp = self.tmp_dir.join(format!(
             "{}-{}",
             std::process::id(),
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = (|| {
-            let mut out = File::create(&tmp)?;
-            out.write_all(file)?;
-            let path = self.path_of(id);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
+        let written = File::create(&tmp).and_then(|mut out| out.write_all(file));
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
             }
-            fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
         }
-        result
     }
 
     fn evict_to(&self, max: u64) {
