@@ -26,7 +26,13 @@ pub const CACHE_DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// Mount an S3 bucket as a local directory.
 #[derive(Debug, Parser)]
-#[command(name = "mount-s3", version, about, max_term_width = 100)]
+#[command(
+    name = "mount-s3",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Shell completions: mount-s3 completions <bash|zsh|fish|elvish|powershell>"
+)]
 pub struct Args {
     /// Name of the bucket to mount (or an access point ARN)
     #[arg(value_name = "BUCKET")]

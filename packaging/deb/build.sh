@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package of mount-s3 from a release build, with cargo-deb (installed into
-# ~/.cargo/bin if missing). Prints the path of the .deb on its last line.
+# ~/.cargo/bin if missing). Prints the path of the .deb on its last line; the debug symbols
+# go into mount-s3-dbgsym_<version>-1_<arch>.ddeb beside it.
 #
 #   packaging/deb/build.sh                 # target/debian/mount-s3_<version>-1_<arch>.deb
 #   packaging/deb/build.sh --no-build      # package the release binary already built
@@ -19,9 +20,9 @@ fi
 
 out_dir="$repo_root/target/debian"
 mkdir -p "$out_dir"
-# A fresh file name each run: remove older packages of this version so the last line is ours.
+# Remove older packages of this version, so that the .deb found below is this run's.
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
-rm -f "$out_dir"/mount-s3_"$version"-*.deb
+rm -f "$out_dir"/mount-s3_"$version"-*.deb "$out_dir"/mount-s3-dbgsym_"$version"-*.ddeb
 
 cargo deb --locked --output "$out_dir" "$@" >&2
 
