@@ -9,6 +9,7 @@
 //!   the real binary as a [`Mount`], unmounted on drop; `run`: runs it to completion
 //!   ([`MountArgs::run`]) for the bad-input tests; `binary`: the binary and its processes.
 //! * `mountinfo`: mount table lookups; `process`: child processes and exit hooks.
+//! * `faults`: [`FaultProxy`], a fault-injecting HTTP/1.1 proxy between a mount and the server.
 //! * `listing`, `fileio`, `data`: directory listings, file I/O checks, pseudo-random data.
 //!
 //! Every test binary compiles this module and uses a part of it, hence the `allow`s.
@@ -17,6 +18,7 @@
 mod binary;
 mod client;
 mod data;
+mod faults;
 mod fileio;
 mod listing;
 mod mount;
@@ -28,6 +30,7 @@ mod server;
 pub use binary::{mount_s3_binary, mount_s3_processes_for};
 pub use client::{error_text, http_status, make_client, runtime, unique_bucket_name};
 pub use data::{PseudoRandomReader, Rng, pseudo_random_bytes};
+pub use faults::{Fault, FaultPlan, FaultProxy, Liveness, ProxyStats};
 pub use fileio::{
     assert_bytes_eq, close, expect_errno, my_uid_gid, pread_full, read_from, write_and_close,
 };
