@@ -22,9 +22,8 @@ use source::ObjectSource;
 /// An open file's reader.
 #[derive(Debug)]
 pub struct FileReader<S: ObjectStore> {
-    key: String,
-    size: u64,
-    counters: Arc<ReadCounters>,
+    /// The object version read (key, size, counters).
+    source: Arc<ObjectSource<S>>,
     /// The prefetch queue; reads of one handle take turns on it.
     prefetcher: tokio::sync::Mutex<Prefetcher<S>>,
 }
@@ -46,23 +45,21 @@ impl<S: ObjectStore> FileReader<S> {
         let source = Arc::new(ObjectSource {
             store,
             cache,
-            key: key.clone(),
+            key,
             etag: (!etag.is_empty()).then_some(etag),
             size,
-            counters: counters.clone(),
-        });
-        let prefetcher = Prefetcher::new(source, config, budget, counters.clone());
-        Self {
-            key,
-            size,
             counters,
+        });
+        let prefetcher = Prefetcher::new(source.clone(), config, budget);
+        Self {
+            source,
             prefetcher: tokio::sync::Mutex::new(prefetcher),
         }
     }
 
     /// Up to `len` bytes at `offset`; fewer at the end of the object, none past it.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let end = offset.saturating_add(u64::from(len)).min(self.size);
+        let end = offset.saturating_add(u64::from(len)).min(self.source.size);
         if offset >= end {
             return Ok(Bytes::new());
         }
@@ -72,10 +69,23 @@ impl<S: ObjectStore> FileReader<S> {
             .await
             .read(offset..end)
             .await
-            .map_err(|e| FsError::s3(&self.key, e))?;
-        ReadCounters::add(&self.counters.bytes_served, bytes.len() as u64);
+            .map_err(|e| FsError::s3(&self.source.key, e))?;
+        ReadCounters::add(&self.source.counters.bytes_served, bytes.len() as u64);
         Ok(bytes)
     }
+}
+
+/// `pieces` as one contiguous buffer of `len` bytes: a single piece is passed through without
+/// a copy; several (a read spanning parts or cache blocks) are copied once.
+fn join(mut pieces: Vec<Bytes>, len: usize) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.pop().expect("one piece");
+    }
+    let mut joined = bytes::BytesMut::with_capacity(len);
+    for piece in pieces {
+        joined.extend_from_slice(&piece);
+    }
+    joined.freeze()
 }
 
 #[cfg(test)]

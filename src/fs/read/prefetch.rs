@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::source::ObjectSource;
@@ -86,10 +86,8 @@ impl Drop for Part {
 /// The prefetch state of one open file.
 pub struct Prefetcher<S: ObjectStore> {
     source: Arc<ObjectSource<S>>,
-    size: u64,
     config: PrefetchConfig,
     budget: Arc<MemoryBudget>,
-    counters: Arc<ReadCounters>,
     /// Contiguous parts, in offset order.
     parts: VecDeque<Part>,
     /// Size of the next part to issue.
@@ -117,14 +115,11 @@ impl<S: ObjectStore> Prefetcher<S> {
         source: Arc<ObjectSource<S>>,
         config: PrefetchConfig,
         budget: Arc<MemoryBudget>,
-        counters: Arc<ReadCounters>,
     ) -> Self {
         Self {
-            size: source.size,
             source,
             config,
             budget,
-            counters,
             parts: VecDeque::new(),
             next_part: config.initial,
             window: config.initial,
@@ -204,18 +199,9 @@ impl<S: ObjectStore> Prefetcher<S> {
         if at < range.end {
             pieces.push(self.fetch_direct(at..range.end).await?);
         } else {
-            ReadCounters::add(&self.counters.prefetch_hits, 1);
+            ReadCounters::add(&self.source.counters.prefetch_hits, 1);
         }
-        Ok(match pieces.len() {
-            1 => pieces.pop().expect("one piece"),
-            _ => {
-                let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
-                for piece in pieces {
-                    joined.extend_from_slice(&piece);
-                }
-                joined.freeze()
-            }
-        })
+        Ok(super::join(pieces, (range.end - range.start) as usize))
     }
 
     /// Issues parts while less than half the window lies ahead of `offset` (so a reader that
@@ -229,10 +215,10 @@ impl<S: ObjectStore> Prefetcher<S> {
                 self.end()
             };
             let ahead = start.saturating_sub(offset);
-            if start >= self.size || (!self.parts.is_empty() && ahead > self.window / 2) {
+            if start >= self.source.size || (!self.parts.is_empty() && ahead > self.window / 2) {
                 return;
             }
-            let end = start.saturating_add(self.next_part).min(self.size);
+            let end = start.saturating_add(self.next_part).min(self.source.size);
             let Some(reservation) = self.budget.try_reserve(end - start) else {
                 return;
             };
@@ -259,7 +245,7 @@ impl<S: ObjectStore> Prefetcher<S> {
     fn drop_front(&mut self) {
         if let Some(part) = self.parts.pop_front() {
             let unused = part.range.end - part.served_to.max(part.range.start);
-            ReadCounters::add(&self.counters.prefetch_waste, unused);
+            ReadCounters::add(&self.source.counters.prefetch_waste, unused);
         }
     }
 

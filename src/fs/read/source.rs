@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::cache::DiskCache;
 use crate::fs::counters::ReadCounters;
@@ -129,12 +129,5 @@ fn assemble(blocks: Vec<Option<Bytes>>, base: u64, range: Range<u64>) -> Bytes {
         }
         at = block_end;
     }
-    if pieces.len() == 1 {
-        return pieces.pop().expect("one piece");
-    }
-    let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
-    for piece in pieces {
-        joined.extend_from_slice(&piece);
-    }
-    joined.freeze()
+    super::join(pieces, (range.end - range.start) as usize)
 }
