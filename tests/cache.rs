@@ -30,8 +30,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Fixed part of a block file's header: magic (8), version (4), block index (8), data
-/// length (4), CRC32C (4), id length (4); then the id (`bucket\0key\0etag`) and the data.
-const HEADER_FIXED: usize = 32;
+/// length (4), data offset (4), id length (4), header CRC32C (4); then the id
+/// (`bucket\0key\0etag`), one CRC32C per 4 KiB chunk, padding, and the data at its offset.
+const HEADER_FIXED: usize = 36;
 const MAGIC: &[u8; 8] = b"MS3BLOCK";
 
 // --- helpers --------------------------------------------------------------------------------
@@ -101,27 +102,8 @@ impl Summary {
 
 /// Unmounts the way a user does, waits for the process to end, and returns its whole log
 /// (stderr: the harness mounts with `--foreground`).
-fn unmount_for_log(mut mount: Mount) -> String {
-    let mut unmounted = false;
-    for _ in 0..20 {
-        if mount.fusermount_unmount() || !mount.is_mounted() {
-            unmounted = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-    assert!(
-        unmounted,
-        "fusermount3 -u {} failed",
-        mount.path().display()
-    );
-    let status = mount.wait_exit(EXIT_TIMEOUT);
-    let log = mount.stderr();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "mount-s3 did not exit cleanly after unmount ({status:?}); log:\n{log}"
-    );
-    log
+fn unmount_for_log(mount: Mount) -> String {
+    mount.unmount_for_log(EXIT_TIMEOUT)
 }
 
 /// [`unmount_for_log`], parsed.
@@ -163,16 +145,18 @@ fn decode_block(path: &Path) -> BlockFile {
     );
     let u32_at = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().unwrap()) as usize;
     let index = u64::from_le_bytes(raw[12..20].try_into().unwrap());
+    assert_eq!(u32_at(8), 2, "{}: block format version", path.display());
     let data_len = u32_at(20);
+    let data_at = u32_at(24);
     let id_len = u32_at(28);
-    let data_at = HEADER_FIXED + id_len;
+    assert!(data_at >= HEADER_FIXED + id_len + 4 * data_len.div_ceil(4096));
     assert_eq!(
         raw.len(),
         data_at + data_len,
         "{}: header says {data_len} data bytes after a {data_at}-byte header",
         path.display()
     );
-    let id = String::from_utf8_lossy(&raw[HEADER_FIXED..data_at]).into_owned();
+    let id = String::from_utf8_lossy(&raw[HEADER_FIXED..HEADER_FIXED + id_len]).into_owned();
     BlockFile {
         path: path.to_path_buf(),
         index,

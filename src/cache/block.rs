@@ -1,77 +1,173 @@
-//! The on-disk format of one cached block: a header naming exactly which bytes these are,
-//! the data, and a CRC32C over both. A block that does not decode, is truncated, fails its
-//! checksum or names another object is not served.
+//! The on-disk format of one cached block: a header naming exactly which bytes these are and
+//! holding one CRC32C per 4 KiB chunk of data, then the data. The header has its own CRC32C,
+//! so a reader can verify the header once and then any chunk alone: a 4 KiB random read
+//! reads and checks 4 KiB, not the whole block. A block that does not decode, is truncated,
+//! fails a checksum or names another object is not served.
+//!
+//! Layout (little-endian):
+//! ```text
+//! magic "MS3BLOCK" | version u32 = 2 | block index u64 | data length u32 | data offset u32
+//! | id length u32 | header CRC32C u32 | id (bucket \0 key \0 ETag) | one CRC32C u32 per chunk
+//! | zero padding up to the data offset | data
+//! ```
+//! The data offset is the header's length rounded up to 4 KiB when the block holds at least
+//! 4 KiB of data (so chunk reads are page-aligned on disk), the header's length otherwise (a
+//! small object's block is not doubled by padding).
 
-use bytes::Bytes;
+use std::ops::Range;
 
 /// First bytes of every block file.
 const MAGIC: &[u8; 8] = b"MS3BLOCK";
 /// Format version; a different one is a miss.
-const VERSION: u32 = 1;
-/// magic + version + block index + data length + crc + id length.
-const FIXED_LEN: usize = 8 + 4 + 8 + 4 + 4 + 4;
-/// Offset of the CRC field inside the header.
-const CRC_AT: usize = 8 + 4 + 8 + 4;
-
-/// Serialises a block: `id` names the object version (bucket, key, ETag).
-pub fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FIXED_LEN + id.len() + data.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes()); // CRC, filled below
-    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(data);
-    let crc = checksum(&out);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// CRC32C of a block file with its CRC field taken as zero.
-fn checksum(file: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&file[..CRC_AT]);
-    let crc = crc32c::crc32c_append(crc, &[0; 4]);
-    crc32c::crc32c_append(crc, &file[CRC_AT + 4..])
-}
+const VERSION: u32 = 2;
+/// Bytes of data covered by one checksum.
+pub const CHUNK: usize = 4096;
+/// Alignment of the data in the file.
+const ALIGN: usize = 4096;
+/// magic + version + block index + data length + data offset + id length + header crc.
+const FIXED_LEN: usize = 8 + 4 + 8 + 4 + 4 + 4 + 4;
+/// Offset of the header CRC field.
+const CRC_AT: usize = FIXED_LEN - 4;
 
 /// Why a block file was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
-    /// Shorter than its header says, or not a block file.
+    /// Shorter than its header says, or not a block file of this format.
     Malformed,
-    /// The checksum does not match.
+    /// A checksum does not match.
     Corrupt,
     /// A valid block of another object version or block index (a hash collision).
     OtherBlock,
 }
 
-/// The data of `file` if it is block `index` of `id`, intact. `file` is kept alive by the
-/// returned `Bytes` (no copy).
-pub fn decode(file: Bytes, id: &str, index: u64) -> Result<Bytes, Rejected> {
-    if file.len() < FIXED_LEN || &file[..8] != MAGIC {
+/// A verified header: where the data is and the checksum of each of its chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Offset of the data in the file.
+    pub data_at: usize,
+    /// Bytes of data.
+    pub data_len: usize,
+    chunk_crcs: Vec<u32>,
+}
+
+fn chunks(data_len: usize) -> usize {
+    data_len.div_ceil(CHUNK)
+}
+
+fn header_len(id_len: usize, data_len: usize) -> usize {
+    FIXED_LEN + id_len + 4 * chunks(data_len)
+}
+
+fn data_offset(header_len: usize, data_len: usize) -> usize {
+    if data_len >= ALIGN {
+        header_len.next_multiple_of(ALIGN)
+    } else {
+        header_len
+    }
+}
+
+/// Bytes to read from the start of a block file so that its whole header is in them, for an
+/// id of `id_len` bytes and blocks of at most `block_size` bytes.
+pub fn max_header_len(id_len: usize, block_size: usize) -> usize {
+    header_len(id_len, block_size)
+}
+
+/// Serialises a block: `id` names the object version (bucket, key, ETag).
+pub fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
+    let header_end = header_len(id.len(), data.len());
+    let data_at = data_offset(header_end, data.len());
+    let mut out = Vec::with_capacity(data_at + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(data_at as u32).to_le_bytes());
+    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // header CRC, filled below
+    out.extend_from_slice(id.as_bytes());
+    for chunk in data.chunks(CHUNK) {
+        out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(data_at, 0);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The header at the start of `buf` (which may hold more) if it is the intact header of
+/// block `index` of `id`.
+pub fn decode_header(buf: &[u8], id: &str, index: u64) -> Result<Header, Rejected> {
+    if buf.len() < FIXED_LEN || &buf[..8] != MAGIC {
         return Err(Rejected::Malformed);
     }
-    let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
     if u32_at(8) != VERSION {
         return Err(Rejected::Malformed);
     }
-    let stored_index = u64::from_le_bytes(file[12..20].try_into().expect("8 bytes"));
+    let stored_index = u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes"));
     let data_len = u32_at(20) as usize;
-    let crc = u32_at(CRC_AT);
-    let id_len = u32_at(CRC_AT + 4) as usize;
-    let data_at = FIXED_LEN + id_len;
-    if file.len() != data_at + data_len {
+    let data_at = u32_at(24) as usize;
+    let id_len = u32_at(28) as usize;
+    let stored_crc = u32_at(CRC_AT);
+    let end = header_len(id_len, data_len);
+    if buf.len() < end || data_at != data_offset(end, data_len) {
         return Err(Rejected::Malformed);
     }
-    if checksum(&file) != crc {
+    let crc = crc32c::crc32c(&buf[..CRC_AT]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    if crc32c::crc32c_append(crc, &buf[FIXED_LEN..end]) != stored_crc {
         return Err(Rejected::Corrupt);
     }
-    if stored_index != index || &file[FIXED_LEN..data_at] != id.as_bytes() {
+    if stored_index != index || &buf[FIXED_LEN..FIXED_LEN + id_len] != id.as_bytes() {
         return Err(Rejected::OtherBlock);
     }
-    Ok(file.slice(data_at..))
+    let chunk_crcs = buf[FIXED_LEN + id_len..end]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    Ok(Header {
+        data_at,
+        data_len,
+        chunk_crcs,
+    })
+}
+
+impl Header {
+    /// Length of the whole block file.
+    pub fn file_len(&self) -> u64 {
+        (self.data_at + self.data_len) as u64
+    }
+
+    /// The smallest chunk-aligned range of the data that covers `within` (inside the data).
+    pub fn chunk_span(&self, within: Range<usize>) -> Range<usize> {
+        let start = within.start / CHUNK * CHUNK;
+        let end = within.end.next_multiple_of(CHUNK).min(self.data_len);
+        start..end
+    }
+
+    /// Checks `data`, the bytes of the chunk-aligned span starting at `span_start`.
+    pub fn verify(&self, span_start: usize, data: &[u8]) -> Result<(), Rejected> {
+        let first = span_start / CHUNK;
+        for (n, chunk) in data.chunks(CHUNK).enumerate() {
+            let expected = self.chunk_crcs.get(first + n).ok_or(Rejected::Malformed)?;
+            if crc32c::crc32c(chunk) != *expected {
+                return Err(Rejected::Corrupt);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The data of a whole block `file` if it is block `index` of `id`, intact.
+pub fn decode<'f>(file: &'f [u8], id: &str, index: u64) -> Result<&'f [u8], Rejected> {
+    let header = decode_header(file, id, index)?;
+    if file.len() as u64 != header.file_len() {
+        return Err(Rejected::Malformed);
+    }
+    let data = &file[header.data_at..];
+    header.verify(0, data)?;
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -80,31 +176,78 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let file = Bytes::from(encode("b\0k\0\"e\"", 7, b"payload"));
-        assert_eq!(decode(file, "b\0k\0\"e\"", 7).unwrap().as_ref(), b"payload");
+        let file = encode("b\0k\0\"e\"", 7, b"payload");
+        assert_eq!(decode(&file, "b\0k\0\"e\"", 7).unwrap(), b"payload");
+        assert_eq!(decode(&encode("id", 0, b""), "id", 0).unwrap(), b"");
+    }
+
+    #[test]
+    fn large_blocks_keep_their_data_page_aligned() {
+        let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let file = encode("id", 1, &data);
+        let header = decode_header(&file, "id", 1).unwrap();
+        assert_eq!(header.data_at % ALIGN, 0);
+        assert_eq!(header.file_len(), file.len() as u64);
+        assert_eq!(decode(&file, "id", 1).unwrap(), &data[..]);
+        // A small block is not padded.
+        let small = encode("id", 1, b"tiny");
+        assert_eq!(small.len(), header_len(2, 4) + 4);
     }
 
     #[test]
     fn any_flipped_byte_is_rejected() {
-        let good = encode("id", 3, &[5u8; 300]);
+        let data: Vec<u8> = (0..2 * CHUNK + 300).map(|i| (i % 13) as u8).collect();
+        let good = encode("id", 3, &data);
+        let header = decode_header(&good, "id", 3).unwrap();
         for at in 0..good.len() {
+            if (header_len(2, data.len())..header.data_at).contains(&at) {
+                continue; // padding carries nothing
+            }
             let mut bad = good.clone();
             bad[at] ^= 0x40;
-            assert!(
-                decode(Bytes::from(bad), "id", 3).is_err(),
-                "flip at {at} served"
-            );
+            assert!(decode(&bad, "id", 3).is_err(), "flip at {at} served");
         }
+    }
+
+    #[test]
+    fn a_chunk_verifies_alone() {
+        let data: Vec<u8> = (0..4 * CHUNK).map(|i| (i % 7) as u8).collect();
+        let mut file = encode("id", 0, &data);
+        let header = decode_header(&file, "id", 0).unwrap();
+        let span = header.chunk_span(CHUNK + 10..CHUNK + 20);
+        assert_eq!(span, CHUNK..2 * CHUNK);
+        let at = header.data_at;
+        header
+            .verify(span.start, &file[at + span.start..at + span.end])
+            .unwrap();
+        // A flip in another chunk does not affect this one; in this one it does.
+        file[at + 3 * CHUNK] ^= 1;
+        header
+            .verify(span.start, &file[at + span.start..at + span.end])
+            .unwrap();
+        file[at + CHUNK + 5] ^= 1;
+        assert_eq!(
+            header.verify(span.start, &file[at + span.start..at + span.end]),
+            Err(Rejected::Corrupt)
+        );
+        // The last chunk may be short.
+        let header = decode_header(&encode("id", 0, &data[..CHUNK + 1]), "id", 0).unwrap();
+        assert_eq!(header.chunk_span(CHUNK..CHUNK + 1), CHUNK..CHUNK + 1);
     }
 
     #[test]
     fn truncation_and_other_blocks_are_rejected() {
         let good = encode("id", 3, &[5u8; 300]);
-        let cut = Bytes::copy_from_slice(&good[..good.len() - 1]);
-        assert_eq!(decode(cut, "id", 3), Err(Rejected::Malformed));
-        let file = Bytes::from(good);
-        assert_eq!(decode(file.clone(), "other", 3), Err(Rejected::OtherBlock));
-        assert_eq!(decode(file, "id", 4), Err(Rejected::OtherBlock));
-        assert_eq!(decode(Bytes::new(), "id", 3), Err(Rejected::Malformed));
+        assert_eq!(
+            decode(&good[..good.len() - 1], "id", 3),
+            Err(Rejected::Malformed)
+        );
+        assert_eq!(decode(&good, "other", 3), Err(Rejected::OtherBlock));
+        assert_eq!(decode(&good, "id", 4), Err(Rejected::OtherBlock));
+        assert_eq!(decode(&[], "id", 3), Err(Rejected::Malformed));
+        assert_eq!(
+            decode_header(&good[..FIXED_LEN + 1], "id", 3),
+            Err(Rejected::Malformed)
+        );
     }
 }

@@ -10,9 +10,9 @@
 //! directory survives remounts (blocks are reused once the ETag revalidates), and a lock file
 //! keeps a second mount from using it at the same time.
 //!
-//! Blocks are read with plain reads rather than mmap (see `read_file`); blocks verified
-//! recently stay in memory (bounded) so random reads within a block cost no I/O. All methods
-//! but [`DiskCache::get_verified`] do blocking file I/O: call them from `spawn_blocking`.
+//! Blocks are read with plain reads rather than mmap (see `read_up_to`). A block's header is
+//! verified once and remembered (bounded); after that a read fetches and checks only the
+//! 4 KiB chunks it needs. All methods do blocking file I/O: call them from `spawn_blocking`.
 
 pub mod block;
 pub mod index;
@@ -20,10 +20,12 @@ pub mod index;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
@@ -33,9 +35,9 @@ use index::{BlockId, Index};
 /// Default block size (1 MiB).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
 
-/// Bytes of recently verified blocks kept in memory, so repeated reads of a block (random
-/// 4 KiB reads hit the same block hundreds of times) skip the read and the CRC.
-const VERIFIED_BYTES: u64 = 64 * 1024 * 1024;
+/// Memory for verified block headers (about 1 KiB per 1 MiB block: 16 MiB covers 16 GiB of
+/// cached data with one header read per block).
+const HEADER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Share of the cache's filesystem kept free when no `--max-cache-size` is given.
 const FREE_SHARE_PERCENT: u64 = 5;
@@ -76,12 +78,15 @@ pub struct DiskCache {
     max_bytes: u64,
     /// Guards the block accounting; held for bookkeeping and unlinks, not for reads/writes.
     index: Mutex<Index>,
+    /// Held while a block is written and placed (taken before `index`).
+    writer: Mutex<()>,
     /// Held (flocked) for the life of the mount.
     _lock: File,
     /// Whether the one warning about a failing cache was logged.
     warned: AtomicBool,
-    /// Blocks verified since they were read, by id: a read of one is a lookup.
-    verified: moka::sync::Cache<BlockId, Bytes>,
+    /// Headers verified since their block was first read, by id: later reads of the block
+    /// read and check only the chunks they need.
+    headers: moka::sync::Cache<BlockId, Arc<block::Header>>,
     /// Hits, misses and evictions.
     pub counters: CacheCounters,
     next_tmp: AtomicU64,
@@ -124,11 +129,12 @@ impl DiskCache {
             tmp_dir,
             max_bytes,
             index: Mutex::new(index),
+            writer: Mutex::new(()),
             _lock: lock,
             warned: AtomicBool::new(false),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_BYTES)
-                .weigher(|_, block: &Bytes| block.len().try_into().unwrap_or(u32::MAX))
+            headers: moka::sync::Cache::builder()
+                .max_capacity(HEADER_BYTES)
+                .weigher(|_, header: &Arc<block::Header>| header_weight(header))
                 .build(),
             counters: CacheCounters::default(),
             next_tmp: AtomicU64::new(0),
@@ -173,21 +179,25 @@ impl DiskCache {
             .join(format!("{:016x}-{}", id.0, id.1))
     }
 
-    /// Block `index` of `key` at `etag` if it was verified recently: no I/O, so callers may
-    /// try this on an async thread before going to [`DiskCache::get`].
-    pub fn get_verified(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
-        let id = Self::block_id(&self.object_id(key, etag), index);
-        let data = self.verified.get(&id)?;
-        self.lock_index().touch(&id);
-        self.counters.hits.fetch_add(1, Ordering::Relaxed);
-        Some(data)
+    /// Block `index` of `key` at `etag`, whole, if cached and intact.
+    pub fn get(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
+        self.lookup(key, etag, index, None)
     }
 
-    /// Block `index` of `key` at `etag`, if cached and intact.
-    pub fn get(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
-        if let Some(data) = self.get_verified(key, etag, index) {
-            return Some(data);
-        }
+    /// Bytes `within` of block `index` of `key` at `etag`, if cached and intact. Only the
+    /// 4 KiB chunks covering `within` are read and checked. A block holding fewer bytes than
+    /// `within.end` is rejected (it cannot be the block asked for).
+    pub fn read(&self, key: &str, etag: &str, index: u64, within: Range<usize>) -> Option<Bytes> {
+        self.lookup(key, etag, index, Some(within))
+    }
+
+    fn lookup(
+        &self,
+        key: &str,
+        etag: &str,
+        index: u64,
+        within: Option<Range<usize>>,
+    ) -> Option<Bytes> {
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
         if !self.lock_index().contains(&id) {
@@ -195,12 +205,10 @@ impl DiskCache {
             return None;
         }
         let path = self.path_of(id);
-        let decoded = read_file(&path).map(|file| block::decode(file, &object_id, index));
-        match decoded {
+        match self.read_block(&path, id, &object_id, index, within) {
             Ok(Ok(data)) => {
                 self.lock_index().touch(&id);
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                self.verified.insert(id, data.clone());
                 Some(data)
             }
             Ok(Err(why)) => {
@@ -219,8 +227,58 @@ impl DiskCache {
         }
     }
 
+    /// Reads and verifies the chunks of `within` (all data when `None`) from the block file
+    /// at `path`; the header is read and verified once, then remembered.
+    fn read_block(
+        &self,
+        path: &Path,
+        id: BlockId,
+        object_id: &str,
+        index: u64,
+        within: Option<Range<usize>>,
+    ) -> io::Result<Result<Bytes, block::Rejected>> {
+        let file = File::open(path)?;
+        let header = match self.headers.get(&id) {
+            Some(header) => header,
+            None => {
+                let want = block::max_header_len(object_id.len(), self.config.block_size as usize);
+                let buf = read_up_to(&file, 0, want)?;
+                let header = match block::decode_header(&buf, object_id, index) {
+                    Ok(header) => header,
+                    Err(why) => return Ok(Err(why)),
+                };
+                if file.metadata()?.len() != header.file_len() {
+                    return Ok(Err(block::Rejected::Malformed));
+                }
+                let header = Arc::new(header);
+                self.headers.insert(id, header.clone());
+                header
+            }
+        };
+        let within = within.unwrap_or(0..header.data_len);
+        if within.end > header.data_len || within.start > within.end {
+            return Ok(Err(block::Rejected::Malformed));
+        }
+        let span = header.chunk_span(within.clone());
+        let mut data = vec![0; span.len()];
+        match file.read_exact_at(&mut data, (header.data_at + span.start) as u64) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Err(block::Rejected::Malformed));
+            }
+            Err(e) => return Err(e),
+        }
+        if let Err(why) = header.verify(span.start, &data) {
+            return Ok(Err(why));
+        }
+        let data = Bytes::from(data);
+        Ok(Ok(
+            data.slice(within.start - span.start..within.end - span.start)
+        ))
+    }
+
     fn discard(&self, id: BlockId, path: &Path) {
-        self.verified.invalidate(&id);
+        self.headers.invalidate(&id);
         self.lock_index().remove(&id);
         let _ = fs::remove_file(path);
     }
@@ -237,7 +295,9 @@ impl DiskCache {
         }
         // The temporary file is outside the bound's accounting: it becomes a block (and is
         // counted) only by the rename below, done under the index lock after making room, so
-        // every block file on disk is counted and none can outlive its eviction.
+        // every block file on disk is counted and none can outlive its eviction. One block is
+        // written at a time, so the directory is at most one block over the bound.
+        let _writing = self.writer.lock().expect("cache writer lock poisoned");
         let result = self.write_tmp(&file).and_then(|tmp| {
             let path = self.path_of(id);
             let mut accounting = self.lock_index();
@@ -298,7 +358,7 @@ impl DiskCache {
             let Some(id) = accounting.pop_oldest() else {
                 return;
             };
-            self.verified.invalidate(&id);
+            self.headers.invalidate(&id);
             let _ = fs::remove_file(self.path_of(id));
             self.counters.evicted.fetch_add(1, Ordering::Relaxed);
         }
@@ -325,11 +385,27 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Reads a block file into memory. Not mmap: a block file truncated by anyone while mapped
-/// would kill the mount with SIGBUS on the next access; a read can only come back short,
-/// which the decoder rejects.
-fn read_file(path: &Path) -> io::Result<Bytes> {
-    fs::read(path).map(Bytes::from)
+/// Up to `len` bytes of `file` from `offset` (fewer at its end). Plain reads, not mmap: a
+/// block file truncated by anyone while mapped would kill the mount with SIGBUS on the next
+/// access; a read can only come back short, which the decoder rejects.
+fn read_up_to(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Memory a cached header stands for, for the header cache's bound.
+fn header_weight(header: &block::Header) -> u32 {
+    u32::try_from(64 + header.data_len.div_ceil(block::CHUNK) * 4).unwrap_or(u32::MAX)
 }
 
 /// Indexes the block files found under `blocks_dir`, oldest (by mtime) first.

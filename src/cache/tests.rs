@@ -62,10 +62,51 @@ fn a_flipped_byte_is_never_served_and_the_block_is_replaced() {
     assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[7u8; 4096]);
 }
 
+/// Bytes on disk of one 4096-byte block of key "k", ETag "e".
+fn one_block_file() -> u64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    cache.put("k", "e", 0, &[0u8; 4096]);
+    cache.used()
+}
+
+#[test]
+fn a_range_reads_only_its_chunks_and_a_bad_chunk_is_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Some(1 << 20));
+    cfg.block_size = 4 * 4096;
+    let cache = DiskCache::open(cfg).unwrap();
+    let data: Vec<u8> = (0..4 * 4096).map(|i| (i * 7 % 256) as u8).collect();
+    cache.put("k", "e", 2, &data);
+    let got = cache.read("k", "e", 2, 5000..5100).unwrap();
+    assert_eq!(got.as_ref(), &data[5000..5100]);
+    assert_eq!(cache.read("k", "e", 2, 0..0).unwrap().len(), 0);
+    assert!(
+        cache.read("k", "e", 2, 0..4 * 4096 + 1).is_none(),
+        "a block shorter than asked is not the block asked for"
+    );
+    cache.put("k", "e", 2, &data);
+    // Corrupt the last chunk on disk: the header is remembered, so the damage is found
+    // by the chunk's own checksum when that chunk is read.
+    let files = block_files(tmp.path());
+    let mut bytes = fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x80;
+    fs::write(&files[0], bytes).unwrap();
+    assert_eq!(
+        cache.read("k", "e", 2, 0..4096).unwrap().as_ref(),
+        &data[..4096],
+        "an intact chunk is still good"
+    );
+    assert!(cache.read("k", "e", 2, 3 * 4096..4 * 4096 - 1).is_none());
+    assert!(!files[0].exists(), "the corrupt block was deleted");
+    assert_eq!(cache.counters.rejected.load(Ordering::Relaxed), 2);
+}
+
 #[test]
 fn the_bound_holds_after_every_put() {
     let tmp = tempfile::tempdir().unwrap();
-    let max = 10 * 4200;
+    let max = 10 * one_block_file() + 100;
     let cache = DiskCache::open(config(tmp.path(), Some(max))).unwrap();
     for i in 0..100 {
         cache.put("k", "e", i, &[i as u8; 4096]);
@@ -102,9 +143,11 @@ fn a_smaller_bound_at_reopen_evicts_at_once() {
             cache.put("k", "e", i, &[1u8; 4096]);
         }
     }
-    let cache = DiskCache::open(config(tmp.path(), Some(5 * 4200))).unwrap();
-    assert!(dir_bytes(tmp.path()) <= 5 * 4200);
-    assert!(cache.used() <= 5 * 4200);
+    let max = 5 * one_block_file() + 100;
+    let cache = DiskCache::open(config(tmp.path(), Some(max))).unwrap();
+    assert!(dir_bytes(tmp.path()) <= max);
+    assert!(cache.used() <= max);
+    assert!(cache.used() > 0, "the newest blocks are kept");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! returning plain data or an [`FsError`]; `fuse/` only translates. Storage is reached only
 //! through [`ObjectStore`].
 
+pub mod blocking;
 pub mod config;
 pub mod counters;
 pub mod dir;

@@ -1,13 +1,16 @@
-//! The only code that knows fuser: kernel requests become calls on [`S3Filesystem`], run as
-//! tokio tasks that send the reply themselves, so a dispatch thread never waits on S3 and a
-//! slow GET never holds up an unrelated `ls`. No decisions are made here.
+//! The only code that knows fuser: kernel requests become calls on [`S3Filesystem`]. Each is
+//! polled once on the dispatch thread and, if it must wait, run on as a tokio task that sends
+//! the reply itself, so a dispatch thread never waits on S3 and a slow GET never holds up an
+//! unrelated `ls`. No decisions are made here.
 
 mod attr;
 pub mod session;
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::SystemTime;
 
 use fuser::{
@@ -19,7 +22,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem};
+use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
 use crate::s3::ObjectStore;
 use attr::file_attr;
 
@@ -52,6 +55,25 @@ impl<S: ObjectStore> FuseAdapter<S> {
     /// An adapter that runs every request of `fs` on `runtime`.
     pub fn new(fs: Arc<S3Filesystem<S>>, runtime: Handle) -> Self {
         Self { fs, runtime }
+    }
+
+    /// Runs a request's future: first polled right here on the dispatch thread (with
+    /// blocking local I/O allowed, see [`blocking`]), so a request that needs no waiting (a
+    /// cached read, a read of prefetched bytes, a cached stat) is answered without a thread
+    /// hop; one that has to wait (on S3) continues as a task, and this thread goes back to
+    /// the kernel.
+    fn run<F>(&self, request: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut request = Box::pin(request);
+        let _runtime = self.runtime.enter();
+        let mut first_poll = Context::from_waker(Waker::noop());
+        // The no-op waker is never relied on: a pending future is spawned, and the task's
+        // first poll registers the real waker before anything can be missed.
+        if blocking::inline(|| request.as_mut().poll(&mut first_poll)).is_pending() {
+            self.runtime.spawn(request);
+        }
     }
 
     fn refuse(&self, op: &'static str, what: &'static str) -> Errno {
@@ -102,7 +124,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(fail("lookup", e)),
@@ -116,7 +138,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
                 Err(e) => reply.error(fail("getattr", e)),
@@ -149,7 +171,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             || mtime.is_some()
             || flags.is_some();
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.setattr(ino.0, size, other).await {
                 Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
                 Err(e) => reply.error(fail("setattr", e)),
@@ -170,7 +192,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::EINVAL);
         };
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.mkdir(parent.0, &name).await {
                 Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(fail("mkdir", e)),
@@ -183,7 +205,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("unlink", e)),
@@ -196,7 +218,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("rmdir", e)),
@@ -236,7 +258,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             RenameMode::Replace
         };
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs
                 .rename(parent.0, &name, newparent.0, &newname, mode)
                 .await
@@ -262,7 +284,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let mode = open_mode(flags.0);
         let caller = req.pid();
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.open(ino.0, mode, caller).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(fail("open", e)),
@@ -282,7 +304,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => reply.error(fail("read", e)),
@@ -306,7 +328,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // the upload needs anyway, happens in the task.
         let data = data.to_vec();
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(fail("write", e)),
@@ -324,7 +346,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         let caller = req.pid();
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("flush", e)),
@@ -343,7 +365,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             fs.release(fh.0).await;
             reply.ok();
         });
@@ -358,7 +380,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("fsync", e)),
@@ -382,7 +404,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
                 Ok(entries) => {
                     for entry in entries {
@@ -413,7 +435,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
                 Ok(entries) => {
                     let ttl = fs.kernel_ttl();
@@ -508,7 +530,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         };
         let caller = req.pid();
         let fs = self.fs.clone();
-        self.runtime.spawn(async move {
+        self.run(async move {
             match fs.create(parent.0, &name, caller).await {
                 Ok((attr, fh)) => reply.created(
                     &fs.kernel_ttl(),

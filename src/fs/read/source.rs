@@ -60,27 +60,27 @@ impl<S: ObjectStore> ObjectSource<S> {
         let block_size = cache.block_size();
         let first = range.start / block_size;
         let last = (range.end - 1) / block_size;
-        // Recently verified blocks need no I/O; only the others go to a blocking thread.
-        let mut blocks: Vec<Option<Bytes>> = (first..=last)
-            .map(|index| cache.get_verified(&self.key, &etag, index))
-            .collect();
-        if blocks.iter().any(Option::is_none) {
-            let key = self.key.clone();
-            let lookup_cache = cache.clone();
-            let lookup_etag = etag.clone();
-            let known = blocks;
-            blocks = tokio::task::spawn_blocking(move || {
-                known
-                    .into_iter()
-                    .zip(first..=last)
-                    .map(|(known, index)| {
-                        known.or_else(|| lookup_cache.get(&key, &lookup_etag, index))
-                    })
-                    .collect()
+        // The part of each block the read needs: a 4 KiB read of a cached block reads 4 KiB.
+        let wanted: Vec<(u64, Range<usize>)> = (first..=last)
+            .map(|index| {
+                let base = index * block_size;
+                let from = range.start.max(base) - base;
+                let to = range.end.min(base + block_size) - base;
+                (index, from as usize..to as usize)
             })
-            .await
-            .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
-        }
+            .collect();
+        let key = self.key.clone();
+        let lookup_cache = cache.clone();
+        let lookup_etag = etag.clone();
+        let lookups = wanted.clone();
+        let mut blocks: Vec<Option<Bytes>> = crate::fs::blocking::unblock(move || {
+            lookups
+                .into_iter()
+                .map(|(index, within)| lookup_cache.read(&key, &lookup_etag, index, within))
+                .collect()
+        })
+        .await
+        .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
 
         let mut fetched = Vec::new();
         let mut at = 0;
@@ -100,8 +100,9 @@ impl<S: ObjectStore> ObjectSource<S> {
                 let from = offset * block_size as usize;
                 let to = (from + block_size as usize).min(bytes.len());
                 let block = bytes.slice(from..to);
-                fetched.push((first + (run_start + offset) as u64, block.clone()));
-                *slot = Some(block);
+                let within = wanted[run_start + offset].1.clone();
+                *slot = Some(block.slice(within.start..within.end.min(block.len())));
+                fetched.push((first + (run_start + offset) as u64, block));
             }
         }
         if !fetched.is_empty() {
@@ -112,22 +113,7 @@ impl<S: ObjectStore> ObjectSource<S> {
                 }
             });
         }
-        Ok(assemble(blocks, first * block_size, range))
+        let pieces: Vec<Bytes> = blocks.into_iter().flatten().collect();
+        Ok(super::join(pieces, (range.end - range.start) as usize))
     }
-}
-
-/// The bytes of `range` out of consecutive `blocks` starting at offset `base`.
-fn assemble(blocks: Vec<Option<Bytes>>, base: u64, range: Range<u64>) -> Bytes {
-    let mut pieces = Vec::with_capacity(blocks.len());
-    let mut at = base;
-    for block in blocks.into_iter().flatten() {
-        let block_end = at + block.len() as u64;
-        let from = range.start.max(at).min(block_end);
-        let to = range.end.min(block_end).max(from);
-        if to > from {
-            pieces.push(block.slice((from - at) as usize..(to - at) as usize));
-        }
-        at = block_end;
-    }
-    super::join(pieces, (range.end - range.start) as usize)
 }
