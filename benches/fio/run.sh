@@ -5,6 +5,7 @@
 #
 #   benches/fio/run.sh                   all jobs
 #   BENCH_BIG_MIB=512 benches/fio/run.sh smaller objects for a quick look
+#   BENCH_ONLY="reads cache" benches/fio/run.sh   some sections: reads, head, cache, write
 #
 # Settings (environment): BENCH_BIG_MIB (2048) size of the large object; BENCH_QUAD_MIB (1024)
 # size of each of the four objects; BENCH_WRITE_MIB (1024) size of the written file; BENCH_RUNTIME (15) seconds of each random job;
@@ -20,6 +21,8 @@ runtime=${BENCH_RUNTIME:-15}
 write_mib=${BENCH_WRITE_MIB:-1024}
 parallel=${BENCH_PARALLEL:-8}
 dir=${BENCH_DIR:-/tmp/mount-s3-bench}
+only=" ${BENCH_ONLY:-reads head cache write} "
+want() { [[ $only == *" $1 "* ]]; }
 bucket=bench
 mnt=$dir/mnt
 # shellcheck source=scripts/local-s3.sh
@@ -50,10 +53,12 @@ echo "uploading ${big_mib} MiB + 4 x ${quad_mib} MiB of random data ..." >&2
 local=$dir/local
 mkdir -p "$local/big"
 head -c $((big_mib * 1024 * 1024)) /dev/urandom >"$local/big/object-0"
-head -c $((quad_mib * 1024 * 1024)) /dev/urandom >"$dir/quad.bin"
 s3_put "$bucket" big/object-0 "$local/big/object-0"
-for i in 0 1 2 3; do s3_put "$bucket" "quad/object-$i" "$dir/quad.bin"; done
-rm -f "$dir/quad.bin"
+if want reads; then
+  head -c $((quad_mib * 1024 * 1024)) /dev/urandom >"$dir/quad.bin"
+  for i in 0 1 2 3; do s3_put "$bucket" "quad/object-$i" "$dir/quad.bin"; done
+  rm -f "$dir/quad.bin"
+fi
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -101,7 +106,9 @@ printf 'direct S3 read of %s MiB: single GET %s MiB/s, %s parallel ranged GETs %
 printf '%-16s %10s %12s %14s %10s %12s %12s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB"
 
 export MNT=$mnt BIG_SIZE=${big_mib}M QUAD_SIZE=${quad_mib}M RUNTIME=$runtime
-for job in seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m; do
+read_jobs="seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m"
+want reads || read_jobs=seq_read_1job # the cache section compares with it
+for job in $read_jobs; do
   mount_it
   drop_caches
   fio --output-format=json --output="$dir/$job.json" "$jobs_dir/$job.fio" >/dev/null
@@ -116,12 +123,14 @@ for job in seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m; do
 done
 
 # `head -c 100` of the large object: how much did the mount fetch for 100 bytes?
+if want head; then
 mount_it
 drop_caches
 head -c 100 "$mnt/big/object-0" >/dev/null
 unmount_it
 printf '\nhead -c 100 of the %s MiB object fetched %s KiB in %s GET(s)\n' "$big_mib" \
   "$(($(summary bytes_fetched) / 1024))" "$(summary get_requests)"
+fi
 
 # The data cache: first read with the cache on (vs off above), second read after a remount
 # (vs fio on the local file, in the same filesystem as the cache), random 4 KiB reads over the
@@ -130,6 +139,7 @@ fio_bw() { # job, MNT → MiB/s
   MNT=$2 fio --output-format=json --output="$dir/$1-$3.json" "$jobs_dir/$1.fio" >/dev/null
   python3 -c "import json; j=json.load(open('$dir/$1-$3.json')); print(f\"{sum(x['read']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")"
 }
+if want cache; then
 cache_dir=$dir/cache
 drop_caches
 local_seq=$(fio_bw seq_read_1job "$local" local)
@@ -154,9 +164,11 @@ printf '\ncache: first read %s MiB/s (%s of the uncached %s); second read after 
 printf 'cache: random 4 KiB over the cached object %s MiB/s (%s of the local file %s); %s\n' \
   "$rand_cached" "$(ratio "$rand_cached" "$local_rand")" "$local_rand" \
   "$(grep -o 'cache summary: .*' "$dir/mount.log" | tail -1)"
+fi
 
 # Sequential write of a new file (commit included) next to a direct multipart upload of the
 # same number of bytes with the same part size and 4 parts in flight, as mount-s3 uses.
+want write || exit 0
 head -c $((write_mib * 1024 * 1024)) /dev/urandom >"$dir/write.bin"
 drop_caches
 direct_upload=$("$repo/.venv/bin/python3" "$jobs_dir/direct_upload.py" "$S3_ENDPOINT" "$bucket" \

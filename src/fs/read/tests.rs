@@ -105,6 +105,7 @@ async fn boundary_sizes_read_whole_in_any_chunking() {
     let config = PrefetchConfig {
         initial: 64 * KIB,
         part_size: part,
+        max_part: part,
         max_window: 4 * part,
         keep_behind: 64 * KIB,
     };
@@ -129,6 +130,7 @@ async fn any_read_equals_a_slice_of_the_object() {
         PrefetchConfig {
             initial: 16 * KIB,
             part_size: 64 * KIB,
+            max_part: 64 * KIB,
             max_window: 256 * KIB,
             keep_behind: 32 * KIB,
         },
@@ -173,6 +175,21 @@ async fn sequential_reads_prefetch_in_growing_parts() {
     // 1 + 2 + 4 + 8 + 8 + 8 + 8 + 1 MiB: a handful of GETs, not one per 128 KiB read.
     assert!(c.get_requests <= 10, "{c}");
     assert_eq!(c.prefetch_waste, 0);
+}
+
+#[tokio::test]
+async fn long_streams_grow_parts_past_the_part_size() {
+    let fx = Fixture::default_sizes();
+    let data = pattern((200 * MIB) as usize, 9);
+    fx.store.put("big", data.clone());
+    let reader = fx.reader("big").await;
+    assert_eq!(read_all(&reader, MIB as u32).await, data);
+    let c = fx.counters.snapshot();
+    assert_eq!(c.bytes_fetched, 200 * MIB, "{c}");
+    // 8 MiB parts would take 30 GETs; parts growing to 64 MiB take about a dozen.
+    assert!(c.get_requests <= 14, "{c}");
+    drop(reader);
+    assert_eq!(fx.budget.used(), 0);
 }
 
 #[tokio::test]
