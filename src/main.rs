@@ -173,6 +173,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     }
     info!(
         open_handles = fs.open_handles(),
+        alive_tasks = runtime.metrics().num_alive_tasks(),
         peak_prefetch_bytes = fs.budget().peak(),
         "unmounted; read summary: {}",
         fs.counters()

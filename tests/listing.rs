@@ -232,3 +232,54 @@ fn prefix_option_shows_only_keys_under_the_prefix() {
     assert_typed_listing(mount.path(), &[("b.txt", 'f'), ("deeper", 'd')]);
     assert_eq!(fs::read(mount.join("deeper/c.txt")).unwrap(), b"c");
 }
+
+#[test]
+fn hostile_key_names_list_and_read_through_the_server() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("list-hostile");
+    let kilo = format!(
+        "long/{}/{}/{}/{}/{}",
+        "a".repeat(250),
+        "b".repeat(250),
+        "c".repeat(250),
+        "d".repeat(250),
+        "e".repeat(15)
+    );
+    assert_eq!(kilo.len(), 1024);
+    let deep: String = (0..60).map(|i| format!("n{i}/")).collect::<String>() + "leaf.txt";
+    let control = [
+        "ctl/new\nline",
+        "ctl/tab\there",
+        "ctl/esc\x1b[31mred",
+        "ctl/del\x7f",
+        "ctl/percent%2F and space",
+        "ctl/q?uery&amp=1#frag",
+        "ctl/ünïcödé ✓",
+    ];
+    let mut objects: Vec<(String, Vec<u8>)> = control
+        .iter()
+        .map(|k| (k.to_string(), format!("data of {k:?}").into_bytes()))
+        .collect();
+    objects.push((kilo.clone(), b"kilo".to_vec()));
+    objects.push((deep.clone(), b"deep".to_vec()));
+    s3.put_many(&bucket, objects.clone(), 8);
+
+    let mount = s3.mount_args(&bucket).mount();
+    let want: BTreeSet<String> = control.iter().map(|k| k[4..].to_string()).collect();
+    let got: BTreeSet<String> = list_dir(&mount.join("ctl")).into_iter().collect();
+    assert_eq!(got, want);
+    for (key, data) in &objects {
+        assert_eq!(
+            fs::read(mount.join(key)).unwrap_or_else(|e| panic!("read {key:?}: {e}")),
+            *data,
+            "{key:?}"
+        );
+    }
+    // The deep key's directories all list their one child.
+    let mut dir = mount.join("n0");
+    for i in 1..60 {
+        assert_eq!(list_dir(&dir), [format!("n{i}")], "{}", dir.display());
+        dir = dir.join(format!("n{i}"));
+    }
+    assert_eq!(list_dir(&dir), ["leaf.txt"]);
+}

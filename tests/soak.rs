@@ -199,7 +199,28 @@ fn soak_64_threads_under_one_percent_faults() {
         max_fds.load(Ordering::Relaxed),
         rss_before / 1024,
     );
-    drop(mount);
+    // Every task and handle of the soak is gone once the mount ends: the summary logged at
+    // unmount counts the tasks still alive on the runtime (the HTTP connection pool's among
+    // them) and the open handles.
+    let log = mount.unmount_for_log(Duration::from_secs(30));
+    let summary_value = |name: &str| -> u64 {
+        log.rsplit(&format!("{name}="))
+            .next()
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name}= in the unmount summary:\n{log}"))
+    };
+    let (alive_tasks, open_handles) = (summary_value("alive_tasks"), summary_value("open_handles"));
+    eprintln!("at unmount: {alive_tasks} tasks alive, {open_handles} handles open");
+    assert!(
+        alive_tasks <= 4,
+        "{alive_tasks} tasks still alive at unmount"
+    );
+    assert_eq!(open_handles, 0, "handles still open at unmount");
     assert_eq!(wrong, 0, "wrong bytes");
     let odd = odd.into_inner().unwrap();
     assert!(odd.is_empty(), "errors other than EIO: {odd:?}");

@@ -215,3 +215,114 @@ async fn readdir_seeds_stat_cache_and_lookups_are_counted() {
     fs.forget(a.ino, 1);
     assert!(fs.inodes.get(a.ino).is_none());
 }
+
+/// The entries of directory `ino` read in kernel-sized batches (no sorting, no dedup).
+async fn raw_listing(fs: &S3Filesystem<MemoryStore>, ino: u64, batch: usize) -> Vec<String> {
+    let fh = fs.opendir(ino).unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let entries = fs.readdir(ino, fh, offset, batch).await.unwrap();
+        let Some(last) = entries.last() else { break };
+        offset = last.next_offset;
+        out.extend(entries.into_iter().map(|e| e.name));
+    }
+    fs.releasedir(fh);
+    out
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_keys_list_in_linear_requests() {
+    const N: usize = 100_000;
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..N {
+        store.put(&format!("big/k{i:06}"), Vec::new());
+    }
+    let fs = S3Filesystem::new(store.clone(), ttl(60));
+    let big = fs.lookup(ROOT_INO, "big").await.unwrap();
+    let lists_before = store.list_calls();
+    let names = raw_listing(&fs, big.ino, 128).await;
+    let lists = store.list_calls() - lists_before;
+    assert_eq!(names.len(), N + 2, "every key once, plus . and ..");
+    assert!(
+        names[2..].windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice"
+    );
+    // One LIST per page of 1,000 keys (and the one that finds the end): never a re-list
+    // from the start, so the work is linear in the number of keys.
+    assert!(lists <= (N / 1000 + 2) as u64, "{lists} LIST requests");
+}
+
+#[tokio::test]
+async fn hostile_names_list_and_open_or_are_hidden() {
+    let long_component = "L".repeat(255);
+    let too_long = "T".repeat(256);
+    // A 1,024-byte key made of components the kernel accepts.
+    let kilo_key = format!(
+        "long/{}/{}/{}/{}/{}",
+        "a".repeat(250),
+        "b".repeat(250),
+        "c".repeat(250),
+        "d".repeat(250),
+        "e".repeat(15)
+    );
+    assert_eq!(kilo_key.len(), 1024);
+    let deep: String = (0..300).map(|i| format!("d{i}/")).collect::<String>() + "leaf";
+    let keys: Vec<(String, &[u8])> = vec![
+        ("ctl/new\nline".into(), b"1"),
+        ("ctl/tab\there".into(), b"2"),
+        ("ctl/esc\x1b[31mred".into(), b"3"),
+        ("ctl/del\x7f".into(), b"4"),
+        ("ctl/bell\x07".into(), b"5"),
+        ("ctl/back\\slash".into(), b"6"),
+        (format!("ctl/{long_component}"), b"7"),
+        (format!("ctl/{too_long}"), b"hidden"),
+        ("ctl/nul\0inside".into(), b"hidden"),
+        (kilo_key.clone(), b"kilo"),
+        (deep.clone(), b"deep"),
+    ];
+    let store = Arc::new(MemoryStore::new());
+    for (key, data) in &keys {
+        store.put(key, data.to_vec());
+    }
+    let fs = S3Filesystem::new(store, ttl(60));
+    let ctl = fs.lookup(ROOT_INO, "ctl").await.unwrap();
+    let mut listed = raw_listing(&fs, ctl.ino, 3).await;
+    listed.sort();
+    let mut want: Vec<String> = keys[..7]
+        .iter()
+        .map(|(k, _)| k["ctl/".len()..].to_string())
+        .chain([".".to_string(), "..".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "control characters shown as they are; bad names hidden"
+    );
+    for (key, data) in &keys[..7] {
+        let name = &key["ctl/".len()..];
+        let attr = fs.lookup(ctl.ino, name).await.unwrap();
+        assert_eq!(attr.size, data.len() as u64, "{name:?}");
+    }
+    assert!(fs.lookup(ctl.ino, &too_long).await.is_err());
+
+    // Walk the 1,024-byte key and the 300-level key component by component.
+    for key in [&kilo_key, &deep] {
+        let mut ino = ROOT_INO;
+        let parts: Vec<&str> = key.split('/').collect();
+        for (depth, part) in parts.iter().enumerate() {
+            let attr = fs.lookup(ino, part).await.unwrap();
+            let last = depth == parts.len() - 1;
+            assert_eq!(attr.kind == Kind::File, last, "{part:?} at depth {depth}");
+            ino = attr.ino;
+        }
+        let fh = fs.open(ino, OpenMode::default(), me()).await.unwrap();
+        let want = if key == &deep {
+            &b"deep"[..]
+        } else {
+            &b"kilo"[..]
+        };
+        assert_eq!(&fs.read(fh, 0, 100).await.unwrap()[..], want);
+        fs.release(fh).await;
+    }
+}

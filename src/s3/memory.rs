@@ -32,6 +32,8 @@ pub struct MemoryStore {
     next_etag: AtomicU64,
     /// Multipart uploads in progress: upload id → (key, parts by number).
     uploads: Mutex<BTreeMap<String, PendingUpload>>,
+    /// LIST requests answered.
+    lists: AtomicU64,
 }
 
 impl MemoryStore {
@@ -55,6 +57,11 @@ impl MemoryStore {
     /// The bytes stored under `key`.
     pub fn get(&self, key: &str) -> Option<Bytes> {
         self.lock().get(key).map(|o| o.data.clone())
+    }
+
+    /// Number of LIST requests answered so far.
+    pub fn list_calls(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
     }
 
     /// Number of multipart uploads neither completed nor aborted.
@@ -97,13 +104,19 @@ impl ObjectStore for MemoryStore {
         token: Option<String>,
         max_keys: usize,
     ) -> Result<ListPage, S3Error> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
         let objects = self.lock();
         let mut page = ListPage::default();
         let mut count = 0;
         // The token is the last key (or common prefix) handed out; resume strictly after it.
         let start = token.unwrap_or_default();
         let resumed_prefix = delimited && start.len() > prefix.len() && start.ends_with('/');
-        for (key, object) in objects.range(prefix.to_string()..) {
+        let from = if start.as_str() > prefix {
+            &start
+        } else {
+            prefix
+        };
+        for (key, object) in objects.range(from.to_string()..) {
             if !key.starts_with(prefix) {
                 break;
             }

@@ -17,7 +17,7 @@ use aws_sdk_s3::primitives::DateTime;
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, EncodingType};
 
 use super::{ListPage, MAX_SINGLE_OBJECT, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error};
 
@@ -26,6 +26,10 @@ const RESUME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200
 
 /// Part size of a multipart server-side copy (objects over 5 GiB only).
 const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
+
+/// How far before our first CreateMultipartUpload attempt a stray upload's initiation time
+/// may lie (the server's clock against ours).
+const STRAY_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Region used when neither the command line nor the provider chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -81,6 +85,104 @@ impl SdkStore {
     }
 }
 
+impl SdkStore {
+    /// Aborts the uploads of `key` that an attempt of ours whose answer was lost may have
+    /// created: those initiated since `started` (less a little clock skew), other than
+    /// `keep`. Another writer's upload of the same key started in that window would be
+    /// aborted too (its close fails with EIO): two writers racing on one key lose one of
+    /// the writes anyway. Best effort: failures are logged.
+    async fn abort_strays(&self, key: &str, started: SystemTime, keep: Option<&str>) {
+        let since = started
+            .checked_sub(STRAY_CLOCK_SKEW)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .encoding_type(EncodingType::Url)
+            .send()
+            .await;
+        let out = match listed {
+            Ok(out) => out,
+            Err(e) => {
+                warn!(key, "cannot list uploads to abort strays: {}", classify(e));
+                return;
+            }
+        };
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        for upload in out.uploads() {
+            let (Some(upload_key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            let upload_key = if encoded {
+                url_decode(upload_key)
+            } else {
+                upload_key.to_string()
+            };
+            let initiated = to_system_time(upload.initiated());
+            if upload_key != key || Some(id) == keep || initiated < since {
+                continue;
+            }
+            match self.abort_multipart(key, id).await {
+                Ok(()) => warn!(
+                    key,
+                    "aborted a stray multipart upload left by a lost answer"
+                ),
+                Err(e) => warn!(key, "cannot abort a stray multipart upload: {e}"),
+            }
+        }
+    }
+}
+
+/// A key as S3 sends it with `encoding-type=url`: `%XX` escapes and `+` for a space. A
+/// malformed escape is kept as it is; bytes that do not form UTF-8 are replaced.
+fn url_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = match bytes.get(at..at + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| (h * 16 + l) as u8),
+            _ => None,
+        };
+        match (escaped, bytes[at]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                at += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                at += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether an error may go away on retry, and may hide a request the server executed.
+fn is_transient(err: &S3Error) -> bool {
+    match err {
+        S3Error::Network(_) => true,
+        S3Error::Service { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+/// Wait before attempt `attempt + 1`: exponential from 100 ms, capped at 5 s, with jitter.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |t| u64::from(t.subsec_nanos()) % (base / 2 + 1));
+    std::time::Duration::from_millis(base / 2 + jitter)
+}
+
 impl ObjectStore for SdkStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
         let out = self
@@ -113,17 +215,28 @@ impl ObjectStore for SdkStore {
             .bucket(&self.bucket)
             .prefix(prefix)
             .max_keys(max_keys.min(1000) as i32)
-            .set_continuation_token(token);
+            .set_continuation_token(token)
+            // Keys may hold characters XML 1.0 cannot carry (ESC and other controls): ask for
+            // them percent-encoded, and decode below if the server did encode them.
+            .encoding_type(EncodingType::Url);
         if delimited {
             request = request.delimiter("/");
         }
         let out = request.send().await.map_err(classify)?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        let name = |raw: &str| {
+            if encoded {
+                url_decode(raw)
+            } else {
+                raw.to_string()
+            }
+        };
         let objects = out
             .contents()
             .iter()
             .filter_map(|object| {
                 Some(ObjectInfo {
-                    key: object.key()?.to_string(),
+                    key: name(object.key()?),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     last_modified: to_system_time(object.last_modified()),
                     etag: object.e_tag().unwrap_or_default().to_string(),
@@ -133,7 +246,7 @@ impl ObjectStore for SdkStore {
         let common_prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
+            .filter_map(|p| p.prefix().map(name))
             .collect::<Vec<_>>();
         let next_token = match out.is_truncated() {
             Some(true) => out.next_continuation_token().map(str::to_string),
@@ -217,19 +330,51 @@ impl ObjectStore for SdkStore {
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_checksum_algorithm(self.checksum.clone())
-            .send()
-            .await
-            .map_err(classify)?;
-        debug!(key, "CreateMultipartUpload ok");
-        out.upload_id()
-            .map(str::to_string)
-            .ok_or_else(|| S3Error::Network("CreateMultipartUpload returned no upload id".into()))
+        // Retried here rather than by the SDK: an attempt whose answer was lost may still
+        // have created an upload on the server, and only this loop knows it happened.
+        let started = SystemTime::now();
+        let mut ambiguous = false;
+        let mut attempt = 0;
+        let created = loop {
+            attempt += 1;
+            let result = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_checksum_algorithm(self.checksum.clone())
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await
+                .map_err(classify)
+                .and_then(|out| {
+                    out.upload_id().map(str::to_string).ok_or_else(|| {
+                        S3Error::Network("CreateMultipartUpload returned no upload id".into())
+                    })
+                });
+            match result {
+                Ok(id) => break Ok(id),
+                Err(e) if is_transient(&e) && attempt < self.max_attempts => {
+                    ambiguous = true;
+                    warn!(key, attempt, "CreateMultipartUpload failed ({e}); retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => {
+                    ambiguous |= is_transient(&e);
+                    break Err(e);
+                }
+            }
+        };
+        if ambiguous {
+            self.abort_strays(key, started, created.as_deref().ok())
+                .await;
+        }
+        let id = created?;
+        debug!(key, attempt, "CreateMultipartUpload ok");
+        Ok(id)
     }
 
     async fn upload_part(
@@ -509,6 +654,14 @@ fn classify_status(status: u16, code: String, message: String) -> S3Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_are_url_decoded() {
+        assert_eq!(url_decode("a%1B%5B31m+b%2Bc%2Fd"), "a\x1b[31m b+c/d");
+        assert_eq!(url_decode("%C3%BC%E2%9C%93"), "ü✓");
+        assert_eq!(url_decode("bad%zzend%4"), "bad%zzend%4");
+        assert_eq!(url_decode(""), "");
+    }
 
     #[test]
     fn copy_source_is_percent_encoded() {

@@ -329,6 +329,29 @@ impl Mount {
     pub fn process_running(&mut self) -> bool {
         self.child.is_some() && self.try_exit_status().is_none()
     }
+
+    /// Unmounts with `fusermount3 -u` (retrying while busy for a few seconds), waits up to
+    /// `timeout` for a clean exit, and returns the whole log, whose last lines are the
+    /// summaries logged at unmount. Panics if any step fails.
+    #[allow(dead_code)]
+    pub fn unmount_for_log(mut self, timeout: Duration) -> String {
+        let mut unmounted = false;
+        for _ in 0..20 {
+            if self.fusermount_unmount() || !self.is_mounted() {
+                unmounted = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        assert!(unmounted, "fusermount3 -u {} failed", self.path().display());
+        let status = self.wait_exit(timeout);
+        let log = self.stderr();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "mount-s3 did not exit cleanly after unmount ({status:?}); log:\n{log}"
+        );
+        log
+    }
 }
 
 impl Drop for Mount {
