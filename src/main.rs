@@ -23,6 +23,7 @@ use mount_s3::s3::{ObjectStore, S3Error};
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
+    keep_large_buffers_in_heap();
     // Two other ways in: `mount-s3 completions SHELL`, and mount(8)'s helper
     // `mount.mount-s3 SOURCE DIRECTORY -o OPTIONS` (an fstab line), translated by fstab.rs.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -179,6 +180,20 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         fs.counters()
     );
     result.map_err(|e| error!("FUSE session ended with an error: {e}"))
+}
+
+/// Prefetch parts (up to 64 MiB) are allocated and freed all the time. glibc serves buffers
+/// that large with a fresh mmap each, so every part paid page faults and zeroing for all its
+/// pages: measured about 1 s of mount-s3 CPU per 2 GiB read sequentially (3.4 s → 2.3 s, on
+/// the 2-core bench machine). Served from the heap, freed parts are reused; the memory
+/// budget bounds how much is live. Other allocators ignore this.
+fn keep_large_buffers_in_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
 }
 
 /// One cheap listing proves the endpoint, the credentials and the bucket before mounting.

@@ -19,6 +19,8 @@ pub struct Index {
     by_age: BTreeMap<u64, BlockId>,
     next_tick: u64,
     used: u64,
+    /// Bytes promised to blocks being written (counted in `used`).
+    reserved: u64,
 }
 
 impl Index {
@@ -59,6 +61,18 @@ impl Index {
             entry.tick = tick;
             self.by_age.insert(tick, *id);
         }
+    }
+
+    /// Counts `size` bytes for a block about to be written, before it exists.
+    pub fn reserve(&mut self, size: u64) {
+        self.reserved += size;
+        self.used += size;
+    }
+
+    /// Gives back a reservation (the block was placed with [`Index::insert`], or dropped).
+    pub fn unreserve(&mut self, size: u64) {
+        self.reserved -= size;
+        self.used -= size;
     }
 
     /// Forgets `id`; returns its size if it was held.
@@ -104,6 +118,19 @@ mod tests {
         assert_eq!(index.remove(&(1, 0)), Some(10));
         assert!(index.is_empty() && index.used() == 0);
         assert_eq!(index.pop_oldest(), None);
+    }
+
+    #[test]
+    fn reservations_count_until_given_back() {
+        let mut index = Index::default();
+        index.insert((1, 0), 10);
+        index.reserve(5);
+        assert_eq!(index.used(), 15);
+        assert_eq!(index.pop_oldest(), Some((1, 0)));
+        assert_eq!(index.pop_oldest(), None, "a reservation is not a block");
+        assert_eq!(index.used(), 5);
+        index.unreserve(5);
+        assert_eq!(index.used(), 0);
     }
 
     #[test]

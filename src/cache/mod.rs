@@ -78,8 +78,6 @@ pub struct DiskCache {
     max_bytes: u64,
     /// Guards the block accounting; held for bookkeeping and unlinks, not for reads/writes.
     index: Mutex<Index>,
-    /// Held while a block is written and placed (taken before `index`).
-    writer: Mutex<()>,
     /// Held (flocked) for the life of the mount.
     _lock: File,
     /// Whether the one warning about a failing cache was logged.
@@ -129,7 +127,6 @@ impl DiskCache {
             tmp_dir,
             max_bytes,
             index: Mutex::new(index),
-            writer: Mutex::new(()),
             _lock: lock,
             warned: AtomicBool::new(false),
             headers: moka::sync::Cache::builder()
@@ -293,19 +290,30 @@ impl DiskCache {
         if size > self.max_bytes || self.lock_index().contains(&id) {
             return;
         }
-        // The temporary file is outside the bound's accounting: it becomes a block (and is
-        // counted) only by the rename below, done under the index lock after making room, so
-        // every block file on disk is counted and none can outlive its eviction. One block is
-        // written at a time, so the directory is at most one block over the bound.
-        let _writing = self.writer.lock().expect("cache writer lock poisoned");
-        let result = self.write_tmp(&file).and_then(|tmp| {
-            let path = self.path_of(id);
+        // Room is made and the block's bytes are counted before the temporary file is
+        // written, so temporary files and blocks together never pass the bound, however many
+        // blocks are being written at once. The rename that puts the block in place happens
+        // under the index lock, so no block file outlives its eviction.
+        {
             let mut accounting = self.lock_index();
+            if accounting.contains(&id) {
+                return;
+            }
+            self.evict_locked(&mut accounting, self.max_bytes - size);
+            if accounting.used() + size > self.max_bytes {
+                return; // the rest of the bound is promised to blocks being written
+            }
+            accounting.reserve(size);
+        }
+        let written = self.write_tmp(&file);
+        let mut accounting = self.lock_index();
+        accounting.unreserve(size);
+        let result = written.and_then(|tmp| {
+            let path = self.path_of(id);
             if accounting.contains(&id) {
                 let _ = fs::remove_file(&tmp);
                 return Ok(());
             }
-            self.evict_locked(&mut accounting, self.max_bytes - size);
             let placed = path
                 .parent()
                 .map_or(Ok(()), fs::create_dir_all)
@@ -321,6 +329,7 @@ impl DiskCache {
                 }
             }
         });
+        drop(accounting);
         if let Err(e) = result {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 warn!(

@@ -1,7 +1,7 @@
 //! Sequential prefetch for one handle: a queue of parts fetched ahead of the reader.
 //!
 //! The first part is small (so `head -c 100` costs one small GET); each further part doubles
-//! up to `--part-size` (and beyond, to `max_part`, once the window holds two such parts), and
+//! up to `--part-size` (and beyond, to `max_part`, once the window holds four such parts), and
 //! the bytes kept in flight ahead of the reader double each time the reader finishes a part,
 //! up to a cap. Parts are aligned to their size. Every part reserves its bytes in the mount's
 //! [`MemoryBudget`] first; when the budget is short the window stops growing. Parts the reader
@@ -39,7 +39,7 @@ pub struct PrefetchConfig {
 impl PrefetchConfig {
     /// Our defaults for a given part size and memory budget: a window of a quarter of the
     /// budget (four sequential readers share it fully), between two parts and 256 MiB; parts
-    /// of a long stream grow to half the window, at most 64 MiB. Each GET has a fixed cost
+    /// of a long stream grow to a quarter of the window, at most 64 MiB. Each GET has a fixed cost
     /// on the server (measured on the local server: about 10 ms of its CPU per ranged GET of
     /// a 2 GiB object, so 8 MiB parts cost it twice the CPU of one stream), and a long
     /// stream does not need the small parts that keep `head` cheap.
@@ -49,7 +49,7 @@ impl PrefetchConfig {
         Self {
             initial: MIB.min(part_size),
             part_size,
-            max_part: (max_window / 2).min(64 * MIB).max(part_size),
+            max_part: (max_window / 4).min(64 * MIB).max(part_size),
             max_window,
             keep_behind: 2 * MIB,
         }
@@ -228,10 +228,20 @@ impl<S: ObjectStore> Prefetcher<S> {
             if start >= self.source.size || (!self.parts.is_empty() && ahead > self.window / 2) {
                 return;
             }
-            let end = aligned_end(start, self.next_part).min(self.source.size);
-            let Some(reservation) = self.budget.try_reserve(end - start) else {
-                return;
+            // When the budget is short, a smaller part is better than none: the window
+            // shrinks instead of the reader falling back to one small GET per read.
+            let mut size = self.next_part;
+            let (end, reservation) = loop {
+                let end = aligned_end(start, size).min(self.source.size);
+                if let Some(reservation) = self.budget.try_reserve(end - start) {
+                    break (end, reservation);
+                }
+                if size <= self.config.initial {
+                    return;
+                }
+                size /= 2;
             };
+            self.next_part = size;
             let source = self.source.clone();
             let task = tokio::spawn(async move { source.fetch(start..end).await });
             self.parts.push_back(Part {
@@ -245,10 +255,10 @@ impl<S: ObjectStore> Prefetcher<S> {
     }
 
     /// Size of the part after the one just issued: doubling to `part_size`, then, while the
-    /// window has grown enough to hold two of them, on to `max_part`.
+    /// window has grown enough to hold four of them, on to `max_part`.
     fn grown_part(&self) -> u64 {
         let doubled = self.next_part * 2;
-        let long_stream = doubled <= self.config.max_part && 2 * doubled <= self.window;
+        let long_stream = doubled <= self.config.max_part && 4 * doubled <= self.window;
         if doubled <= self.config.part_size || long_stream {
             doubled
         } else {
