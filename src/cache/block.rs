@@ -74,9 +74,17 @@ pub fn max_header_len(id_len: usize, block_size: usize) -> usize {
 
 /// Serialises a block: `id` names the object version (bucket, key, ETag).
 pub fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
+    let mut out = encode_header(id, index, data);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Everything of a block file before its data (header and padding), so that the data can be
+/// written from the caller's buffer without being copied into one.
+pub fn encode_header(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
     let header_end = header_len(id.len(), data.len());
     let data_at = data_offset(header_end, data.len());
-    let mut out = Vec::with_capacity(data_at + data.len());
+    let mut out = Vec::with_capacity(data_at);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&index.to_le_bytes());
@@ -91,7 +99,6 @@ pub fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
     let crc = crc32c::crc32c(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(data_at, 0);
-    out.extend_from_slice(data);
     out
 }
 

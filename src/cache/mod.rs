@@ -285,8 +285,8 @@ impl DiskCache {
     pub fn put(&self, key: &str, etag: &str, index: u64, data: &[u8]) {
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
-        let file = block::encode(&object_id, index, data);
-        let size = file.len() as u64;
+        let header = block::encode_header(&object_id, index, data);
+        let size = (header.len() + data.len()) as u64;
         if size > self.max_bytes || self.lock_index().contains(&id) {
             return;
         }
@@ -305,7 +305,7 @@ impl DiskCache {
             }
             accounting.reserve(size);
         }
-        let written = self.write_tmp(&file);
+        let written = self.write_tmp(&header, data);
         let mut accounting = self.lock_index();
         accounting.unreserve(size);
         let result = written.and_then(|tmp| {
@@ -340,14 +340,17 @@ impl DiskCache {
         }
     }
 
-    /// Writes `file` to a new temporary file and returns its path.
-    fn write_tmp(&self, file: &[u8]) -> io::Result<PathBuf> {
+    /// Writes `header` then `data` to a new temporary file and returns its path.
+    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
         let tmp = self.tmp_dir.join(format!(
             "{}-{}",
             std::process::id(),
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = File::create(&tmp).and_then(|mut out| out.write_all(file));
+        let written = File::create(&tmp).and_then(|mut out| {
+            out.write_all(header)?;
+            out.write_all(data)
+        });
         match written {
             Ok(()) => Ok(tmp),
             Err(e) => {
