@@ -216,8 +216,10 @@ fn soak_64_threads_under_one_percent_faults() {
     };
     let (alive_tasks, open_handles) = (summary_value("alive_tasks"), summary_value("open_handles"));
     eprintln!("at unmount: {alive_tasks} tasks alive, {open_handles} handles open");
+    // Idle pooled HTTP connections each keep a task; a task leaked per operation would
+    // leave hundreds after the soak's operations.
     assert!(
-        alive_tasks <= 4,
+        alive_tasks <= 32,
         "{alive_tasks} tasks still alive at unmount"
     );
     assert_eq!(open_handles, 0, "handles still open at unmount");
