@@ -338,12 +338,12 @@ fn uploads_after_aborts(s3: &S3Server, bucket: &str) -> Vec<String> {
 /// forwarding the first request whose line contains `needle(bucket)`, i.e. the server did
 /// the work and the response was lost. Whatever close says must be true on the server, and
 /// no multipart upload may be left.
-fn lost_response(tag: &str, needle: impl Fn(&str) -> String) {
+fn lost_response(tag: &str, fault: Fault, needle: impl Fn(&str) -> String) {
     let s3 = S3Server::shared();
     let bucket = s3.new_bucket(tag);
     let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
     let mount = proxied_mount(s3, &bucket, &proxy, &[]);
-    proxy.script_matching(&needle(&bucket), Fault::ResetBeforeResponse);
+    proxy.script_matching(&needle(&bucket), fault);
     let data = pseudo_random_bytes(8, 20 * MIB);
     let mut f = File::create(mount.join("big.bin")).unwrap();
     let written = data.chunks(MIB).try_for_each(|c| f.write_all(c));
@@ -376,14 +376,22 @@ fn lost_response(tag: &str, needle: impl Fn(&str) -> String) {
 
 #[test]
 fn lost_create_multipart_response_leaves_no_upload() {
-    lost_response("faults-lost-create", |b| {
+    lost_response("faults-lost-create", Fault::ResetBeforeResponse, |b| {
+        format!("POST /{b}/big.bin?uploads")
+    });
+}
+
+#[test]
+fn truncated_create_multipart_response_leaves_no_upload() {
+    // A 200 whose XML is cut: the upload exists on the server, the id never arrived.
+    lost_response("faults-cut-create", Fault::Truncate, |b| {
         format!("POST /{b}/big.bin?uploads")
     });
 }
 
 #[test]
 fn lost_complete_multipart_response_is_whole_or_absent() {
-    lost_response("faults-lost-complete", |b| {
+    lost_response("faults-lost-complete", Fault::ResetBeforeResponse, |b| {
         format!("POST /{b}/big.bin?uploadId=")
     });
 }
@@ -627,4 +635,11 @@ fn mount_is_private_unless_allow_other() {
         Some(true),
         "another user could not list a mount made with --allow-other"
     );
+}
+
+#[test]
+fn truncated_complete_multipart_response_is_whole_or_absent() {
+    lost_response("faults-cut-complete", Fault::Truncate, |b| {
+        format!("POST /{b}/big.bin?uploadId=")
+    });
 }

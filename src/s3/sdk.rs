@@ -165,11 +165,13 @@ fn url_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether an error may go away on retry, and may hide a request the server executed.
+/// Whether an error may go away on retry, and may hide a request the server executed: a
+/// network failure, a 5xx or 429, or a success status whose body did not arrive whole (the
+/// fault tests truncate bodies: a 200 with half its XML is an executed request).
 fn is_transient(err: &S3Error) -> bool {
     match err {
         S3Error::Network(_) => true,
-        S3Error::Service { status, .. } => *status >= 500 || *status == 429,
+        S3Error::Service { status, .. } => *status >= 500 || *status == 429 || *status < 300,
         _ => false,
     }
 }
@@ -654,6 +656,20 @@ fn classify_status(status: u16, code: String, message: String) -> S3Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambiguous_failures_are_transient() {
+        let service = |status| S3Error::Service {
+            status,
+            code: String::new(),
+            message: String::new(),
+        };
+        assert!(is_transient(&S3Error::Network("reset".into())));
+        assert!(is_transient(&service(503)) && is_transient(&service(429)));
+        assert!(is_transient(&service(200)), "a 200 whose body broke");
+        assert!(!is_transient(&service(400)) && !is_transient(&S3Error::NotFound));
+        assert!(!is_transient(&S3Error::AccessDenied("403".into())));
+    }
 
     #[test]
     fn listed_keys_are_url_decoded() {
