@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Mount, S3Server, assert_bytes_eq, pread_full, pseudo_random_bytes};
+use common::{Mount, S3Server, assert_bytes_eq, pread_full, pseudo_random_bytes, summary_fields};
 use tempfile::TempDir;
 
 const MIB: usize = 1024 * 1024;
@@ -63,26 +63,10 @@ struct Summary {
     bytes_served: u64,
 }
 
-/// The `name=value` numbers of the last line of `log` containing `marker`.
-fn fields_after(log: &str, marker: &str) -> BTreeMap<String, u64> {
-    let line = log
-        .lines()
-        .rfind(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no {marker:?} line in the mount's log:\n{log}"));
-    let (_, rest) = line.split_once(marker).expect("marker in line");
-    rest.split_whitespace()
-        .filter_map(|token| {
-            let (name, value) = token.split_once('=')?;
-            let value = value.trim_matches(|c: char| !c.is_ascii_digit());
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 impl Summary {
     fn parse(log: &str) -> Summary {
-        let cache = fields_after(log, "cache summary:");
-        let read = fields_after(log, "read summary:");
+        let cache = summary_fields(log, "cache summary:");
+        let read = summary_fields(log, "read summary:");
         let take = |m: &BTreeMap<String, u64>, name: &str| {
             *m.get(name)
                 .unwrap_or_else(|| panic!("no {name}= in the summary lines of:\n{log}"))

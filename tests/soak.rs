@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FaultPlan, FaultProxy, Rng, S3Server, close, pseudo_random_bytes};
+use common::{FaultPlan, FaultProxy, Rng, S3Server, close, pseudo_random_bytes, summary_fields};
 
 const MIB: usize = 1024 * 1024;
 const READERS: usize = 32;
@@ -203,15 +203,10 @@ fn soak_64_threads_under_one_percent_faults() {
     // unmount counts the tasks still alive on the runtime (the HTTP connection pool's among
     // them) and the open handles.
     let log = mount.unmount_for_log(Duration::from_secs(30));
-    let summary_value = |name: &str| -> u64 {
-        log.rsplit(&format!("{name}="))
-            .next()
-            .and_then(|rest| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+    let summary = summary_fields(&log, "read summary:");
+    let summary_value = |name: &str| {
+        *summary
+            .get(name)
             .unwrap_or_else(|| panic!("no {name}= in the unmount summary:\n{log}"))
     };
     let (alive_tasks, open_handles) = (summary_value("alive_tasks"), summary_value("open_handles"));

@@ -72,15 +72,9 @@ pub fn max_header_len(id_len: usize, block_size: usize) -> usize {
     header_len(id_len, block_size)
 }
 
-/// Serialises a block: `id` names the object version (bucket, key, ETag).
-pub fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
-    let mut out = encode_header(id, index, data);
-    out.extend_from_slice(data);
-    out
-}
-
-/// Everything of a block file before its data (header and padding), so that the data can be
-/// written from the caller's buffer without being copied into one.
+/// Serialises everything of a block file before its data (header and padding); the data
+/// follows, written from the caller's buffer without being copied into one. `id` names the
+/// object version (bucket, key, ETag).
 pub fn encode_header(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
     let header_end = header_len(id.len(), data.len());
     let data_at = data_offset(header_end, data.len());
@@ -166,20 +160,27 @@ impl Header {
     }
 }
 
-/// The data of a whole block `file` if it is block `index` of `id`, intact.
-pub fn decode<'f>(file: &'f [u8], id: &str, index: u64) -> Result<&'f [u8], Rejected> {
-    let header = decode_header(file, id, index)?;
-    if file.len() as u64 != header.file_len() {
-        return Err(Rejected::Malformed);
-    }
-    let data = &file[header.data_at..];
-    header.verify(0, data)?;
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole block file: header, padding, data.
+    fn encode(id: &str, index: u64, data: &[u8]) -> Vec<u8> {
+        let mut out = encode_header(id, index, data);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// The data of a whole block `file` if it is block `index` of `id`, intact.
+    fn decode<'f>(file: &'f [u8], id: &str, index: u64) -> Result<&'f [u8], Rejected> {
+        let header = decode_header(file, id, index)?;
+        if file.len() as u64 != header.file_len() {
+            return Err(Rejected::Malformed);
+        }
+        let data = &file[header.data_at..];
+        header.verify(0, data)?;
+        Ok(data)
+    }
 
     #[test]
     fn round_trip() {

@@ -35,7 +35,7 @@ pub use fileio::{
     assert_bytes_eq, close, expect_errno, my_uid_gid, pread_full, read_from, write_and_close,
 };
 pub use listing::{assert_listing, assert_typed_listing, list_dir, list_dir_typed};
-pub use mount::{Mount, MountArgs};
+pub use mount::{Mount, MountArgs, summary_fields};
 pub use mountinfo::{MountEntry, mount_entry, mount_table, unmount};
 pub use run::{RunOutcome, run_mount_s3_raw};
 pub use server::{REGION, S3Server, weed_binary};

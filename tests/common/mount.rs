@@ -383,3 +383,21 @@ impl Drop for Mount {
         }
     }
 }
+
+/// The `name=value` numbers of the last log line holding `marker` (the summaries mount-s3
+/// logs at unmount: `cache summary:`, `read summary:`), by name. Panics if no line has it.
+#[allow(dead_code)]
+pub fn summary_fields(log: &str, marker: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in the mount's log:\n{log}"));
+    let (_, rest) = line.split_once(marker).expect("marker in line");
+    rest.split_whitespace()
+        .filter_map(|token| {
+            let (name, value) = token.split_once('=')?;
+            let value = value.trim_matches(|c: char| !c.is_ascii_digit());
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
