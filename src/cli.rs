@@ -138,6 +138,10 @@ pub struct Args {
     #[arg(long, help_heading = "Caching options", value_name = "BYTES", requires = "cache", default_value_t = crate::cache::DEFAULT_BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(4096..=64 * 1024 * 1024))]
     pub cache_block_size: u64,
 
+    /// Serve objects the cache holds whole through mount-s3 instead of letting the kernel read them directly (FUSE passthrough, used when running as root)
+    #[arg(long, help_heading = "Caching options", requires = "cache")]
+    pub no_passthrough: bool,
+
     /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' [default: 60 with --cache, else minimal]
     #[arg(long, help_heading = "Caching options", value_name = "SECONDS|indefinite|minimal", value_parser = parse_ttl)]
     pub metadata_ttl: Option<Duration>,
@@ -298,6 +302,7 @@ impl Args {
             allow_delete: self.allow_delete,
             allow_overwrite: self.allow_overwrite,
             part_size: self.part_size,
+            passthrough: self.cache.is_some() && !self.no_passthrough,
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::fs::memory::default_limit, |mib| mib * 1024 * 1024),

@@ -49,6 +49,12 @@ fn arg(p: &Path) -> String {
     p.to_str().expect("UTF-8 temp path").to_string()
 }
 
+/// `--cache DIR` with objects kept as blocks only (`--no-passthrough`): for the tests that
+/// inspect the block files. Whole-object copies have their own tests below.
+fn block_cache(dir: &Path) -> [String; 3] {
+    ["--cache".into(), arg(dir), "--no-passthrough".into()]
+}
+
 /// The counters of the two summary lines a mount logs when it ends.
 #[derive(Debug, Default, Clone)]
 struct Summary {
@@ -255,9 +261,80 @@ fn read_and_check(mount: &Mount, key: &str, want: &[u8], what: &str) {
     assert_bytes_eq(&got, want, what);
 }
 
-/// Sum of the sizes of the block files of `cache`.
+/// Sum of the sizes of the block files and the whole-object copies of `cache`.
 fn blocks_bytes(cache: &Path) -> u64 {
-    block_paths(cache).iter().map(|(_, len)| len).sum()
+    block_paths(cache).iter().map(|(_, len)| len).sum::<u64>()
+        + flat_dir_bytes(&cache.join("objects"))
+}
+
+/// The whole-object copies of `cache` (data files, without their `.sum` sidecars).
+fn whole_copies(cache: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(cache.join("objects"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until `cache` holds exactly one whole-object copy, with its sidecar, equal to `want`
+/// and no block files; `None` if that does not happen in time (the kernel or our privileges
+/// do not allow passthrough, so no copy is made).
+fn wait_for_whole_copy(cache: &Path, want: &[u8]) -> Option<PathBuf> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline {
+        let copies = whole_copies(cache);
+        if let [copy] = copies.as_slice() {
+            let sidecar = copy.with_extension("sum");
+            if sidecar.exists() && block_paths(cache).is_empty() {
+                let got = fs::read(copy).expect("read the whole copy");
+                assert_bytes_eq(&got, want, "the whole-object copy");
+                return Some(copy.clone());
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The line a mount logs when the kernel agreed to FUSE passthrough (Linux 6.9+ built with
+/// it, mount-s3 running as root): only then are whole copies made.
+const PASSTHROUGH_ON: &str = "FUSE passthrough on";
+
+/// Ends a whole-copy test on a machine without passthrough, after checking that the mount
+/// said so (on a machine with it, a missing copy is a failure).
+fn without_passthrough(mount: Mount) {
+    let log = unmount_for_log(mount);
+    assert!(
+        !log.contains(PASSTHROUGH_ON),
+        "passthrough was on, yet no whole copy was made:\n{log}"
+    );
+    eprintln!("FUSE passthrough not available here: whole copies not tested");
+}
+
+/// Bytes `range` of `file` read through a private read-only mapping.
+fn mmap_read(file: &File, range: std::ops::Range<usize>) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a read-only private mapping of an open file, unmapped before returning; the
+    // file is not truncated meanwhile.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            range.end,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        let len = range.end;
+        let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), len)[range].to_vec();
+        assert_eq!(libc::munmap(ptr, len), 0, "munmap");
+        bytes
+    }
 }
 
 // --- tests ----------------------------------------------------------------------------------
@@ -272,7 +349,7 @@ fn remount_serves_cached_object_without_gets() {
     let want = pseudo_random_bytes(101, len);
     s3.put(&bucket, key, want.clone());
     let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
+    let args = s3.mount_args(&bucket).args(block_cache(cache.path()));
 
     let mount = args.clone().mount();
     read_and_check(&mount, key, &want, "first read (from S3)");
@@ -331,7 +408,7 @@ fn second_mount_on_a_busy_cache_dir_is_refused() {
     let bucket = s3.new_bucket("cache-lock");
     s3.put(&bucket, "f.txt", b"held".to_vec());
     let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
+    let args = s3.mount_args(&bucket).args(block_cache(cache.path()));
     let first = args.clone().mount();
     let target = tempfile::tempdir().expect("second mount point");
     for foreground in [false, true] {
@@ -356,7 +433,8 @@ fn replaced_object_is_never_served_from_old_blocks() {
     let cache = cache_dir();
     let mount = s3
         .mount_args(&bucket)
-        .args(["--cache", &arg(cache.path()), "--metadata-ttl", "1"])
+        .args(block_cache(cache.path()))
+        .args(["--metadata-ttl", "1"])
         .mount();
 
     let first_len = 4 * MIB + 100;
@@ -451,7 +529,7 @@ fn corrupted_block_is_rejected_and_replaced() {
     let want = pseudo_random_bytes(301, len);
     s3.put(&bucket, key, want.clone());
     let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
+    let args = s3.mount_args(&bucket).args(block_cache(cache.path()));
     let every = all_indexes(len, BLOCK);
 
     let mount = args.clone().mount();
@@ -730,7 +808,7 @@ fn broken_cache_dir_falls_back_to_s3_with_one_warning() {
     let cache = cache_dir();
     let mount = s3
         .mount_args(&bucket)
-        .args(["--cache", &arg(cache.path())])
+        .args(block_cache(cache.path()))
         .mount();
     // Root ignores permissions, so break the directory's shape instead: no block directory,
     // and a regular file where the temporary directory was.
@@ -825,12 +903,10 @@ fn partly_cached_object_fetches_only_missing_blocks() {
     let want = pseudo_random_bytes(601, len);
     s3.put(&bucket, key, want.clone());
     let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args([
-        "--cache",
-        &arg(cache.path()),
-        "--cache-block-size",
-        "1048576",
-    ]);
+    let args = s3
+        .mount_args(&bucket)
+        .args(block_cache(cache.path()))
+        .args(["--cache-block-size", "1048576"]);
 
     let mount = args.clone().mount();
     {
@@ -864,4 +940,202 @@ fn partly_cached_object_fetches_only_missing_blocks() {
     );
     assert!(second.hits >= 1, "block 2 must be a hit: {second:?}");
     assert_eq!(second.rejected, 0, "{second:?}");
+}
+
+// --- whole-object copies and FUSE passthrough ---------------------------------------------
+
+/// `len` bytes at `offset` of the file at `path`, from a fresh open.
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    pread_full(&file, offset, len)
+}
+
+/// An object read completely becomes one whole-object copy (its blocks go); after a remount
+/// the kernel reads it from that copy: every byte right, and not one read or GET reaches
+/// mount-s3.
+#[test]
+fn a_complete_object_is_read_by_the_kernel_from_its_whole_copy() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cache-whole");
+    let key = "shard.bin";
+    let len = 5 * MIB + 999;
+    let want = pseudo_random_bytes(701, len);
+    s3.put(&bucket, key, want.clone());
+    let cache = cache_dir();
+    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
+
+    let mount = args.clone().mount();
+    read_and_check(&mount, key, &want, "first read (from S3)");
+    if wait_for_whole_copy(cache.path(), &want).is_none() {
+        return without_passthrough(mount);
+    }
+    let (first, log) = unmount_for_summary(mount);
+    assert!(log.contains(PASSTHROUGH_ON), "{log}");
+    assert_eq!(first.cached_bytes, blocks_bytes(cache.path()), "{first:?}");
+    assert!(log.contains("whole_built=1"), "{log}");
+
+    let mount = args.mount();
+    let path = mount.join(key);
+    read_and_check(
+        &mount,
+        key,
+        &want,
+        "second read (the kernel, from the copy)",
+    );
+    for (offset, n) in [
+        (0, 1),
+        (4095, 2),
+        (MIB as u64 - 1, 4097),
+        ((len - 7) as u64, 7),
+    ] {
+        let got = read_at(&path, offset, n);
+        assert_bytes_eq(&got, &want[offset as usize..offset as usize + n], "pread");
+    }
+    // mmap reads pass through too.
+    let file = File::open(&path).unwrap();
+    let mapped = mmap_read(&file, MIB..MIB + 100);
+    assert_bytes_eq(&mapped, &want[MIB..MIB + 100], "mmap");
+    drop(file);
+    let (second, log) = unmount_for_summary(mount);
+    assert_eq!(
+        (
+            second.get_requests,
+            second.bytes_served,
+            second.hits,
+            second.misses
+        ),
+        (0, 0, 0, 0),
+        "the kernel must have read the copy without mount-s3: {second:?}\n{log}"
+    );
+    assert!(!log.contains("whole_opens=0"), "{log}");
+}
+
+/// A whole copy changed on disk is never handed to the kernel: the read is right (from S3),
+/// the copy is dropped, and the next complete read makes a new one.
+#[test]
+fn a_changed_whole_copy_is_dropped_not_served() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cache-whole-bad");
+    let key = "w.bin";
+    let len = 2 * MIB + 5;
+    let want = pseudo_random_bytes(702, len);
+    s3.put(&bucket, key, want.clone());
+    let cache = cache_dir();
+    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
+    let mount = args.clone().mount();
+    read_and_check(&mount, key, &want, "first read");
+    let Some(copy) = wait_for_whole_copy(cache.path(), &want) else {
+        return without_passthrough(mount);
+    };
+    unmount_for_log(mount);
+
+    // Flip one byte in place, as a disk or a stray program might.
+    let mut bytes = fs::read(&copy).unwrap();
+    bytes[MIB + 3] ^= 0x20;
+    fs::write(&copy, &bytes).unwrap();
+
+    let mount = args.mount();
+    let got = read_at(&mount.join(key), MIB as u64, 4096);
+    assert_bytes_eq(&got, &want[MIB..MIB + 4096], "read over the flipped byte");
+    read_and_check(&mount, key, &want, "whole read after the flip");
+    let again = wait_for_whole_copy(cache.path(), &want).expect("a new copy");
+    assert_bytes_eq(&fs::read(again).unwrap(), &want, "the new copy");
+    let (summary, log) = unmount_for_summary(mount);
+    assert!(summary.rejected >= 1, "{summary:?}\n{log}");
+    assert!(summary.bytes_fetched >= len as u64, "{summary:?}");
+}
+
+/// While the kernel reads a file from its whole copy, the kernel allows only opens that share
+/// it: an O_DIRECT read of the same version works; a read of a newer version gets EBUSY and
+/// an overwrite ETXTBSY, leaving the object as it was and no upload behind; once the reader
+/// closes, both work.
+#[test]
+fn opens_beside_a_passthrough_file_share_it_or_are_refused_cleanly() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cache-whole-mixed");
+    let key = "m.bin";
+    let len = 3 * MIB + 17;
+    let want = pseudo_random_bytes(703, len);
+    s3.put(&bucket, key, want.clone());
+    let cache = cache_dir();
+    let args = s3.mount_args(&bucket).args([
+        "--cache",
+        &arg(cache.path()),
+        "--allow-overwrite",
+        "--metadata-ttl",
+        "0",
+    ]);
+    let mount = args.clone().mount();
+    read_and_check(&mount, key, &want, "first read");
+    if wait_for_whole_copy(cache.path(), &want).is_none() {
+        return without_passthrough(mount);
+    }
+    let path = mount.join(key);
+    let held = File::open(&path).unwrap();
+    assert_bytes_eq(&pread_full(&held, 0, 100), &want[..100], "held open");
+
+    let direct = read_direct(&path, MIB as u64, 2 * MIB);
+    assert_bytes_eq(
+        &direct,
+        &want[MIB..3 * MIB],
+        "O_DIRECT read beside passthrough",
+    );
+
+    // A new version in S3: a fresh open cannot share the old copy.
+    let newer = pseudo_random_bytes(704, MIB + 1);
+    s3.put(&bucket, key, newer.clone());
+    let err = File::open(&path).expect_err("open of a newer version beside passthrough");
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    // Nor can an overwrite; it leaves S3 as it was.
+    let written = pseudo_random_bytes(705, 64 * 1024);
+    let err = fs::write(&path, &written).expect_err("overwrite beside passthrough");
+    assert_eq!(err.raw_os_error(), Some(libc::ETXTBSY), "{err}");
+    assert_eq!(s3.get(&bucket, key), newer, "the object is unchanged");
+    assert!(s3.multipart_uploads(&bucket).is_empty(), "no upload left");
+
+    // The file held open still reads the version it opened.
+    assert_bytes_eq(
+        &pread_full(&held, (len - 10) as u64, 10),
+        &want[len - 10..],
+        "held open",
+    );
+    drop(held);
+    assert_bytes_eq(
+        &fs::read(&path).unwrap(),
+        &newer,
+        "the new version once closed",
+    );
+    fs::write(&path, &written).expect("overwrite once closed");
+    s3.assert_object_matches(&bucket, key, &written[..], written.len() as u64);
+    assert_bytes_eq(&fs::read(&path).unwrap(), &written, "read back");
+    unmount_for_summary(mount);
+}
+
+/// `len` bytes at `offset` read with O_DIRECT into a 4 KiB-aligned buffer.
+fn read_direct(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap_or_else(|e| panic!("O_DIRECT open of {}: {e}", path.display()));
+    let mut buf = vec![0u8; len + 4096];
+    let skip = buf.as_ptr().align_offset(4096);
+    let mut done = 0;
+    while done < len {
+        let at = buf[skip + done..].as_mut_ptr();
+        // SAFETY: `at` points into `buf` with at least `len - done` bytes after it.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                at.cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        assert!(n > 0, "O_DIRECT pread: {}", std::io::Error::last_os_error());
+        done += n as usize;
+    }
+    buf[skip..skip + len].to_vec()
 }

@@ -147,6 +147,11 @@ impl Header {
         start..end
     }
 
+    /// The CRC32C of each 4 KiB chunk of the data, in order.
+    pub fn chunk_crcs(&self) -> &[u32] {
+        &self.chunk_crcs
+    }
+
     /// Checks `data`, the bytes of the chunk-aligned span starting at `span_start`.
     pub fn verify(&self, span_start: usize, data: &[u8]) -> Result<(), Rejected> {
         let first = span_start / CHUNK;

@@ -12,11 +12,21 @@
 //!
 //! Blocks are read with plain reads rather than mmap (see `read_up_to`). A block's header is
 //! verified once and remembered (bounded); after that a read fetches and checks only the
-//! 4 KiB chunks it needs. All methods do blocking file I/O: call them from `spawn_blocking`.
+//! 4 KiB chunks it needs.
+//!
+//! Once every block of an object version is cached, and whole copies are on (the kernel
+//! agreed to FUSE passthrough), the blocks are copied into one whole-object file under
+//! `objects/` and deleted ([`whole`]): the kernel can read that file directly. It is
+//! accounted and evicted like a block, under the "block index" `WHOLE`.
+//!
+//! All methods do blocking file I/O: call them from `spawn_blocking` (or inline where
+//! `fs::blocking` allows).
 
 pub mod block;
 pub mod index;
+pub mod whole;
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
@@ -24,7 +34,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -38,6 +48,12 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
 /// Memory for verified block headers (about 1 KiB per 1 MiB block: 16 MiB covers 16 GiB of
 /// cached data with one header read per block).
 const HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Memory for verified whole-object sidecars (4 bytes per 4 KiB: 16 MiB covers 16 GiB).
+const SUMS_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The "block index" under which an object's whole-object copy is accounted.
+const WHOLE: u64 = u64::MAX;
 
 /// Share of the cache's filesystem kept free when no `--max-cache-size` is given.
 const FREE_SHARE_PERCENT: u64 = 5;
@@ -66,6 +82,10 @@ pub struct CacheCounters {
     pub rejected: AtomicU64,
     /// Blocks evicted to respect the bound.
     pub evicted: AtomicU64,
+    /// Whole-object copies written (see [`whole`]).
+    pub whole_built: AtomicU64,
+    /// Whole-object copies handed out for the kernel to read directly.
+    pub whole_opens: AtomicU64,
 }
 
 /// An open cache directory.
@@ -73,6 +93,7 @@ pub struct CacheCounters {
 pub struct DiskCache {
     config: CacheConfig,
     blocks_dir: PathBuf,
+    objects_dir: PathBuf,
     tmp_dir: PathBuf,
     /// The byte bound in force.
     max_bytes: u64,
@@ -85,6 +106,14 @@ pub struct DiskCache {
     /// Headers verified since their block was first read, by id: later reads of the block
     /// read and check only the chunks they need.
     headers: moka::sync::Cache<BlockId, Arc<block::Header>>,
+    /// Verified sidecars of whole-object copies, by object hash.
+    sums: moka::sync::Cache<u64, Arc<whole::Sums>>,
+    /// Objects whose whole-object copy is being written.
+    building: Mutex<HashSet<u64>>,
+    /// Whether complete objects are copied whole (see [`DiskCache::enable_whole_copies`]).
+    whole_copies: AtomicBool,
+    /// Whole-object copies asked for and not finished.
+    copies_pending: AtomicUsize,
     /// Hits, misses and evictions.
     pub counters: CacheCounters,
     next_tmp: AtomicU64,
@@ -96,8 +125,9 @@ impl DiskCache {
     pub fn open(config: CacheConfig) -> Result<Self, String> {
         let shown = config.dir.display().to_string();
         let blocks_dir = config.dir.join("blocks");
+        let objects_dir = config.dir.join("objects");
         let tmp_dir = config.dir.join("tmp");
-        for dir in [&blocks_dir, &tmp_dir] {
+        for dir in [&blocks_dir, &objects_dir, &tmp_dir] {
             fs::create_dir_all(dir).map_err(|e| format!("--cache {shown}: {e}"))?;
         }
         let lock = lock_dir(&config.dir)?;
@@ -108,7 +138,7 @@ impl DiskCache {
             }
         }
         let mut index = Index::default();
-        scan(&blocks_dir, &mut index);
+        scan(&blocks_dir, &objects_dir, &mut index);
         let max_bytes = match config.max_bytes {
             Some(max) => max,
             None => bound_from_free_space(&config.dir, index.used())
@@ -124,6 +154,7 @@ impl DiskCache {
         let cache = Self {
             config,
             blocks_dir,
+            objects_dir,
             tmp_dir,
             max_bytes,
             index: Mutex::new(index),
@@ -133,6 +164,13 @@ impl DiskCache {
                 .max_capacity(HEADER_BYTES)
                 .weigher(|_, header: &Arc<block::Header>| header_weight(header))
                 .build(),
+            sums: moka::sync::Cache::builder()
+                .max_capacity(SUMS_BYTES)
+                .weigher(|_, sums: &Arc<whole::Sums>| sums.weight())
+                .build(),
+            building: Mutex::new(HashSet::new()),
+            whole_copies: AtomicBool::new(false),
+            copies_pending: AtomicUsize::new(0),
             counters: CacheCounters::default(),
             next_tmp: AtomicU64::new(0),
         };
@@ -170,10 +208,31 @@ impl DiskCache {
         (hasher.finish(), index)
     }
 
+    /// The block file of `id`, or the data file of a whole-object copy.
     fn path_of(&self, id: BlockId) -> PathBuf {
+        if id.1 == WHOLE {
+            return self.objects_dir.join(format!("{:016x}", id.0));
+        }
         self.blocks_dir
             .join(format!("{:02x}", id.0 >> 56))
             .join(format!("{:016x}-{}", id.0, id.1))
+    }
+
+    /// The sidecar of the whole-object copy of the object hashed `hash`.
+    fn sums_path(&self, hash: u64) -> PathBuf {
+        self.objects_dir.join(format!("{hash:016x}.sum"))
+    }
+
+    /// Deletes the files of `id` (a block, or both files of a whole-object copy) and what
+    /// is remembered of them. The caller has taken `id` out of the index.
+    fn remove_files(&self, id: BlockId) {
+        if id.1 == WHOLE {
+            self.sums.invalidate(&id.0);
+            let _ = fs::remove_file(self.sums_path(id.0));
+        } else {
+            self.headers.invalidate(&id);
+        }
+        let _ = fs::remove_file(self.path_of(id));
     }
 
     /// Block `index` of `key` at `etag`, whole, if cached and intact.
@@ -197,6 +256,34 @@ impl DiskCache {
     ) -> Option<Bytes> {
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
+        let whole_id = (id.0, WHOLE);
+        if self.lock_index().contains(&whole_id) {
+            match self.read_whole(id.0, &object_id, index, within.clone()) {
+                Ok(Ok(Some(data))) => {
+                    self.lock_index().touch(&whole_id);
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Some(data);
+                }
+                Ok(Ok(None)) => {
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    return None; // past the end of the object: nothing is wrong with the copy
+                }
+                Ok(Err(why)) => {
+                    debug!(
+                        key,
+                        index,
+                        ?why,
+                        "whole-object copy rejected; fetching again"
+                    );
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.discard(whole_id);
+                }
+                Err(e) => {
+                    debug!(key, index, "whole-object copy unreadable: {e}");
+                    self.discard(whole_id);
+                }
+            }
+        }
         if !self.lock_index().contains(&id) {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -212,13 +299,13 @@ impl DiskCache {
                 debug!(key, index, ?why, "cached block rejected; fetching again");
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                self.discard(id, &path);
+                self.discard(id);
                 None
             }
             Err(e) => {
                 debug!(key, index, "cached block unreadable: {e}");
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                self.discard(id, &path);
+                self.discard(id);
                 None
             }
         }
@@ -274,10 +361,11 @@ impl DiskCache {
         ))
     }
 
-    fn discard(&self, id: BlockId, path: &Path) {
-        self.headers.invalidate(&id);
-        self.lock_index().remove(&id);
-        let _ = fs::remove_file(path);
+    fn discard(&self, id: BlockId) {
+        let mut accounting = self.lock_index();
+        if accounting.remove(&id).is_some() {
+            self.remove_files(id);
+        }
     }
 
     /// Stores block `index` of `key` at `etag`. Failures (disk full, unwritable directory)
@@ -289,6 +377,9 @@ impl DiskCache {
         let size = (header.len() + data.len()) as u64;
         if size > self.max_bytes || self.lock_index().contains(&id) {
             return;
+        }
+        if self.lock_index().contains(&(id.0, WHOLE)) {
+            return; // the object is held whole (a reader raced the copy)
         }
         // Room is made and the block's bytes are counted before the temporary file is
         // written, so temporary files and blocks together never pass the bound, however many
@@ -340,13 +431,18 @@ impl DiskCache {
         }
     }
 
-    /// Writes `header` then `data` to a new temporary file and returns its path.
-    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
-        let tmp = self.tmp_dir.join(format!(
+    /// A fresh name in `tmp/`.
+    fn tmp_path(&self) -> PathBuf {
+        self.tmp_dir.join(format!(
             "{}-{}",
             std::process::id(),
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
-        ));
+        ))
+    }
+
+    /// Writes `header` then `data` to a new temporary file and returns its path.
+    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
+        let tmp = self.tmp_path();
         let written = File::create(&tmp).and_then(|mut out| {
             out.write_all(header)?;
             out.write_all(data)
@@ -360,6 +456,262 @@ impl DiskCache {
         }
     }
 
+    /// The verified sidecar of the whole-object copy of `object_id` (hashed `hash`).
+    fn load_sums(
+        &self,
+        hash: u64,
+        object_id: &str,
+    ) -> io::Result<Result<Arc<whole::Sums>, block::Rejected>> {
+        if let Some(sums) = self.sums.get(&hash) {
+            return Ok(Ok(sums));
+        }
+        let buf = fs::read(self.sums_path(hash))?;
+        Ok(whole::decode(&buf, object_id).map(|sums| {
+            let sums = Arc::new(sums);
+            self.sums.insert(hash, sums.clone());
+            sums
+        }))
+    }
+
+    /// Bytes `within` (all when `None`) of block `index`, read from the whole-object copy
+    /// of `object_id` and checked chunk by chunk; `None` when the object has no such bytes.
+    fn read_whole(
+        &self,
+        hash: u64,
+        object_id: &str,
+        index: u64,
+        within: Option<Range<usize>>,
+    ) -> io::Result<Result<Option<Bytes>, block::Rejected>> {
+        let sums = match self.load_sums(hash, object_id)? {
+            Ok(sums) => sums,
+            Err(why) => return Ok(Err(why)),
+        };
+        let base = index.saturating_mul(self.config.block_size);
+        let block_len = sums.size.saturating_sub(base).min(self.config.block_size) as usize;
+        let within = within.unwrap_or(0..block_len);
+        if within.end > block_len || within.start > within.end {
+            return Ok(Ok(None));
+        }
+        let chunk = block::CHUNK as u64;
+        let start = (base + within.start as u64) / chunk * chunk;
+        let end = (base + within.end as u64)
+            .next_multiple_of(chunk)
+            .min(sums.size);
+        let mut data = vec![0; (end - start) as usize];
+        let file = File::open(self.path_of((hash, WHOLE)))?;
+        match file.read_exact_at(&mut data, start) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Err(block::Rejected::Malformed));
+            }
+            Err(e) => return Err(e),
+        }
+        if let Err(why) = sums.verify(start, &data) {
+            return Ok(Err(why));
+        }
+        let from = (base + within.start as u64 - start) as usize;
+        Ok(Ok(Some(Bytes::from(data).slice(from..from + within.len()))))
+    }
+
+    /// The whole-object copy of `key` at `etag`, opened, if there is one and its data file
+    /// is exactly as it was written (see [`whole`]): for the kernel to read directly.
+    pub fn whole_file(&self, key: &str, etag: &str) -> Option<File> {
+        let object_id = self.object_id(key, etag);
+        let id = (Self::block_id(&object_id, 0).0, WHOLE);
+        if !self.lock_index().contains(&id) {
+            return None;
+        }
+        let checked = self.load_sums(id.0, &object_id).and_then(|sums| {
+            let file = File::open(self.path_of(id))?;
+            let identity = whole::Identity::of(&file.metadata()?);
+            let same = sums.is_ok_and(|s| s.identity == identity);
+            Ok(same.then_some(file))
+        });
+        match checked {
+            Ok(Some(file)) => {
+                self.lock_index().touch(&id);
+                self.counters.whole_opens.fetch_add(1, Ordering::Relaxed);
+                Some(file)
+            }
+            Ok(None) => {
+                debug!(key, "whole-object copy changed on disk; dropped");
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.discard(id);
+                None
+            }
+            Err(e) => {
+                debug!(key, "whole-object copy unreadable: {e}");
+                self.discard(id);
+                None
+            }
+        }
+    }
+
+    /// Whether every byte of `key` at `etag` (`size` bytes) is cached, as blocks or whole.
+    pub fn is_complete(&self, key: &str, etag: &str, size: u64) -> bool {
+        let hash = Self::block_id(&self.object_id(key, etag), 0).0;
+        let accounting = self.lock_index();
+        accounting.contains(&(hash, WHOLE))
+            || (0..size.div_ceil(self.config.block_size)).all(|i| accounting.contains(&(hash, i)))
+    }
+
+    /// From now on, objects whose every block is cached are copied whole (the kernel agreed
+    /// to read such copies directly: without that a copy would only cost a write).
+    pub fn enable_whole_copies(&self) {
+        self.whole_copies.store(true, Ordering::Relaxed);
+    }
+
+    /// A whole-object copy of `key` at `etag` (`size` bytes) to make, if copies are on and
+    /// one is worth starting now ([`DiskCache::wants_whole`]). Counted as pending until run
+    /// or dropped.
+    pub fn pending_copy(self: &Arc<Self>, key: &str, etag: &str, size: u64) -> Option<PendingCopy> {
+        if !self.whole_copies.load(Ordering::Relaxed) || !self.wants_whole(key, etag, size) {
+            return None;
+        }
+        self.copies_pending.fetch_add(1, Ordering::AcqRel);
+        Some(PendingCopy {
+            cache: self.clone(),
+            key: key.to_string(),
+            etag: etag.to_string(),
+            size,
+        })
+    }
+
+    /// Waits (blocking, at most `timeout`) for pending whole-object copies, so that an
+    /// unmount leaves them complete; returns how many are still pending.
+    pub fn wait_for_copies(&self, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let pending = self.copies_pending.load(Ordering::Acquire);
+            if pending == 0 || std::time::Instant::now() >= deadline {
+                return pending;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a whole-object copy of `key` at `etag` (`size` bytes) is worth starting: there
+    /// is none, none is being written, every block is cached, and it fits the bound.
+    pub fn wants_whole(&self, key: &str, etag: &str, size: u64) -> bool {
+        let object_id = self.object_id(key, etag);
+        let hash = Self::block_id(&object_id, 0).0;
+        let total = size + whole::encoded_len(object_id.len(), size) as u64;
+        size > 0
+            && total <= self.max_bytes / 2
+            && !self.lock_index().contains(&(hash, WHOLE))
+            && !self
+                .building
+                .lock()
+                .expect("building lock poisoned")
+                .contains(&hash)
+            && self.is_complete(key, etag, size)
+    }
+
+    /// Copies the cached blocks of `key` at `etag` (`size` bytes) into a whole-object copy
+    /// and deletes the blocks. Every block is checked as it is copied, the data is synced
+    /// before it is put in place, and the sidecar records the placed file's identity. Does
+    /// nothing (returns false) when a copy exists or is being made, when a block is missing
+    /// or bad, or when the object would take more than half the cache. Blocking file I/O.
+    pub fn build_whole(&self, key: &str, etag: &str, size: u64) -> bool {
+        let object_id = self.object_id(key, etag);
+        let hash = Self::block_id(&object_id, 0).0;
+        let total = size + whole::encoded_len(object_id.len(), size) as u64;
+        if size == 0 || total > self.max_bytes / 2 || !self.is_complete(key, etag, size) {
+            return false;
+        }
+        if self.lock_index().contains(&(hash, WHOLE)) {
+            return false;
+        }
+        let Some(_building) = Building::start(&self.building, hash) else {
+            return false;
+        };
+        {
+            let mut accounting = self.lock_index();
+            self.evict_locked(&mut accounting, self.max_bytes - total);
+            if accounting.used() + total > self.max_bytes {
+                return false;
+            }
+            accounting.reserve(total);
+        }
+        let tmp = self.tmp_path();
+        let written = self.write_whole(&tmp, hash, &object_id, size);
+        let mut accounting = self.lock_index();
+        accounting.unreserve(total);
+        let placed = written.and_then(|sums| {
+            let Some(sums) = sums else {
+                return Ok(false); // a block went missing or failed its check
+            };
+            let data_path = self.path_of((hash, WHOLE));
+            fs::rename(&tmp, &data_path)?;
+            let identity = whole::Identity::of(&fs::metadata(&data_path)?);
+            let sidecar = whole::encode(&object_id, size, identity, &sums);
+            let sidecar_tmp = self.tmp_path();
+            let result = fs::write(&sidecar_tmp, &sidecar)
+                .and_then(|()| fs::rename(&sidecar_tmp, self.sums_path(hash)));
+            if let Err(e) = result {
+                let _ = fs::remove_file(&sidecar_tmp);
+                let _ = fs::remove_file(&data_path);
+                return Err(e);
+            }
+            accounting.insert((hash, WHOLE), total);
+            for index in 0..size.div_ceil(self.config.block_size) {
+                if accounting.remove(&(hash, index)).is_some() {
+                    self.remove_files((hash, index));
+                }
+            }
+            Ok(true)
+        });
+        drop(accounting);
+        match placed {
+            Ok(true) => {
+                self.counters.whole_built.fetch_add(1, Ordering::Relaxed);
+                debug!(key, size, "whole-object copy written");
+                true
+            }
+            Ok(false) => {
+                let _ = fs::remove_file(&tmp);
+                false
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                debug!(key, "whole-object copy not written: {e}");
+                false
+            }
+        }
+    }
+
+    /// Writes the object's blocks, checked, into `tmp` and syncs it; returns the chunk sums,
+    /// or `None` when a block is missing or bad.
+    fn write_whole(
+        &self,
+        tmp: &Path,
+        hash: u64,
+        object_id: &str,
+        size: u64,
+    ) -> io::Result<Option<Vec<u32>>> {
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        let mut sums = whole::ChunkSums::default();
+        for index in 0..size.div_ceil(self.config.block_size) {
+            let id = (hash, index);
+            let data = match self.read_block(&self.path_of(id), id, object_id, index, None) {
+                Ok(Ok(data)) => data,
+                Ok(Err(_)) | Err(_) => return Ok(None),
+            };
+            let expected = (size - index * self.config.block_size).min(self.config.block_size);
+            if data.len() as u64 != expected {
+                return Ok(None);
+            }
+            // The block's verified header holds the sums of its chunks already.
+            match self.headers.get(&id) {
+                Some(header) => sums.feed_summed(&data, header.chunk_crcs()),
+                None => sums.feed(&data),
+            }
+            out.write_all(&data)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        Ok(Some(sums.finish()))
+    }
+
     fn evict_to(&self, max: u64) {
         let mut accounting = self.lock_index();
         self.evict_locked(&mut accounting, max);
@@ -370,9 +722,52 @@ impl DiskCache {
             let Some(id) = accounting.pop_oldest() else {
                 return;
             };
-            self.headers.invalidate(&id);
-            let _ = fs::remove_file(self.path_of(id));
+            self.remove_files(id);
             self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A whole-object copy to make (blocking file I/O: run it where blocking is allowed).
+#[derive(Debug)]
+pub struct PendingCopy {
+    cache: Arc<DiskCache>,
+    key: String,
+    etag: String,
+    size: u64,
+}
+
+impl PendingCopy {
+    /// Makes the copy; false if it was not made (see [`DiskCache::build_whole`]).
+    pub fn run(self) -> bool {
+        self.cache.build_whole(&self.key, &self.etag, self.size)
+    }
+}
+
+impl Drop for PendingCopy {
+    fn drop(&mut self) {
+        self.cache.copies_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Marks an object as having its whole-object copy written, until dropped.
+struct Building<'a> {
+    set: &'a Mutex<HashSet<u64>>,
+    hash: u64,
+}
+
+impl<'a> Building<'a> {
+    /// `None` when the object's copy is being written already.
+    fn start(set: &'a Mutex<HashSet<u64>>, hash: u64) -> Option<Self> {
+        let fresh = set.lock().expect("building lock poisoned").insert(hash);
+        fresh.then_some(Self { set, hash })
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.hash);
         }
     }
 }
@@ -420,9 +815,11 @@ fn header_weight(header: &block::Header) -> u32 {
     u32::try_from(64 + header.data_len.div_ceil(block::CHUNK) * 4).unwrap_or(u32::MAX)
 }
 
-/// Indexes the block files found under `blocks_dir`, oldest (by mtime) first.
-fn scan(blocks_dir: &Path, index: &mut Index) {
+/// Indexes the block files found under `blocks_dir` and the whole-object copies under
+/// `objects_dir`, oldest (by mtime) first; strays are deleted.
+fn scan(blocks_dir: &Path, objects_dir: &Path, index: &mut Index) {
     let mut found = Vec::new();
+    scan_objects(objects_dir, &mut found);
     for shard in fs::read_dir(blocks_dir).into_iter().flatten().flatten() {
         for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             let name = entry.file_name();
@@ -447,6 +844,44 @@ fn scan(blocks_dir: &Path, index: &mut Index) {
     found.sort();
     for (_, id, size) in found {
         index.insert(id, size);
+    }
+}
+
+/// Whole-object copies (a data file and its `.sum` sidecar) under `objects_dir`; a data
+/// file without sidecar or a sidecar without data file is deleted. Contents are checked
+/// when used.
+fn scan_objects(objects_dir: &Path, found: &mut Vec<(std::time::SystemTime, BlockId, u64)>) {
+    let hash_of = |name: &str| {
+        let hex = name.strip_suffix(".sum").unwrap_or(name);
+        (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+    };
+    let entries: Vec<_> = fs::read_dir(objects_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    let names: HashSet<String> = entries
+        .iter()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for entry in entries {
+        let name = entry.file_name().into_string().unwrap_or_default();
+        let partner = match name.strip_suffix(".sum") {
+            Some(data) => data.to_string(),
+            None => format!("{name}.sum"),
+        };
+        let (Some(hash), true) = (hash_of(&name), names.contains(&partner)) else {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        };
+        if name.ends_with(".sum") {
+            continue; // counted with its data file
+        }
+        let sidecar = fs::metadata(objects_dir.join(&partner)).map_or(0, |m| m.len());
+        if let Ok(meta) = entry.metadata() {
+            let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            found.push((mtime, (hash, WHOLE), meta.len() + sidecar));
+        }
     }
 }
 

@@ -166,3 +166,158 @@ fn default_bound_leaves_free_space() {
     let cache = DiskCache::open(config(tmp.path(), None)).unwrap();
     assert!(cache.max_bytes() > 0);
 }
+
+/// An object of `len` bytes cached block by block (4 KiB blocks).
+fn cache_object(cache: &DiskCache, len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    for (index, block) in data.chunks(4096).enumerate() {
+        cache.put("k", "e", index as u64, block);
+    }
+    data
+}
+
+fn object_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir.join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_complete_object_becomes_one_whole_copy_that_serves_every_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    let len = 3 * 4096 + 100;
+    let data = cache_object(&cache, len - 100);
+    assert!(
+        !cache.build_whole("k", "e", len as u64),
+        "a block is missing: no copy"
+    );
+    let data = {
+        let mut all = data;
+        all.extend((len - 100..len).map(|i| (i * 31 % 251) as u8));
+        cache.put("k", "e", 3, &all[3 * 4096..]);
+        all
+    };
+    assert!(cache.is_complete("k", "e", len as u64));
+    assert!(cache.build_whole("k", "e", len as u64));
+    assert!(!cache.build_whole("k", "e", len as u64), "built once");
+    assert!(block_files(tmp.path()).is_empty(), "the blocks are gone");
+    let files = object_files(tmp.path());
+    assert_eq!(files.len(), 2, "data file and sidecar: {files:?}");
+    assert_eq!(fs::read(&files[0]).unwrap(), data, "byte n at offset n");
+    assert_eq!(
+        cache.used(),
+        files
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum::<u64>()
+    );
+    for (index, within) in [(0, 0..4096), (1, 10..20), (3, 0..100), (2, 4000..4096)] {
+        let at = index as usize * 4096;
+        let got = cache.read("k", "e", index, within.clone()).unwrap();
+        assert_eq!(got.as_ref(), &data[at + within.start..at + within.end]);
+    }
+    assert_eq!(cache.get("k", "e", 3).unwrap().as_ref(), &data[3 * 4096..]);
+    assert!(cache.read("k", "e", 3, 0..101).is_none(), "past the object");
+    // A new read of the object does not bring blocks back.
+    cache.put("k", "e", 0, &data[..4096]);
+    assert!(block_files(tmp.path()).is_empty());
+    let mut handed = Vec::new();
+    std::io::Read::read_to_end(&mut cache.whole_file("k", "e").unwrap(), &mut handed).unwrap();
+    assert_eq!(handed, data);
+    assert!(cache.whole_file("k", "other-etag").is_none());
+}
+
+#[test]
+fn a_whole_copy_survives_a_reopen_but_not_a_change_to_its_data_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let len = 2 * 4096;
+    let data = {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        let data = cache_object(&cache, len);
+        assert!(cache.build_whole("k", "e", len as u64));
+        data
+    };
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    assert!(
+        cache.whole_file("k", "e").is_some(),
+        "reused after a reopen"
+    );
+    // Rewriting the same bytes changes the file's change time: never handed to the kernel.
+    let path = &object_files(tmp.path())[0];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(path, &data).unwrap();
+    assert!(cache.whole_file("k", "e").is_none());
+    assert!(object_files(tmp.path()).is_empty(), "dropped");
+    assert_eq!(cache.used(), 0);
+}
+
+#[test]
+fn a_flipped_byte_in_a_whole_copy_is_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    let data = cache_object(&cache, 3 * 4096);
+    assert!(cache.build_whole("k", "e", data.len() as u64));
+    let path = object_files(tmp.path())[0].clone();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[4096 + 7] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    assert_eq!(
+        cache.read("k", "e", 0, 0..4096).unwrap().as_ref(),
+        &data[..4096]
+    );
+    assert!(cache.read("k", "e", 1, 0..10).is_none());
+    assert!(
+        object_files(tmp.path()).is_empty(),
+        "the bad copy was deleted"
+    );
+    assert!(
+        cache.read("k", "e", 0, 0..10).is_none(),
+        "nothing left to serve"
+    );
+}
+
+#[test]
+fn whole_copies_count_against_the_bound_and_are_evicted_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = 12 * one_block_file();
+    let cache = DiskCache::open(config(tmp.path(), Some(max))).unwrap();
+    let data = cache_object(&cache, 4 * 4096);
+    assert!(cache.build_whole("k", "e", data.len() as u64));
+    for i in 0..40 {
+        cache.put("other", "e", i, &[i as u8; 4096]);
+        assert!(cache.used() <= max);
+        assert!(dir_bytes(tmp.path()) + whole_bytes(tmp.path()) <= max);
+    }
+    assert!(object_files(tmp.path()).is_empty(), "evicted, both files");
+    assert!(cache.read("k", "e", 0, 0..10).is_none());
+}
+
+fn whole_bytes(dir: &Path) -> u64 {
+    object_files(dir)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn stray_halves_of_whole_copies_are_deleted_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        let data = cache_object(&cache, 4096);
+        assert!(cache.build_whole("k", "e", data.len() as u64));
+    }
+    let sidecar = object_files(tmp.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "sum"))
+        .unwrap();
+    fs::remove_file(sidecar).unwrap();
+    fs::write(tmp.path().join("objects/not-a-copy"), b"x").unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    assert!(object_files(tmp.path()).is_empty());
+    assert_eq!(cache.used(), 0);
+}

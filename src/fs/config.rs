@@ -27,6 +27,9 @@ pub struct FsConfig {
     pub part_size: u64,
     /// Bytes of prefetched data the whole mount may hold (`--memory-target`).
     pub memory_limit: u64,
+    /// With a data cache: let the kernel read objects the cache holds whole directly (FUSE
+    /// passthrough) where the kernel and our privileges allow; `--no-passthrough` turns it off.
+    pub passthrough: bool,
 }
 
 impl Default for FsConfig {
@@ -43,6 +46,7 @@ impl Default for FsConfig {
             allow_overwrite: false,
             part_size: 8 * 1024 * 1024,
             memory_limit: 512 * 1024 * 1024,
+            passthrough: false,
         }
     }
 }

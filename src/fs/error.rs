@@ -59,6 +59,11 @@ pub enum FsError {
     /// copying file by file on this errno.
     #[error("renaming directories is not supported")]
     CrossDevice,
+    /// The file is open elsewhere with the kernel reading its cached copy directly (FUSE
+    /// passthrough), which rules out this open until those files are closed: ETXTBSY for a
+    /// write, EBUSY for a read of a newer version.
+    #[error("the file is open with the kernel reading its cached copy directly; close it first")]
+    PassthroughBusy(i32),
     /// The object store failed.
     #[error("S3 request for {key:?} failed: {source}")]
     S3 {
@@ -101,6 +106,7 @@ impl FsError {
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
+            FsError::PassthroughBusy(errno) => *errno,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,
@@ -115,7 +121,10 @@ impl FsError {
     /// Whether this is a failure worth a log line at `warn`/`error` (as opposed to an ordinary
     /// answer such as ENOENT that programs expect).
     pub fn is_failure(&self) -> bool {
-        matches!(self, FsError::ObjectChanged { .. } | FsError::S3 { .. })
+        matches!(
+            self,
+            FsError::ObjectChanged { .. } | FsError::S3 { .. } | FsError::PassthroughBusy(_)
+        )
     }
 }
 

@@ -110,7 +110,40 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.budget.clone(),
             self.counters.clone(),
         );
+        self.consider_whole_copy(&reader);
         Ok(self.new_handle(OpenFile::Read(Arc::new(reader))))
+    }
+
+    /// The ETag pinned by a reading handle.
+    pub fn read_etag(&self, fh: u64) -> Option<String> {
+        match self.handle(fh).ok()? {
+            OpenFile::Read(reader) => reader.object().1.map(str::to_string),
+            OpenFile::Write { .. } => None,
+        }
+    }
+
+    /// The whole-object copy of the object a reading handle reads, opened, and that
+    /// object's ETag, when the cache holds one the kernel may read directly.
+    pub fn whole_file(&self, fh: u64) -> Option<(std::fs::File, String)> {
+        let OpenFile::Read(reader) = self.handle(fh).ok()? else {
+            return None;
+        };
+        let (key, etag, _) = reader.object();
+        let etag = etag?;
+        let file = self.cache.as_ref()?.whole_file(key, etag)?;
+        Some((file, etag.to_string()))
+    }
+
+    /// Starts writing the whole-object copy of what `reader` reads, in the background, when
+    /// whole copies are on and the cache holds every block of it (see `cache::whole`). The
+    /// block writes of a read also ask, once they are done (`read::source`).
+    fn consider_whole_copy(&self, reader: &FileReader<S>) {
+        let (Some(cache), (key, Some(etag), size)) = (&self.cache, reader.object()) else {
+            return;
+        };
+        if let Some(copy) = cache.pending_copy(key, etag, size) {
+            tokio::task::spawn_blocking(move || copy.run());
+        }
     }
 
     /// Creates `name` in `parent` for writing; returns its attributes and handle number.
@@ -256,6 +289,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
+    /// Drops a handle the kernel never got (its open was refused after all): an upload it
+    /// started is abandoned, nothing is committed.
+    pub async fn abandon(&self, fh: u64) {
+        let file = self
+            .files
+            .lock()
+            .expect("file handles lock poisoned")
+            .remove(&fh);
+        if let Some(OpenFile::Write { ino, writer, .. }) = file {
+            writer.abort(libc::EBUSY).await;
+            self.upload_gone(ino, &writer).await;
+        }
+    }
+
     /// Closes a handle. A writing handle that was never flushed commits now (nobody can see
     /// the error any more, so it is logged).
     pub async fn release(&self, fh: u64) {
@@ -264,6 +311,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .lock()
             .expect("file handles lock poisoned")
             .remove(&fh);
+        if let Some(OpenFile::Read(reader)) = &file {
+            self.consider_whole_copy(reader);
+        }
         if let Some(OpenFile::Write { ino, writer, .. }) = file {
             if let Err(e) = self.commit(ino, &writer).await {
                 if !matches!(

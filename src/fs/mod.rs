@@ -142,6 +142,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
+    /// From now on, objects the cache holds completely are copied into whole-object files,
+    /// which the kernel can read directly (called once passthrough is agreed with it).
+    pub fn enable_whole_copies(&self) {
+        if let Some(cache) = &self.cache {
+            cache.enable_whole_copies();
+        }
+    }
+
     /// Read counters so far.
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()

@@ -4,6 +4,7 @@
 //! unrelated `ls`. No decisions are made here.
 
 mod attr;
+mod passthrough;
 pub mod session;
 
 use std::ffi::OsStr;
@@ -14,17 +15,18 @@ use std::task::{Context, Waker};
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
 use crate::s3::ObjectStore;
 use attr::file_attr;
+use passthrough::{Answer, PassthroughTable, Wanted};
 
 /// Directory entries asked of the filesystem per readdir request (the kernel's buffer holds
 /// about this many typical names; what does not fit is asked again at the next offset).
@@ -49,12 +51,37 @@ fn fail(op: &'static str, err: FsError) -> Errno {
 pub struct FuseAdapter<S: ObjectStore> {
     fs: Arc<S3Filesystem<S>>,
     runtime: Handle,
+    /// I/O modes of open files, for passthrough of objects the cache holds whole.
+    passthrough: Arc<PassthroughTable<BackingId>>,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
     /// An adapter that runs every request of `fs` on `runtime`.
     pub fn new(fs: Arc<S3Filesystem<S>>, runtime: Handle) -> Self {
-        Self { fs, runtime }
+        Self {
+            fs,
+            runtime,
+            passthrough: Arc::default(),
+        }
+    }
+
+    /// Asks the kernel for passthrough when the cache is on, it is wanted, and we may
+    /// register backing files (that needs CAP_SYS_ADMIN: root). Stack depth 1: backing
+    /// files on a plain filesystem, and an overlay may still be mounted over us.
+    fn negotiate_passthrough(&self, config: &mut KernelConfig) {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !(self.fs.config().passthrough && self.fs.cache().is_some() && root) {
+            return;
+        }
+        match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+            Ok(()) if config.set_max_stack_depth(1).is_ok() => {
+                self.passthrough.enable();
+                self.fs.enable_whole_copies();
+                info!("FUSE passthrough on: the kernel reads objects the cache holds whole");
+            }
+            _ => debug!("kernel lacks FUSE passthrough; cached objects are read through mount-s3"),
+        }
     }
 
     /// Runs a request's future: first polled right here on the dispatch thread (with
@@ -83,6 +110,36 @@ impl<S: ObjectStore> FuseAdapter<S> {
             FsError::NotPermitted(what)
         };
         fail(op, err)
+    }
+}
+
+/// How often, and how far apart, an open refused because its inode is in passthrough is
+/// decided again: the release of the last passthrough file may be on its way (the kernel
+/// sends it after close returns).
+const BUSY_RETRIES: u32 = 20;
+const BUSY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// [`PassthroughTable::open`], decided again for a while if the inode is busy.
+async fn decide_open<W, R>(
+    table: &PassthroughTable<BackingId>,
+    ino: u64,
+    fh: u64,
+    wanted: Wanted<'_>,
+    whole: W,
+    register: R,
+) -> Answer<BackingId>
+where
+    W: Fn() -> Option<(std::fs::File, String)>,
+    R: Fn(&std::fs::File) -> std::io::Result<BackingId>,
+{
+    let mut tries = 0;
+    loop {
+        let answer = table.open(ino, fh, wanted, &whole, &register);
+        if !matches!(answer, Answer::Busy(_)) || tries == BUSY_RETRIES {
+            return answer;
+        }
+        tries += 1;
+        tokio::time::sleep(BUSY_RETRY_DELAY).await;
     }
 }
 
@@ -116,6 +173,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // from tasks, so concurrency costs no dispatch thread.
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        self.negotiate_passthrough(config);
         Ok(())
     }
 
@@ -284,10 +342,36 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let mode = open_mode(flags.0);
         let caller = req.pid();
         let fs = self.fs.clone();
+        let table = self.passthrough.clone();
         self.run(async move {
-            match fs.open(ino.0, mode, caller).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(fail("open", e)),
+            let fh = match fs.open(ino.0, mode, caller).await {
+                Ok(fh) => fh,
+                Err(e) => return reply.error(fail("open", e)),
+            };
+            let etag = (!mode.write).then(|| fs.read_etag(fh)).flatten();
+            let wanted = match etag.as_deref() {
+                Some(etag) if mode.direct => Wanted::DirectRead(etag),
+                Some(etag) => Wanted::Read(etag),
+                None => Wanted::Other,
+            };
+            let answer = decide_open(
+                &table,
+                ino.0,
+                fh,
+                wanted,
+                || fs.whole_file(fh),
+                |file| reply.open_backing(file),
+            )
+            .await;
+            match answer {
+                Answer::Cached => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Answer::Passthrough(backing) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                }
+                Answer::Busy(errno) => {
+                    fs.abandon(fh).await;
+                    reply.error(fail("open", FsError::PassthroughBusy(errno)));
+                }
             }
         });
     }
@@ -365,6 +449,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
+        self.passthrough.release(fh.0);
         self.run(async move {
             fs.release(fh.0).await;
             reply.ok();
@@ -530,15 +615,31 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         };
         let caller = req.pid();
         let fs = self.fs.clone();
+        let table = self.passthrough.clone();
         self.run(async move {
             match fs.create(parent.0, &name, caller).await {
-                Ok((attr, fh)) => reply.created(
-                    &fs.kernel_ttl(),
-                    &file_attr(&attr),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((attr, fh)) => {
+                    let answer = decide_open(
+                        &table,
+                        attr.ino,
+                        fh,
+                        Wanted::Other,
+                        || None,
+                        |_| Err(std::io::Error::other("a write never passes through")),
+                    )
+                    .await;
+                    if let Answer::Busy(errno) = answer {
+                        fs.abandon(fh).await;
+                        return reply.error(fail("create", FsError::PassthroughBusy(errno)));
+                    }
+                    reply.created(
+                        &fs.kernel_ttl(),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    );
+                }
                 Err(e) => reply.error(fail("create", e)),
             }
         });

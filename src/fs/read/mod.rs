@@ -57,6 +57,12 @@ impl<S: ObjectStore> FileReader<S> {
         }
     }
 
+    /// The object read: key, pinned ETag (if any) and size.
+    pub fn object(&self) -> (&str, Option<&str>, u64) {
+        let source = &self.source;
+        (&source.key, source.etag.as_deref(), source.size)
+    }
+
     /// Up to `len` bytes at `offset`; fewer at the end of the object, none past it.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
         let end = offset.saturating_add(u64::from(len)).min(self.source.size);

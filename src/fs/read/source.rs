@@ -107,9 +107,14 @@ impl<S: ObjectStore> ObjectSource<S> {
         }
         if !fetched.is_empty() {
             let key = self.key.clone();
+            let size = self.size;
             tokio::task::spawn_blocking(move || {
                 for (index, block) in fetched {
                     cache.put(&key, &etag, index, &block);
+                }
+                // These may have been the object's last missing blocks.
+                if let Some(copy) = cache.pending_copy(&key, &etag, size) {
+                    copy.run();
                 }
             });
         }
