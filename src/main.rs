@@ -163,6 +163,10 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     if let Some(cache) = fs.cache() {
         // A copy being written finishes (it is bounded by one object's size); one cut short
         // would be thrown away at the next mount.
+        let pending = cache.pending_copies();
+        if pending > 0 {
+            info!(pending, "finishing whole-object copies before exit");
+        }
         let unfinished = cache.wait_for_copies(Duration::from_secs(300));
         if unfinished > 0 {
             warn!(

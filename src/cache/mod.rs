@@ -561,6 +561,12 @@ impl DiskCache {
         self.whole_copies.store(true, Ordering::Relaxed);
     }
 
+    /// No more whole-object copies (the kernel refused a copy after all); copies made stay
+    /// in use for reads through mount-s3.
+    pub fn disable_whole_copies(&self) {
+        self.whole_copies.store(false, Ordering::Relaxed);
+    }
+
     /// A whole-object copy of `key` at `etag` (`size` bytes) to make, if copies are on and
     /// one is worth starting now ([`DiskCache::wants_whole`]). Counted as pending until run
     /// or dropped.
@@ -575,6 +581,11 @@ impl DiskCache {
             etag: etag.to_string(),
             size,
         })
+    }
+
+    /// Whole-object copies asked for and not finished.
+    pub fn pending_copies(&self) -> usize {
+        self.copies_pending.load(Ordering::Acquire)
     }
 
     /// Waits (blocking, at most `timeout`) for pending whole-object copies, so that an

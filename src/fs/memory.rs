@@ -6,7 +6,7 @@
 //! down instead of growing the process.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The shared budget.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub struct MemoryBudget {
     used: AtomicU64,
     /// Most bytes ever reserved at once (for tests and the unmount summary).
     peak: AtomicU64,
+    /// Readers streaming (holding prefetched parts) now; windows shrink as they multiply.
+    streams: AtomicUsize,
 }
 
 impl MemoryBudget {
@@ -25,6 +27,7 @@ impl MemoryBudget {
             limit,
             used: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            streams: AtomicUsize::new(0),
         })
     }
 
@@ -62,6 +65,31 @@ impl MemoryBudget {
     /// Most bytes reserved at once since the start.
     pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Counts a reader as streaming until the returned guard is dropped.
+    pub fn stream(self: &Arc<Self>) -> Streaming {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        Streaming {
+            budget: self.clone(),
+        }
+    }
+
+    /// Readers streaming now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+}
+
+/// A reader counted as streaming (see [`MemoryBudget::stream`]).
+#[derive(Debug)]
+pub struct Streaming {
+    budget: Arc<MemoryBudget>,
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.budget.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

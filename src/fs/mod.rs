@@ -150,6 +150,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
+    /// Stops making whole-object copies (the kernel cannot read them after all).
+    pub fn disable_whole_copies(&self) {
+        if let Some(cache) = &self.cache {
+            cache.disable_whole_copies();
+        }
+    }
+
     /// Read counters so far.
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()

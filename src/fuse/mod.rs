@@ -363,6 +363,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 |file| reply.open_backing(file),
             )
             .await;
+            if !table.is_on() {
+                fs.disable_whole_copies(); // registering a backing file failed
+            }
             match answer {
                 Answer::Cached => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Answer::Passthrough(backing) => {

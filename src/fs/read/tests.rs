@@ -281,6 +281,38 @@ async fn budget_holds_under_sixteen_readers() {
     assert_eq!(fx.budget.used(), 0);
 }
 
+#[test]
+fn windows_are_shared_once_more_than_two_readers_stream() {
+    let config = PrefetchConfig::new(8 * MIB, 512 * MIB);
+    assert_eq!(config.max_window, 128 * MIB);
+    let shares: Vec<u64> = [0, 1, 2, 3, 4, 8, 16, 64]
+        .iter()
+        .map(|&n| prefetch::window_share(&config, n) / MIB)
+        .collect();
+    assert_eq!(shares, [128, 128, 128, 85, 64, 32, 16, 16]);
+}
+
+#[tokio::test]
+async fn streaming_readers_are_counted_until_they_jump_or_close() {
+    let fx = Fixture::default_sizes();
+    let mut readers = Vec::new();
+    for i in 0..3u32 {
+        let key = format!("s{i}");
+        fx.store.put(&key, pattern((64 * MIB) as usize, i));
+        let reader = fx.reader(&key).await;
+        reader.read(0, 64 * 1024).await.unwrap();
+        reader.read(64 * 1024, 64 * 1024).await.unwrap();
+        readers.push(reader);
+    }
+    assert_eq!(fx.budget.streams(), 3);
+    // A far jump: that reader fetches exactly what it asks for, nothing queued.
+    readers[0].read(60 * MIB, 4096).await.unwrap();
+    assert_eq!(fx.budget.streams(), 2);
+    readers.clear();
+    assert_eq!(fx.budget.streams(), 0);
+    assert_eq!(fx.budget.used(), 0);
+}
+
 fn cached_fixture(dir: &std::path::Path) -> Fixture {
     let mut fx = Fixture::default_sizes();
     let cache = crate::cache::DiskCache::open(crate::cache::CacheConfig {
