@@ -49,8 +49,10 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
 /// cached data with one header read per block).
 const HEADER_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Memory for verified whole-object sidecars (4 bytes per 4 KiB: 16 MiB covers 16 GiB).
-const SUMS_BYTES: u64 = 16 * 1024 * 1024;
+/// Memory for verified whole-object sidecars (4 bytes per 4 KiB: 64 MiB covers 64 GiB of
+/// copies). A copy's sidecar may take at most a quarter of it (objects up to 16 GiB are
+/// copied), so that it stays remembered between reads.
+const SUMS_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The "block index" under which an object's whole-object copy is accounted.
 const WHOLE: u64 = u64::MAX;
@@ -84,7 +86,8 @@ pub struct CacheCounters {
     pub evicted: AtomicU64,
     /// Whole-object copies written (see [`whole`]).
     pub whole_built: AtomicU64,
-    /// Whole-object copies handed out for the kernel to read directly.
+    /// Whole-object copies handed out for the kernel to read directly (counted when handed
+    /// to the FUSE layer, which may still fail to register one).
     pub whole_opens: AtomicU64,
 }
 
@@ -401,7 +404,7 @@ impl DiskCache {
         accounting.unreserve(size);
         let result = written.and_then(|tmp| {
             let path = self.path_of(id);
-            if accounting.contains(&id) {
+            if accounting.contains(&id) || accounting.contains(&(id.0, WHOLE)) {
                 let _ = fs::remove_file(&tmp);
                 return Ok(());
             }
@@ -487,7 +490,10 @@ impl DiskCache {
             Err(why) => return Ok(Err(why)),
         };
         let base = index.saturating_mul(self.config.block_size);
-        let block_len = sums.size.saturating_sub(base).min(self.config.block_size) as usize;
+        if base >= sums.size {
+            return Ok(Ok(None));
+        }
+        let block_len = (sums.size - base).min(self.config.block_size) as usize;
         let within = within.unwrap_or(0..block_len);
         if within.end > block_len || within.start > within.end {
             return Ok(Ok(None));
@@ -539,9 +545,13 @@ impl DiskCache {
                 self.discard(id);
                 None
             }
-            Err(e) => {
-                debug!(key, "whole-object copy unreadable: {e}");
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!(key, "whole-object copy missing: {e}");
                 self.discard(id);
+                None
+            }
+            Err(e) => {
+                debug!(key, "whole-object copy not opened now: {e}");
                 None
             }
         }
@@ -552,7 +562,10 @@ impl DiskCache {
         let hash = Self::block_id(&self.object_id(key, etag), 0).0;
         let accounting = self.lock_index();
         accounting.contains(&(hash, WHOLE))
-            || (0..size.div_ceil(self.config.block_size)).all(|i| accounting.contains(&(hash, i)))
+            // From the end: a stream being read has its missing blocks there.
+            || (0..size.div_ceil(self.config.block_size))
+                .rev()
+                .all(|i| accounting.contains(&(hash, i)))
     }
 
     /// From now on, objects whose every block is cached are copied whole (the kernel agreed
@@ -609,6 +622,7 @@ impl DiskCache {
         let total = size + whole::encoded_len(object_id.len(), size) as u64;
         size > 0
             && total <= self.max_bytes / 2
+            && whole::encoded_len(object_id.len(), size) as u64 <= SUMS_BYTES / 4
             && !self.lock_index().contains(&(hash, WHOLE))
             && !self
                 .building
@@ -627,7 +641,11 @@ impl DiskCache {
         let object_id = self.object_id(key, etag);
         let hash = Self::block_id(&object_id, 0).0;
         let total = size + whole::encoded_len(object_id.len(), size) as u64;
-        if size == 0 || total > self.max_bytes / 2 || !self.is_complete(key, etag, size) {
+        if size == 0
+            || total > self.max_bytes / 2
+            || whole::encoded_len(object_id.len(), size) as u64 > SUMS_BYTES / 4
+            || !self.is_complete(key, etag, size)
+        {
             return false;
         }
         if self.lock_index().contains(&(hash, WHOLE)) {
@@ -636,43 +654,44 @@ impl DiskCache {
         let Some(_building) = Building::start(&self.building, hash) else {
             return false;
         };
+        let blocks = size.div_ceil(self.config.block_size);
         {
             let mut accounting = self.lock_index();
+            // The object's own blocks are about to be copied: not the ones to evict.
+            for index in 0..blocks {
+                accounting.touch(&(hash, index));
+            }
             self.evict_locked(&mut accounting, self.max_bytes - total);
             if accounting.used() + total > self.max_bytes {
                 return false;
             }
             accounting.reserve(total);
         }
+        // Until the copy is in the index, its bytes are reserved and no eviction can see its
+        // files, so they are placed without holding the index.
         let tmp = self.tmp_path();
-        let written = self.write_whole(&tmp, hash, &object_id, size);
-        let mut accounting = self.lock_index();
-        accounting.unreserve(total);
-        let placed = written.and_then(|sums| {
-            let Some(sums) = sums else {
-                return Ok(false); // a block went missing or failed its check
-            };
-            let data_path = self.path_of((hash, WHOLE));
-            fs::rename(&tmp, &data_path)?;
-            let identity = whole::Identity::of(&fs::metadata(&data_path)?);
-            let sidecar = whole::encode(&object_id, size, identity, &sums);
-            let sidecar_tmp = self.tmp_path();
-            let result = fs::write(&sidecar_tmp, &sidecar)
-                .and_then(|()| fs::rename(&sidecar_tmp, self.sums_path(hash)));
-            if let Err(e) = result {
-                let _ = fs::remove_file(&sidecar_tmp);
-                let _ = fs::remove_file(&data_path);
-                return Err(e);
+        let placed = self
+            .write_whole(&tmp, hash, &object_id, size)
+            .and_then(|sums| match sums {
+                Some(sums) => self.place_whole(&tmp, hash, &object_id, size, &sums),
+                None => Ok(false), // a block went missing or failed its check
+            });
+        let copied: Vec<BlockId> = {
+            let mut accounting = self.lock_index();
+            accounting.unreserve(total);
+            if matches!(placed, Ok(true)) {
+                accounting.insert((hash, WHOLE), total);
+                (0..blocks)
+                    .map(|index| (hash, index))
+                    .filter(|id| accounting.remove(id).is_some())
+                    .collect()
+            } else {
+                Vec::new()
             }
-            accounting.insert((hash, WHOLE), total);
-            for index in 0..size.div_ceil(self.config.block_size) {
-                if accounting.remove(&(hash, index)).is_some() {
-                    self.remove_files((hash, index));
-                }
-            }
-            Ok(true)
-        });
-        drop(accounting);
+        };
+        for id in copied {
+            self.remove_files(id);
+        }
         match placed {
             Ok(true) => {
                 self.counters.whole_built.fetch_add(1, Ordering::Relaxed);
@@ -689,6 +708,32 @@ impl DiskCache {
                 false
             }
         }
+    }
+
+    /// Renames the written copy `tmp` into place and writes its sidecar, recording the
+    /// placed file's identity; on failure neither file is left.
+    fn place_whole(
+        &self,
+        tmp: &Path,
+        hash: u64,
+        object_id: &str,
+        size: u64,
+        sums: &[u32],
+    ) -> io::Result<bool> {
+        let data_path = self.path_of((hash, WHOLE));
+        fs::rename(tmp, &data_path)?;
+        let sidecar_tmp = self.tmp_path();
+        let result = fs::metadata(&data_path).and_then(|meta| {
+            let sidecar = whole::encode(object_id, size, whole::Identity::of(&meta), sums);
+            fs::write(&sidecar_tmp, &sidecar)?;
+            fs::rename(&sidecar_tmp, self.sums_path(hash))
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_file(&sidecar_tmp);
+            let _ = fs::remove_file(&data_path);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Writes the object's blocks, checked, into `tmp` and syncs it; returns the chunk sums,

@@ -27,6 +27,9 @@ pub(super) enum OpenFile<S: ObjectStore> {
         writer: Arc<FileWriter<S>>,
         /// The process (thread group) that opened it: only its close commits.
         opener: Option<u32>,
+        /// The object's stat before the write began, if it existed (restored if the open is
+        /// refused after all).
+        before: Option<Stat>,
     },
 }
 
@@ -38,10 +41,12 @@ impl<S: ObjectStore> Clone for OpenFile<S> {
                 ino,
                 writer,
                 opener,
+                before,
             } => OpenFile::Write {
                 ino: *ino,
                 writer: writer.clone(),
                 opener: *opener,
+                before: before.clone(),
             },
         }
     }
@@ -195,6 +200,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             ino: inode.ino,
             writer: Arc::new(writer),
             opener: process_of(caller),
+            before: (!new).then(|| inode.stat.clone()),
         })
     }
 
@@ -240,6 +246,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 ino,
                 writer,
                 opener,
+                ..
             } if opener.is_some() && opener == process_of(caller) => {
                 if writer.written().await > 0 {
                     self.commit(ino, &writer).await.map(drop)
@@ -290,16 +297,28 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Drops a handle the kernel never got (its open was refused after all): an upload it
-    /// started is abandoned, nothing is committed.
+    /// started is abandoned, nothing is committed, and the file is as it was before.
     pub async fn abandon(&self, fh: u64) {
         let file = self
             .files
             .lock()
             .expect("file handles lock poisoned")
             .remove(&fh);
-        if let Some(OpenFile::Write { ino, writer, .. }) = file {
+        if let Some(OpenFile::Write {
+            ino,
+            writer,
+            before,
+            ..
+        }) = file
+        {
             writer.abort(libc::EBUSY).await;
-            self.upload_gone(ino, &writer).await;
+            match before {
+                Some(stat) => {
+                    self.inodes.set_local(ino, None);
+                    self.inodes.refresh(ino, stat);
+                }
+                None => self.upload_gone(ino, &writer).await,
+            }
         }
     }
 

@@ -119,6 +119,17 @@ impl<S: ObjectStore> FuseAdapter<S> {
 const BUSY_RETRIES: u32 = 20;
 const BUSY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Whether `ino` is (or, within the retries, becomes) free of passthrough files.
+async fn wait_out_passthrough(table: &PassthroughTable<BackingId>, ino: u64) -> bool {
+    for _ in 0..BUSY_RETRIES {
+        if !table.in_passthrough(ino) {
+            return true;
+        }
+        tokio::time::sleep(BUSY_RETRY_DELAY).await;
+    }
+    !table.in_passthrough(ino)
+}
+
 /// [`PassthroughTable::open`], decided again for a while if the inode is busy.
 async fn decide_open<W, R>(
     table: &PassthroughTable<BackingId>,
@@ -344,6 +355,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
         self.run(async move {
+            // A write beside passthrough files is refused before it starts anything (the
+            // decision after the open below covers a passthrough open racing this one).
+            if mode.write && !wait_out_passthrough(&table, ino.0).await {
+                return reply.error(fail("open", FsError::PassthroughBusy(libc::ETXTBSY)));
+            }
             let fh = match fs.open(ino.0, mode, caller).await {
                 Ok(fh) => fh,
                 Err(e) => return reply.error(fail("open", e)),

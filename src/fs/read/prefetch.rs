@@ -106,7 +106,8 @@ pub struct Prefetcher<S: ObjectStore> {
     window: u64,
     /// Where the previous read ended: a read starting here is sequential.
     last_end: u64,
-    /// Counted among the streaming readers while parts are queued.
+    /// Counted among the streaming readers from its first part until it jumps elsewhere or
+    /// closes (a reader idle at the end of its object still counts).
     streaming: Option<Streaming>,
 }
 
