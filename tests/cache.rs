@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Mount, S3Server, assert_bytes_eq, pread_full, pseudo_random_bytes, summary_fields};
+use common::{
+    Mount, MountArgs, S3Server, assert_bytes_eq, pread_full, pseudo_random_bytes, summary_fields,
+};
 use tempfile::TempDir;
 
 const MIB: usize = 1024 * 1024;
@@ -953,25 +955,68 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     pread_full(&file, offset, len)
 }
 
+/// An object read once, completely, through a mount with `--cache`, and its whole copy.
+struct WholeCopied {
+    bucket: String,
+    want: Vec<u8>,
+    cache: TempDir,
+    /// The mount's arguments, to mount again.
+    args: MountArgs,
+    /// The copy's data file.
+    copy: PathBuf,
+}
+
+/// Puts `len` bytes (from `seed`) at `key` in a new bucket, mounts it with `--cache` and
+/// `extra`, reads the object once and waits for its whole copy; returns the live mount too.
+/// `None` where passthrough is unavailable (after checking that the mount said so).
+fn read_until_whole(
+    tag: &str,
+    key: &str,
+    len: usize,
+    seed: u64,
+    extra: &[&str],
+) -> Option<(WholeCopied, Mount)> {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket(tag);
+    let want = pseudo_random_bytes(seed, len);
+    s3.put(&bucket, key, want.clone());
+    let cache = cache_dir();
+    let args = s3
+        .mount_args(&bucket)
+        .args(["--cache", &arg(cache.path())])
+        .args(extra);
+    let mount = args.clone().mount();
+    read_and_check(&mount, key, &want, "first read (from S3)");
+    let Some(copy) = wait_for_whole_copy(cache.path(), &want) else {
+        without_passthrough(mount);
+        return None;
+    };
+    let copied = WholeCopied {
+        bucket,
+        want,
+        cache,
+        args,
+        copy,
+    };
+    Some((copied, mount))
+}
+
 /// An object read completely becomes one whole-object copy (its blocks go); after a remount
 /// the kernel reads it from that copy: every byte right, and not one read or GET reaches
 /// mount-s3.
 #[test]
 fn a_complete_object_is_read_by_the_kernel_from_its_whole_copy() {
-    let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("cache-whole");
     let key = "shard.bin";
     let len = 5 * MIB + 999;
-    let want = pseudo_random_bytes(701, len);
-    s3.put(&bucket, key, want.clone());
-    let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
-
-    let mount = args.clone().mount();
-    read_and_check(&mount, key, &want, "first read (from S3)");
-    if wait_for_whole_copy(cache.path(), &want).is_none() {
-        return without_passthrough(mount);
-    }
+    let Some((
+        WholeCopied {
+            want, cache, args, ..
+        },
+        mount,
+    )) = read_until_whole("cache-whole", key, len, 701, &[])
+    else {
+        return;
+    };
     let (first, log) = unmount_for_summary(mount);
     assert!(log.contains(PASSTHROUGH_ON), "{log}");
     assert_eq!(first.cached_bytes, blocks_bytes(cache.path()), "{first:?}");
@@ -1021,18 +1066,20 @@ fn a_complete_object_is_read_by_the_kernel_from_its_whole_copy() {
 /// the copy is dropped, and the next complete read makes a new one.
 #[test]
 fn a_changed_whole_copy_is_dropped_not_served() {
-    let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("cache-whole-bad");
     let key = "w.bin";
     let len = 2 * MIB + 5;
-    let want = pseudo_random_bytes(702, len);
-    s3.put(&bucket, key, want.clone());
-    let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args(["--cache", &arg(cache.path())]);
-    let mount = args.clone().mount();
-    read_and_check(&mount, key, &want, "first read");
-    let Some(copy) = wait_for_whole_copy(cache.path(), &want) else {
-        return without_passthrough(mount);
+    let Some((
+        WholeCopied {
+            want,
+            cache,
+            args,
+            copy,
+            ..
+        },
+        mount,
+    )) = read_until_whole("cache-whole-bad", key, len, 702, &[])
+    else {
+        return;
     };
     unmount_for_log(mount);
 
@@ -1059,24 +1106,22 @@ fn a_changed_whole_copy_is_dropped_not_served() {
 #[test]
 fn opens_beside_a_passthrough_file_share_it_or_are_refused_cleanly() {
     let s3 = S3Server::shared();
-    let bucket = s3.new_bucket("cache-whole-mixed");
     let key = "m.bin";
     let len = 3 * MIB + 17;
-    let want = pseudo_random_bytes(703, len);
-    s3.put(&bucket, key, want.clone());
-    let cache = cache_dir();
-    let args = s3.mount_args(&bucket).args([
-        "--cache",
-        &arg(cache.path()),
-        "--allow-overwrite",
-        "--metadata-ttl",
-        "0",
-    ]);
-    let mount = args.clone().mount();
-    read_and_check(&mount, key, &want, "first read");
-    if wait_for_whole_copy(cache.path(), &want).is_none() {
-        return without_passthrough(mount);
-    }
+    let extra = ["--allow-overwrite", "--metadata-ttl", "0"];
+    let Some((
+        WholeCopied {
+            bucket,
+            want,
+            cache: _cache,
+            args,
+            ..
+        },
+        mount,
+    )) = read_until_whole("cache-whole-mixed", key, len, 703, &extra)
+    else {
+        return;
+    };
     // A fresh mount: no release of the first read's handle can still be on its way (the
     // kernel would then not let `held` pass through).
     unmount_for_log(mount);

@@ -115,23 +115,46 @@ pub fn decode_header(buf: &[u8], id: &str, index: u64) -> Result<Header, Rejecte
     if buf.len() < end || data_at != data_offset(end, data_len) {
         return Err(Rejected::Malformed);
     }
-    let crc = crc32c::crc32c(&buf[..CRC_AT]);
-    let crc = crc32c::crc32c_append(crc, &[0; 4]);
-    if crc32c::crc32c_append(crc, &buf[FIXED_LEN..end]) != stored_crc {
+    if crc_skipping_field(&buf[..end], CRC_AT) != stored_crc {
         return Err(Rejected::Corrupt);
     }
     if stored_index != index || &buf[FIXED_LEN..FIXED_LEN + id_len] != id.as_bytes() {
         return Err(Rejected::OtherBlock);
     }
-    let chunk_crcs = buf[FIXED_LEN + id_len..end]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
+    let chunk_crcs = read_crcs(&buf[FIXED_LEN + id_len..end]);
     Ok(Header {
         data_at,
         data_len,
         chunk_crcs,
     })
+}
+
+/// CRC32C of `buf` with the 4-byte CRC field at `field_at` taken as zeros (how a header's
+/// own CRC is computed and checked).
+pub(super) fn crc_skipping_field(buf: &[u8], field_at: usize) -> u32 {
+    let crc = crc32c::crc32c(&buf[..field_at]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &buf[field_at + 4..])
+}
+
+/// The little-endian CRCs stored back to back in `bytes`.
+pub(super) fn read_crcs(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+/// Checks `data`, consecutive 4 KiB chunks (the last may be short) starting with chunk
+/// number `first`, against `crcs`, one per chunk.
+pub(super) fn verify_chunks(crcs: &[u32], first: usize, data: &[u8]) -> Result<(), Rejected> {
+    for (n, chunk) in data.chunks(CHUNK).enumerate() {
+        let expected = crcs.get(first + n).ok_or(Rejected::Malformed)?;
+        if crc32c::crc32c(chunk) != *expected {
+            return Err(Rejected::Corrupt);
+        }
+    }
+    Ok(())
 }
 
 impl Header {
@@ -154,14 +177,7 @@ impl Header {
 
     /// Checks `data`, the bytes of the chunk-aligned span starting at `span_start`.
     pub fn verify(&self, span_start: usize, data: &[u8]) -> Result<(), Rejected> {
-        let first = span_start / CHUNK;
-        for (n, chunk) in data.chunks(CHUNK).enumerate() {
-            let expected = self.chunk_crcs.get(first + n).ok_or(Rejected::Malformed)?;
-            if crc32c::crc32c(chunk) != *expected {
-                return Err(Rejected::Corrupt);
-            }
-        }
-        Ok(())
+        verify_chunks(&self.chunk_crcs, span_start / CHUNK, data)
     }
 }
 

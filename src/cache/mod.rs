@@ -205,10 +205,15 @@ impl DiskCache {
         format!("{}\0{key}\0{etag}", self.config.bucket)
     }
 
-    fn block_id(object_id: &str, index: u64) -> BlockId {
+    /// The hash naming an object version's blocks and whole-object copy.
+    fn object_hash(object_id: &str) -> u64 {
         let mut hasher = DefaultHasher::new();
         object_id.hash(&mut hasher);
-        (hasher.finish(), index)
+        hasher.finish()
+    }
+
+    fn block_id(object_id: &str, index: u64) -> BlockId {
+        (Self::object_hash(object_id), index)
     }
 
     /// The block file of `id`, or the data file of a whole-object copy.
@@ -260,7 +265,11 @@ impl DiskCache {
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
         let whole_id = (id.0, WHOLE);
-        if self.lock_index().contains(&whole_id) {
+        let (has_whole, has_block) = {
+            let accounting = self.lock_index();
+            (accounting.contains(&whole_id), accounting.contains(&id))
+        };
+        if has_whole {
             match self.read_whole(id.0, &object_id, index, within.clone()) {
                 Ok(Ok(Some(data))) => {
                     self.lock_index().touch(&whole_id);
@@ -287,7 +296,7 @@ impl DiskCache {
                 }
             }
         }
-        if !self.lock_index().contains(&id) {
+        if !has_block {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -523,7 +532,7 @@ impl DiskCache {
     /// is exactly as it was written (see [`whole`]): for the kernel to read directly.
     pub fn whole_file(&self, key: &str, etag: &str) -> Option<File> {
         let object_id = self.object_id(key, etag);
-        let id = (Self::block_id(&object_id, 0).0, WHOLE);
+        let id = (Self::object_hash(&object_id), WHOLE);
         if !self.lock_index().contains(&id) {
             return None;
         }
@@ -559,7 +568,7 @@ impl DiskCache {
 
     /// Whether every byte of `key` at `etag` (`size` bytes) is cached, as blocks or whole.
     pub fn is_complete(&self, key: &str, etag: &str, size: u64) -> bool {
-        let hash = Self::block_id(&self.object_id(key, etag), 0).0;
+        let hash = Self::object_hash(&self.object_id(key, etag));
         let accounting = self.lock_index();
         accounting.contains(&(hash, WHOLE))
             // From the end: a stream being read has its missing blocks there.
@@ -615,14 +624,15 @@ impl DiskCache {
     }
 
     /// Whether a whole-object copy of `key` at `etag` (`size` bytes) is worth starting: there
-    /// is none, none is being written, every block is cached, and it fits the bound.
+    /// is none, none is being written, every block is cached, it takes at most half the
+    /// bound, and its sidecar at most a quarter of the sidecar memory (16 GiB objects).
     pub fn wants_whole(&self, key: &str, etag: &str, size: u64) -> bool {
         let object_id = self.object_id(key, etag);
-        let hash = Self::block_id(&object_id, 0).0;
-        let total = size + whole::encoded_len(object_id.len(), size) as u64;
+        let hash = Self::object_hash(&object_id);
+        let sidecar = whole::encoded_len(object_id.len(), size) as u64;
         size > 0
-            && total <= self.max_bytes / 2
-            && whole::encoded_len(object_id.len(), size) as u64 <= SUMS_BYTES / 4
+            && size + sidecar <= self.max_bytes / 2
+            && sidecar <= SUMS_BYTES / 4
             && !self.lock_index().contains(&(hash, WHOLE))
             && !self
                 .building
@@ -635,22 +645,15 @@ impl DiskCache {
     /// Copies the cached blocks of `key` at `etag` (`size` bytes) into a whole-object copy
     /// and deletes the blocks. Every block is checked as it is copied, the data is synced
     /// before it is put in place, and the sidecar records the placed file's identity. Does
-    /// nothing (returns false) when a copy exists or is being made, when a block is missing
-    /// or bad, or when the object would take more than half the cache. Blocking file I/O.
+    /// nothing (returns false) unless [`DiskCache::wants_whole`], or when a block turns out
+    /// missing or bad. Blocking file I/O.
     pub fn build_whole(&self, key: &str, etag: &str, size: u64) -> bool {
+        if !self.wants_whole(key, etag, size) {
+            return false;
+        }
         let object_id = self.object_id(key, etag);
-        let hash = Self::block_id(&object_id, 0).0;
+        let hash = Self::object_hash(&object_id);
         let total = size + whole::encoded_len(object_id.len(), size) as u64;
-        if size == 0
-            || total > self.max_bytes / 2
-            || whole::encoded_len(object_id.len(), size) as u64 > SUMS_BYTES / 4
-            || !self.is_complete(key, etag, size)
-        {
-            return false;
-        }
-        if self.lock_index().contains(&(hash, WHOLE)) {
-            return false;
-        }
         let Some(_building) = Building::start(&self.building, hash) else {
             return false;
         };
@@ -745,7 +748,7 @@ impl DiskCache {
         object_id: &str,
         size: u64,
     ) -> io::Result<Option<Vec<u32>>> {
-        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        let mut out = File::create(tmp)?;
         let mut sums = whole::ChunkSums::default();
         for index in 0..size.div_ceil(self.config.block_size) {
             let id = (hash, index);
@@ -764,7 +767,7 @@ impl DiskCache {
             }
             out.write_all(&data)?;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        out.sync_data()?;
         Ok(Some(sums.finish()))
     }
 

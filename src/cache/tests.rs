@@ -21,11 +21,13 @@ fn block_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Total size of the files at `paths`.
+fn bytes_of(paths: &[PathBuf]) -> u64 {
+    paths.iter().map(|p| fs::metadata(p).unwrap().len()).sum()
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
-    block_files(dir)
-        .iter()
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum()
+    bytes_of(&block_files(dir))
 }
 
 #[test]
@@ -208,13 +210,7 @@ fn a_complete_object_becomes_one_whole_copy_that_serves_every_range() {
     let files = object_files(tmp.path());
     assert_eq!(files.len(), 2, "data file and sidecar: {files:?}");
     assert_eq!(fs::read(&files[0]).unwrap(), data, "byte n at offset n");
-    assert_eq!(
-        cache.used(),
-        files
-            .iter()
-            .map(|p| fs::metadata(p).unwrap().len())
-            .sum::<u64>()
-    );
+    assert_eq!(cache.used(), bytes_of(&files));
     for (index, within) in [(0, 0..4096), (1, 10..20), (3, 0..100), (2, 4000..4096)] {
         let at = index as usize * 4096;
         let got = cache.read("k", "e", index, within.clone()).unwrap();
@@ -297,10 +293,7 @@ fn whole_copies_count_against_the_bound_and_are_evicted_whole() {
 }
 
 fn whole_bytes(dir: &Path) -> u64 {
-    object_files(dir)
-        .iter()
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum()
+    bytes_of(&object_files(dir))
 }
 
 #[test]

@@ -20,7 +20,7 @@
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 
-use super::block::{CHUNK, Rejected};
+use super::block::{CHUNK, Rejected, crc_skipping_field, read_crcs, verify_chunks};
 
 /// First bytes of every sidecar.
 const MAGIC: &[u8; 8] = b"MS3WHOLE";
@@ -153,9 +153,7 @@ pub fn decode(buf: &[u8], id: &str) -> Result<Sums, Rejected> {
     if buf.len() != FIXED_LEN + id_len + 4 * chunks {
         return Err(Rejected::Malformed);
     }
-    let crc = crc32c::crc32c(&buf[..CRC_AT]);
-    let crc = crc32c::crc32c_append(crc, &[0; 4]);
-    if crc32c::crc32c_append(crc, &buf[FIXED_LEN..]) != u32_at(CRC_AT) {
+    if crc_skipping_field(buf, CRC_AT) != u32_at(CRC_AT) {
         return Err(Rejected::Corrupt);
     }
     if &buf[FIXED_LEN..FIXED_LEN + id_len] != id.as_bytes() {
@@ -168,10 +166,7 @@ pub fn decode(buf: &[u8], id: &str) -> Result<Sums, Rejected> {
         ctime: u64_at(36) as i64,
         ctime_nsec: u32_at(44),
     };
-    let chunk_crcs = buf[FIXED_LEN + id_len..]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
+    let chunk_crcs = read_crcs(&buf[FIXED_LEN + id_len..]);
     Ok(Sums {
         size,
         identity,
@@ -188,13 +183,7 @@ impl Sums {
     /// Checks `data`, the object's bytes from the chunk-aligned offset `at`.
     pub fn verify(&self, at: u64, data: &[u8]) -> Result<(), Rejected> {
         let first = usize::try_from(at / CHUNK as u64).map_err(|_| Rejected::Malformed)?;
-        for (n, chunk) in data.chunks(CHUNK).enumerate() {
-            let expected = self.chunk_crcs.get(first + n).ok_or(Rejected::Malformed)?;
-            if crc32c::crc32c(chunk) != *expected {
-                return Err(Rejected::Corrupt);
-            }
-        }
-        Ok(())
+        verify_chunks(&self.chunk_crcs, first, data)
     }
 }
 

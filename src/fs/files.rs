@@ -140,8 +140,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Starts writing the whole-object copy of what `reader` reads, in the background, when
-    /// whole copies are on and the cache holds every block of it (see `cache::whole`). The
-    /// block writes of a read also ask, once they are done (`read::source`).
+    /// whole copies are on and the cache holds every block of it (see `cache::whole`): for
+    /// objects completed before (another mount, a failed copy). An object completed by this
+    /// mount's reads gets its copy when its last blocks are stored (`read::source`).
     fn consider_whole_copy(&self, reader: &FileReader<S>) {
         let (Some(cache), (key, Some(etag), size)) = (&self.cache, reader.object()) else {
             return;
@@ -330,9 +331,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .lock()
             .expect("file handles lock poisoned")
             .remove(&fh);
-        if let Some(OpenFile::Read(reader)) = &file {
-            self.consider_whole_copy(reader);
-        }
         if let Some(OpenFile::Write { ino, writer, .. }) = file {
             if let Err(e) = self.commit(ino, &writer).await {
                 if !matches!(

@@ -355,15 +355,19 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
         self.run(async move {
+            let passthrough = table.agreed();
             // A write beside passthrough files is refused before it starts anything (the
             // decision after the open below covers a passthrough open racing this one).
-            if mode.write && !wait_out_passthrough(&table, ino.0).await {
+            if passthrough && mode.write && !wait_out_passthrough(&table, ino.0).await {
                 return reply.error(fail("open", FsError::PassthroughBusy(libc::ETXTBSY)));
             }
             let fh = match fs.open(ino.0, mode, caller).await {
                 Ok(fh) => fh,
                 Err(e) => return reply.error(fail("open", e)),
             };
+            if !passthrough {
+                return reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
             let etag = (!mode.write).then(|| fs.read_etag(fh)).flatten();
             let wanted = match etag.as_deref() {
                 Some(etag) if mode.direct => Wanted::DirectRead(etag),
@@ -468,7 +472,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.passthrough.release(fh.0);
+        if self.passthrough.agreed() {
+            self.passthrough.release(fh.0);
+        }
         self.run(async move {
             fs.release(fh.0).await;
             reply.ok();
@@ -638,18 +644,20 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.run(async move {
             match fs.create(parent.0, &name, caller).await {
                 Ok((attr, fh)) => {
-                    let answer = decide_open(
-                        &table,
-                        attr.ino,
-                        fh,
-                        Wanted::Other,
-                        || None,
-                        |_| Err(std::io::Error::other("a write never passes through")),
-                    )
-                    .await;
-                    if let Answer::Busy(errno) = answer {
-                        fs.abandon(fh).await;
-                        return reply.error(fail("create", FsError::PassthroughBusy(errno)));
+                    if table.agreed() {
+                        let answer = decide_open(
+                            &table,
+                            attr.ino,
+                            fh,
+                            Wanted::Other,
+                            || None,
+                            |_| Err(std::io::Error::other("a write never passes through")),
+                        )
+                        .await;
+                        if let Answer::Busy(errno) = answer {
+                            fs.abandon(fh).await;
+                            return reply.error(fail("create", FsError::PassthroughBusy(errno)));
+                        }
                     }
                     reply.created(
                         &fs.kernel_ttl(),

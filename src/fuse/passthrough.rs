@@ -78,6 +78,9 @@ pub enum Wanted<'a> {
 /// Per-inode I/O modes of open files.
 #[derive(Debug)]
 pub struct PassthroughTable<B> {
+    /// Whether the kernel agreed to passthrough at init (never cleared: inodes may keep
+    /// backing files after `on` goes off).
+    agreed: AtomicBool,
     /// Whether the kernel agreed to passthrough and backing files can be registered.
     on: AtomicBool,
     inodes: Mutex<HashMap<u64, InodeIo<B>>>,
@@ -88,6 +91,7 @@ pub struct PassthroughTable<B> {
 impl<B> Default for PassthroughTable<B> {
     fn default() -> Self {
         Self {
+            agreed: AtomicBool::new(false),
             on: AtomicBool::new(false),
             inodes: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
@@ -98,7 +102,13 @@ impl<B> Default for PassthroughTable<B> {
 impl<B> PassthroughTable<B> {
     /// Turns passthrough on (the kernel agreed to it at init).
     pub fn enable(&self) {
+        self.agreed.store(true, Ordering::Relaxed);
         self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel agreed to passthrough at init; if not, no open needs this table.
+    pub fn agreed(&self) -> bool {
+        self.agreed.load(Ordering::Relaxed)
     }
 
     /// Whether passthrough is on.
