@@ -6,9 +6,11 @@
 #   s3curl ARGS...         curl with SigV4 and the local credentials
 #   s3_make_bucket NAME    create a bucket (waits until the server answers)
 #   s3_put BUCKET KEY FILE upload FILE as KEY
+# The server is S3_WEED (default: the `weed` that scripts/setup-test-env.sh installs in .venv).
 # The credentials are in S3_ACCESS_KEY / S3_SECRET_KEY (exported as AWS_* for mount-s3).
 
 S3_REPO=${S3_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+S3_WEED=${S3_WEED:-$S3_REPO/.venv/bin/weed}
 export S3_ACCESS_KEY=${S3_ACCESS_KEY:-local-access-key}
 export S3_SECRET_KEY=${S3_SECRET_KEY:-local-secret-key-not-for-production}
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_REGION=us-east-1
@@ -47,7 +49,7 @@ JSON
     args+=("-$name.port=$port" "-$name.port.grpc=$((port + 10000))")
     [ "$name" = s3 ] && s3_port=$port
   done
-  setsid "$S3_REPO/.venv/bin/weed" "${args[@]}" >"$dir/weed.log" 2>&1 &
+  setsid "$S3_WEED" "${args[@]}" >"$dir/weed.log" 2>&1 &
   S3_PID=$!
   echo "$S3_PID" >"$dir/weed.pid"
   S3_ENDPOINT=http://127.0.0.1:$s3_port

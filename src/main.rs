@@ -177,12 +177,13 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         let c = &cache.counters;
         let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         info!(
-            "cache summary: hits={} misses={} rejected={} evicted={} bytes={} whole_built={} whole_opens={}",
+            "cache summary: hits={} misses={} rejected={} evicted={} bytes={} skipped_bytes={} whole_built={} whole_opens={}",
             get(&c.hits),
             get(&c.misses),
             get(&c.rejected),
             get(&c.evicted),
             cache.used(),
+            get(&c.skipped_bytes),
             get(&c.whole_built),
             get(&c.whole_opens)
         );

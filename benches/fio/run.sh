@@ -9,8 +9,13 @@
 #
 # Settings (environment): BENCH_BIG_MIB (2048) size of the large object; BENCH_QUAD_MIB (1024)
 # size of each of the four objects; BENCH_WRITE_MIB (1024) size of the written file; BENCH_RUNTIME (15) seconds of each random job;
-# BENCH_DIR (/tmp/mount-s3-bench) where the server's data, logs and mount point live;
-# BENCH_PARALLEL (8) ranged GETs in the parallel direct read. Needs root (to drop caches).
+# BENCH_DIR (/tmp/mount-s3-bench) where the logs, the cache and the mount point live;
+# BENCH_SERVER_DIR where the server keeps its data (default: in memory, /dev/shm, when it has
+# room: S3 is remote in real use, and a server reading the same disk the cache writes would
+# measure that disk twice; otherwise BENCH_DIR);
+# BENCH_PARALLEL (8) ranged GETs in the parallel direct read; BENCH_BIN, a mount-s3 binary built
+# elsewhere (then nothing is built or installed: fio, curl and S3_WEED, the `weed` binary, must be
+# there already; a bare machine without cargo or a package mirror). Needs root (to drop caches).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,24 +33,38 @@ mnt=$dir/mnt
 # shellcheck source=scripts/local-s3.sh
 source "$repo/scripts/local-s3.sh"
 
-"$repo/scripts/setup-test-env.sh" >/dev/null
-for tool in fio curl; do
-  command -v "$tool" >/dev/null || { apt-get update -q && apt-get install -y -q "$tool"; }
-done
-[ -x "$repo/.venv/bin/python3" ] && "$repo/.venv/bin/python3" -c "import boto3" 2>/dev/null ||
-  "$repo/.venv/bin/python3" -m pip install --quiet --disable-pip-version-check boto3
-(cd "$repo" && cargo build --release --quiet)
-bin=$repo/target/release/mount-s3
+bin=${BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  "$repo/scripts/setup-test-env.sh" >/dev/null
+  for tool in fio curl; do
+    command -v "$tool" >/dev/null || { apt-get update -q && apt-get install -y -q "$tool"; }
+  done
+  [ -x "$repo/.venv/bin/python3" ] && "$repo/.venv/bin/python3" -c "import boto3" 2>/dev/null ||
+    "$repo/.venv/bin/python3" -m pip install --quiet --disable-pip-version-check boto3
+  (cd "$repo" && cargo build --release --quiet)
+  bin=$repo/target/release/mount-s3
+fi
+
+server_dir=${BENCH_SERVER_DIR:-}
+if [ -z "$server_dir" ]; then
+  needed=$(((big_mib + 4 * quad_mib + 1024) * 1048576))
+  if [ "$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)" -gt "$needed" ] 2>/dev/null; then
+    server_dir=/dev/shm/mount-s3-bench-server
+  else
+    server_dir=$dir
+  fi
+fi
 
 cleanup() {
   grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
   local_s3_stop
+  [ "$server_dir" = "$dir" ] || rm -rf "$server_dir"
 }
 trap cleanup EXIT
 
-rm -rf "$dir"
-mkdir -p "$dir" "$mnt"
-local_s3_start "$dir"
+rm -rf "$dir" "$server_dir"
+mkdir -p "$dir" "$mnt" "$server_dir"
+local_s3_start "$server_dir"
 s3_make_bucket "$bucket"
 
 echo "uploading ${big_mib} MiB + 4 x ${quad_mib} MiB of random data ..." >&2
@@ -106,13 +125,13 @@ mount_it() {
   echo "mount failed:" >&2; cat "$dir/mount.log" >&2; exit 1
 }
 unmount_it() {
-  fusermount3 -u "$mnt"
+  fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt"
   wait "$mount_pid" || true
 }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$mount_pid/status"; }
 summary() { grep -o "$1=[0-9]*" "$dir/mount.log" | tail -1 | cut -d= -f2; }
 
-printf '\nlocal S3 at %s; objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$big_mib" "$quad_mib"
+printf '\nlocal S3 at %s (data in %s); objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$server_dir" "$big_mib" "$quad_mib"
 printf 'direct S3 read of %s MiB, best of 3: single GET %s MiB/s (%s), %s parallel ranged GETs %s MiB/s (%s)\n\n' \
   "$big_mib" "$direct_single" "${singles[*]}" "$parallel" "$direct_parallel" "${parallels[*]}"
 printf '%-16s %10s %12s %14s %10s %12s %12s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB"

@@ -314,3 +314,48 @@ fn stray_halves_of_whole_copies_are_deleted_at_open() {
     assert!(object_files(tmp.path()).is_empty());
     assert_eq!(cache.used(), 0);
 }
+
+#[test]
+fn page_aligned_blocks_are_stored_and_read_back_whether_or_not_written_direct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(tmp.path(), Some(4 << 20));
+    config.block_size = 64 * 1024;
+    let cache = DiskCache::open(config).unwrap();
+    // A page-aligned 64 KiB block (the O_DIRECT path where the filesystem allows it), and a
+    // short last block at an odd address (always through the page cache).
+    let mut memory = vec![0u8; 2 * 64 * 1024 + 4096];
+    let at = memory.as_ptr().align_offset(4096);
+    for (i, byte) in memory.iter_mut().enumerate() {
+        *byte = (i % 251) as u8;
+    }
+    let aligned = &memory[at..at + 64 * 1024];
+    assert!(direct_ok(&[0; 4096], aligned));
+    cache.put("k", "e", 0, aligned);
+    let odd = &memory[at + 1..at + 1 + 5000];
+    assert!(!direct_ok(&[0; 4096], odd));
+    cache.put("k", "e", 1, odd);
+    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), aligned);
+    assert_eq!(cache.get("k", "e", 1).unwrap().as_ref(), odd);
+    assert_eq!(
+        cache.read("k", "e", 0, 4096..8192).unwrap().as_ref(),
+        &aligned[4096..8192]
+    );
+    assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn blocks_waiting_for_the_disk_are_bounded_and_the_rest_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    let first = cache.queue(QUEUE_BYTES - 10).expect("room");
+    assert!(cache.queue(11).is_none(), "over the bound");
+    assert_eq!(cache.counters.skipped_bytes.load(Ordering::Relaxed), 11);
+    let second = cache.queue(10).expect("exactly up to the bound");
+    drop(first);
+    assert!(
+        cache.queue(QUEUE_BYTES - 10).is_some(),
+        "freed when dropped"
+    );
+    drop(second);
+    assert!(cache.queue(QUEUE_BYTES).is_some());
+}

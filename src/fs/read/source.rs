@@ -72,9 +72,8 @@ impl<S: ObjectStore> ObjectSource<S> {
         let key = self.key.clone();
         let lookup_cache = cache.clone();
         let lookup_etag = etag.clone();
-        let lookups = wanted.clone();
         let mut blocks: Vec<Option<Bytes>> = crate::fs::blocking::unblock(move || {
-            lookups
+            wanted
                 .into_iter()
                 .map(|(index, within)| lookup_cache.read(&key, &lookup_etag, index, within))
                 .collect()
@@ -82,10 +81,15 @@ impl<S: ObjectStore> ObjectSource<S> {
         .await
         .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
 
+        // Each cached block is one piece; each run of missing blocks is one GET whose body
+        // is one piece (a slice of it), so a read that misses entirely is passed on without a
+        // copy. The run's blocks are stored as slices of the same body.
+        let mut pieces = Vec::new();
         let mut fetched = Vec::new();
         let mut at = 0;
         while at < blocks.len() {
-            if blocks[at].is_some() {
+            if let Some(block) = blocks[at].take() {
+                pieces.push(block);
                 at += 1;
                 continue;
             }
@@ -96,19 +100,24 @@ impl<S: ObjectStore> ObjectSource<S> {
             let start = (first + run_start as u64) * block_size;
             let end = ((first + at as u64) * block_size).min(self.size);
             let bytes = self.get(start..end).await?;
-            for (offset, slot) in blocks[run_start..at].iter_mut().enumerate() {
+            let wanted_from = (range.start.max(start) - start) as usize;
+            let wanted_to = (range.end.min(end) - start) as usize;
+            pieces.push(bytes.slice(wanted_from..wanted_to));
+            for offset in 0..at - run_start {
                 let from = offset * block_size as usize;
                 let to = (from + block_size as usize).min(bytes.len());
-                let block = bytes.slice(from..to);
-                let within = wanted[run_start + offset].1.clone();
-                *slot = Some(block.slice(within.start..within.end.min(block.len())));
-                fetched.push((first + (run_start + offset) as u64, block));
+                fetched.push((first + (run_start + offset) as u64, bytes.slice(from..to)));
             }
         }
-        if !fetched.is_empty() {
+        let fetched_bytes = fetched.iter().map(|(_, block)| block.len() as u64).sum();
+        if let Some(queued) = (!fetched.is_empty())
+            .then(|| cache.queue(fetched_bytes))
+            .flatten()
+        {
             let key = self.key.clone();
             let size = self.size;
             tokio::task::spawn_blocking(move || {
+                let _queued = queued;
                 for (index, block) in fetched {
                     cache.put(&key, &etag, index, &block);
                 }
@@ -118,7 +127,6 @@ impl<S: ObjectStore> ObjectSource<S> {
                 }
             });
         }
-        let pieces: Vec<Bytes> = blocks.into_iter().flatten().collect();
         Ok(super::join(pieces, (range.end - range.start) as usize))
     }
 }
