@@ -115,7 +115,7 @@ direct_parallel=$(best "${parallels[@]}")
 # Mounts in the foreground (so its PID is ours), waits until live.
 mount_it() {
   "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" "$@" \
-    2>"$dir/mount.log" &
+    2>>"$dir/mount.log" &
   mount_pid=$!
   for _ in $(seq 1 100); do
     grep -qs " $mnt fuse" /proc/mounts && return 0

@@ -530,13 +530,17 @@ impl DiskCache {
     /// Writes `header` then `data` to a new temporary file and returns its path.
     ///
     /// A page-aligned block (a whole block of a GET body, see `s3::sdk`) is written with
-    /// O_DIRECT: the disk reads it straight from that memory, so caching a first read costs
-    /// no copy into the page cache (measured: that copy was a third of the mount's CPU on a
-    /// cached first read). Other blocks, and every block once the filesystem refuses O_DIRECT
-    /// (tmpfs), are written through the page cache.
+    /// O_DIRECT while the disk keeps up (little is queued): the disk reads it straight from
+    /// that memory, so caching a first read costs no copy into the page cache (measured: that
+    /// copy was a third of the mount's CPU on a cached first read). When blocks queue up (S3
+    /// faster than the disk), they go through the page cache, which absorbs the burst instead
+    /// of blocks being skipped. Other blocks, and every block once the filesystem refuses
+    /// O_DIRECT (tmpfs), are written through the page cache.
     fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
         let tmp = self.tmp_path();
-        let written = if self.direct_writes.load(Ordering::Relaxed) && direct_ok(header, data) {
+        let keeping_up = self.queued.load(Ordering::Relaxed) <= QUEUE_BYTES / 4;
+        let direct = keeping_up && self.direct_writes.load(Ordering::Relaxed);
+        let written = if direct && direct_ok(header, data) {
             match write_direct(&tmp, header, data) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     debug!(
