@@ -542,13 +542,7 @@ impl DiskCache {
         let direct = keeping_up && self.direct_writes.load(Ordering::Relaxed);
         let written = if direct && direct_ok(header, data) {
             match write_direct(&tmp, header, data) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    debug!(
-                        "the cache's filesystem refuses O_DIRECT ({e}); writing through the page cache"
-                    );
-                    self.direct_writes.store(false, Ordering::Relaxed);
-                    write_buffered(&tmp, header, data)
-                }
+                Err(e) if self.refuses_direct(&e) => write_buffered(&tmp, header, data),
                 other => other,
             }
         } else {
@@ -847,11 +841,7 @@ impl DiskCache {
         let block_size = self.config.block_size as usize;
         let direct = self.direct_writes.load(Ordering::Relaxed) && block_size % block::CHUNK == 0;
         match self.write_whole_with(tmp, hash, object_id, size, direct) {
-            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                debug!(
-                    "the cache's filesystem refuses O_DIRECT ({e}); writing through the page cache"
-                );
-                self.direct_writes.store(false, Ordering::Relaxed);
+            Err(e) if direct && self.refuses_direct(&e) => {
                 let _ = fs::remove_file(tmp);
                 self.write_whole_with(tmp, hash, object_id, size, false)
             }
@@ -859,6 +849,17 @@ impl DiskCache {
         }
     }
 
+    /// Whether `e` says the cache's filesystem refuses O_DIRECT; if so, every later write
+    /// goes through the page cache.
+    fn refuses_direct(&self, e: &io::Error) -> bool {
+        let refused = e.raw_os_error() == Some(libc::EINVAL);
+        if refused && self.direct_writes.swap(false, Ordering::Relaxed) {
+            debug!("the cache's filesystem refuses O_DIRECT ({e}); writing through the page cache");
+        }
+        refused
+    }
+
+    /// [`DiskCache::write_whole`], with O_DIRECT or through the page cache.
     fn write_whole_with(
         &self,
         tmp: &Path,
@@ -870,10 +871,8 @@ impl DiskCache {
         let out = create_file(tmp, direct)?;
         let block_size = self.config.block_size as usize;
         // One block, padded to whole chunks (an O_DIRECT write's length), on a page boundary.
-        let padded = block_size.next_multiple_of(block::CHUNK);
-        let mut memory = vec![0u8; padded + block::CHUNK];
-        let at = memory.as_ptr().align_offset(block::CHUNK);
-        let buf = &mut memory[at..at + padded];
+        let mut memory = PageAligned::new(block_size.next_multiple_of(block::CHUNK));
+        let buf = memory.as_mut();
         let mut sums = whole::ChunkSums::default();
         for index in 0..size.div_ceil(block_size as u64) {
             let id = (hash, index);
@@ -988,9 +987,6 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Up to `len` bytes of `file` from `offset` (fewer at its end). Plain reads, not mmap: a
-/// block file truncated by anyone while mapped would kill the mount with SIGBUS on the next
-/// access; a read can only come back short, which the decoder rejects.
 /// Fetched bytes admitted by [`DiskCache::queue`] until dropped.
 #[derive(Debug)]
 pub struct Queued {
@@ -1018,6 +1014,25 @@ fn write_buffered(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
     out.write_all(data)
 }
 
+/// Zeroed memory of a given length starting on a page boundary, for O_DIRECT writes.
+struct PageAligned {
+    memory: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl PageAligned {
+    fn new(len: usize) -> Self {
+        let memory = vec![0u8; len + block::CHUNK];
+        let at = memory.as_ptr().align_offset(block::CHUNK);
+        Self { memory, at, len }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.memory[self.at..self.at + self.len]
+    }
+}
+
 /// Creates the new file `path` for writing, with O_DIRECT if `direct`.
 fn create_file(path: &Path, direct: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -1031,14 +1046,15 @@ fn create_file(path: &Path, direct: bool) -> io::Result<File> {
 /// Creates `path` holding `header` then `data` with O_DIRECT (see [`direct_ok`]).
 fn write_direct(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
     let out = create_file(path, true)?;
-    let mut page = vec![0u8; header.len() + block::CHUNK];
-    let at = page.as_ptr().align_offset(block::CHUNK);
-    let aligned_header = &mut page[at..at + header.len()];
-    aligned_header.copy_from_slice(header);
-    out.write_all_at(aligned_header, 0)?;
+    let mut aligned_header = PageAligned::new(header.len());
+    aligned_header.as_mut().copy_from_slice(header);
+    out.write_all_at(aligned_header.as_mut(), 0)?;
     out.write_all_at(data, header.len() as u64)
 }
 
+/// Up to `len` bytes of `file` from `offset` (fewer at its end). Plain reads, not mmap: a
+/// block file truncated by anyone while mapped would kill the mount with SIGBUS on the next
+/// access; a read can only come back short, which the decoder rejects.
 fn read_up_to(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0; len];
     let mut filled = 0;

@@ -323,15 +323,15 @@ fn page_aligned_blocks_are_stored_and_read_back_whether_or_not_written_direct() 
     let cache = DiskCache::open(config).unwrap();
     // A page-aligned 64 KiB block (the O_DIRECT path where the filesystem allows it), and a
     // short last block at an odd address (always through the page cache).
-    let mut memory = vec![0u8; 2 * 64 * 1024 + 4096];
-    let at = memory.as_ptr().align_offset(4096);
-    for (i, byte) in memory.iter_mut().enumerate() {
+    let mut memory = PageAligned::new(2 * 64 * 1024);
+    for (i, byte) in memory.as_mut().iter_mut().enumerate() {
         *byte = (i % 251) as u8;
     }
-    let aligned = &memory[at..at + 64 * 1024];
+    let memory = memory.as_mut();
+    let aligned = &memory[..64 * 1024];
     assert!(direct_ok(&[0; 4096], aligned));
     cache.put("k", "e", 0, aligned);
-    let odd = &memory[at + 1..at + 1 + 5000];
+    let odd = &memory[1..1 + 5000];
     assert!(!direct_ok(&[0; 4096], odd));
     cache.put("k", "e", 1, odd);
     assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), aligned);
@@ -358,4 +358,21 @@ fn blocks_waiting_for_the_disk_are_bounded_and_the_rest_skipped() {
     );
     drop(second);
     assert!(cache.queue(QUEUE_BYTES).is_some());
+}
+
+#[test]
+fn a_filesystem_refusing_o_direct_turns_it_off_and_blocks_still_land() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    assert!(!cache.refuses_direct(&io::Error::from_raw_os_error(libc::ENOSPC)));
+    assert!(
+        cache.direct_writes.load(Ordering::Relaxed),
+        "only EINVAL says so"
+    );
+    assert!(cache.refuses_direct(&io::Error::from_raw_os_error(libc::EINVAL)));
+    assert!(!cache.direct_writes.load(Ordering::Relaxed));
+    let mut memory = PageAligned::new(4096);
+    memory.as_mut().fill(9);
+    cache.put("k", "e", 0, memory.as_mut());
+    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[9; 4096][..]);
 }

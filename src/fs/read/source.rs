@@ -117,10 +117,10 @@ impl<S: ObjectStore> ObjectSource<S> {
             let key = self.key.clone();
             let size = self.size;
             tokio::task::spawn_blocking(move || {
-                let _queued = queued;
                 for (index, block) in fetched {
                     cache.put(&key, &etag, index, &block);
                 }
+                drop(queued); // written: the copy below is not waiting blocks
                 // These may have been the object's last missing blocks.
                 if let Some(copy) = cache.pending_copy(&key, &etag, size) {
                     copy.run();
