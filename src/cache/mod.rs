@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use crate::fs::memory::{MemoryBudget, Reservation};
 use index::{BlockId, Index};
 
 /// Default block size (1 MiB).
@@ -126,8 +127,9 @@ pub struct DiskCache {
     copies_pending: AtomicUsize,
     /// Whether block files may be written with O_DIRECT (until the filesystem refuses).
     direct_writes: AtomicBool,
-    /// Bytes of fetched blocks waiting to be written (see [`DiskCache::queue`]).
-    queued: Arc<AtomicU64>,
+    /// Fetched blocks waiting to be written, bounded by [`QUEUE_BYTES`] (see
+    /// [`DiskCache::queue`]): the mount's own byte budget, used for this queue alone.
+    queued: Arc<MemoryBudget>,
     /// Hits, misses and evictions.
     pub counters: CacheCounters,
     next_tmp: AtomicU64,
@@ -186,7 +188,7 @@ impl DiskCache {
             whole_copies: AtomicBool::new(false),
             copies_pending: AtomicUsize::new(0),
             direct_writes: AtomicBool::new(true),
-            queued: Arc::new(AtomicU64::new(0)),
+            queued: MemoryBudget::new(QUEUE_BYTES),
             counters: CacheCounters::default(),
             next_tmp: AtomicU64::new(0),
         };
@@ -357,12 +359,10 @@ impl DiskCache {
         }
         let span = header.chunk_span(within.clone());
         let mut data = vec![0; span.len()];
-        match file.read_exact_at(&mut data, (header.data_at + span.start) as u64) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Ok(Err(block::Rejected::Malformed));
-            }
-            Err(e) => return Err(e),
+        if let Err(why) =
+            read_exact_or_malformed(&file, &mut data, (header.data_at + span.start) as u64)?
+        {
+            return Ok(Err(why));
         }
         if let Err(why) = header.verify(span.start, &data) {
             return Ok(Err(why));
@@ -415,12 +415,8 @@ impl DiskCache {
         let Some(data) = out.get_mut(..header.data_len) else {
             return Ok(Err(block::Rejected::Malformed));
         };
-        match file.read_exact_at(data, header.data_at as u64) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Ok(Err(block::Rejected::Malformed));
-            }
-            Err(e) => return Err(e),
+        if let Err(why) = read_exact_or_malformed(&file, data, header.data_at as u64)? {
+            return Ok(Err(why));
         }
         Ok(header.verify(0, data).map(|()| header.data_len))
     }
@@ -435,24 +431,15 @@ impl DiskCache {
     /// Admits `bytes` of fetched blocks to be written in the background, or refuses them
     /// (counting them as skipped) while [`QUEUE_BYTES`] are already waiting: the reader never
     /// waits for the disk, and memory stays bounded when the disk is slower than S3. The
-    /// admission ends when the returned ticket is dropped.
-    pub fn queue(&self, bytes: u64) -> Option<Queued> {
-        let admitted = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |queued| {
-                (queued + bytes <= QUEUE_BYTES).then_some(queued + bytes)
-            })
-            .is_ok();
-        if !admitted {
+    /// admission ends when the returned reservation is dropped.
+    pub fn queue(&self, bytes: u64) -> Option<Reservation> {
+        let admitted = self.queued.try_reserve(bytes);
+        if admitted.is_none() {
             self.counters
                 .skipped_bytes
                 .fetch_add(bytes, Ordering::Relaxed);
-            return None;
         }
-        Some(Queued {
-            queued: self.queued.clone(),
-            bytes,
-        })
+        admitted
     }
 
     /// Stores block `index` of `key` at `etag`. Failures (disk full, unwritable directory)
@@ -538,7 +525,7 @@ impl DiskCache {
     /// O_DIRECT (tmpfs), are written through the page cache.
     fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
         let tmp = self.tmp_path();
-        let keeping_up = self.queued.load(Ordering::Relaxed) <= QUEUE_BYTES / 4;
+        let keeping_up = self.queued.used() <= QUEUE_BYTES / 4;
         let direct = keeping_up && self.direct_writes.load(Ordering::Relaxed);
         let written = if direct && direct_ok(header, data) {
             match write_direct(&tmp, header, data) {
@@ -603,12 +590,8 @@ impl DiskCache {
             .min(sums.size);
         let mut data = vec![0; (end - start) as usize];
         let file = File::open(self.path_of((hash, WHOLE)))?;
-        match file.read_exact_at(&mut data, start) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Ok(Err(block::Rejected::Malformed));
-            }
-            Err(e) => return Err(e),
+        if let Err(why) = read_exact_or_malformed(&file, &mut data, start)? {
+            return Ok(Err(why));
         }
         if let Err(why) = sums.verify(start, &data) {
             return Ok(Err(why));
@@ -659,11 +642,15 @@ impl DiskCache {
     pub fn is_complete(&self, key: &str, etag: &str, size: u64) -> bool {
         let hash = Self::object_hash(&self.object_id(key, etag));
         let accounting = self.lock_index();
-        accounting.contains(&(hash, WHOLE))
-            // From the end: a stream being read has its missing blocks there.
-            || (0..size.div_ceil(self.config.block_size))
-                .rev()
-                .all(|i| accounting.contains(&(hash, i)))
+        accounting.contains(&(hash, WHOLE)) || self.all_blocks_in(&accounting, hash, size)
+    }
+
+    /// Whether every block of the object hashed `hash` (`size` bytes) is in the index.
+    fn all_blocks_in(&self, accounting: &Index, hash: u64, size: u64) -> bool {
+        // From the end: a stream being read has its missing blocks there.
+        (0..size.div_ceil(self.config.block_size))
+            .rev()
+            .all(|i| accounting.contains(&(hash, i)))
     }
 
     /// From now on, objects whose every block is cached are copied whole (the kernel agreed
@@ -722,13 +709,15 @@ impl DiskCache {
         size > 0
             && size + sidecar <= self.max_bytes / 2
             && sidecar <= SUMS_BYTES / 4
-            && !self.lock_index().contains(&(hash, WHOLE))
             && !self
                 .building
                 .lock()
                 .expect("building lock poisoned")
                 .contains(&hash)
-            && self.is_complete(key, etag, size)
+            && {
+                let accounting = self.lock_index();
+                !accounting.contains(&(hash, WHOLE)) && self.all_blocks_in(&accounting, hash, size)
+            }
     }
 
     /// Copies the cached blocks of `key` at `etag` (`size` bytes) into a whole-object copy
@@ -987,19 +976,6 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Fetched bytes admitted by [`DiskCache::queue`] until dropped.
-#[derive(Debug)]
-pub struct Queued {
-    queued: Arc<AtomicU64>,
-    bytes: u64,
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
 /// Whether a block file of `header` then `data` can be written with O_DIRECT: every length
 /// and the data's address on a page boundary (the header is copied to an aligned buffer).
 fn direct_ok(header: &[u8], data: &[u8]) -> bool {
@@ -1050,6 +1026,20 @@ fn write_direct(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
     aligned_header.as_mut().copy_from_slice(header);
     out.write_all_at(aligned_header.as_mut(), 0)?;
     out.write_all_at(data, header.len() as u64)
+}
+
+/// Fills `buf` from `file` at `offset`; a file too short for it is a malformed cache file
+/// (truncated), not an I/O error.
+fn read_exact_or_malformed(
+    file: &File,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<Result<(), block::Rejected>> {
+    match file.read_exact_at(buf, offset) {
+        Ok(()) => Ok(Ok(())),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Err(block::Rejected::Malformed)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Up to `len` bytes of `file` from `offset` (fewer at its end). Plain reads, not mmap: a

@@ -4,6 +4,9 @@
 //! dropped. A reservation that does not fit is refused, never waited for: the reader then
 //! shrinks to fetching only what the kernel asked for, so many handles on many files slow
 //! down instead of growing the process.
+//!
+//! The data cache bounds the fetched blocks waiting for its disk with a budget of its own
+//! (`cache::DiskCache::queue`): refused there means "not cached", never "wait".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

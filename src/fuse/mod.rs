@@ -119,15 +119,23 @@ impl<S: ObjectStore> FuseAdapter<S> {
 const BUSY_RETRIES: u32 = 20;
 const BUSY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Whether `ino` is (or, within the retries, becomes) free of passthrough files.
-async fn wait_out_passthrough(table: &PassthroughTable<BackingId>, ino: u64) -> bool {
-    for _ in 0..BUSY_RETRIES {
-        if !table.in_passthrough(ino) {
-            return true;
+/// `attempt`'s outcome, tried again every [`BUSY_RETRY_DELAY`] (at most [`BUSY_RETRIES`]
+/// times) while it is `busy`.
+async fn until_not_busy<T>(mut attempt: impl FnMut() -> T, busy: impl Fn(&T) -> bool) -> T {
+    let mut tries = 0;
+    loop {
+        let outcome = attempt();
+        if !busy(&outcome) || tries == BUSY_RETRIES {
+            return outcome;
         }
+        tries += 1;
         tokio::time::sleep(BUSY_RETRY_DELAY).await;
     }
-    !table.in_passthrough(ino)
+}
+
+/// Whether `ino` is (or, within the retries, becomes) free of passthrough files.
+async fn wait_out_passthrough(table: &PassthroughTable<BackingId>, ino: u64) -> bool {
+    !until_not_busy(|| table.in_passthrough(ino), |&busy| busy).await
 }
 
 /// [`PassthroughTable::open`], decided again for a while if the inode is busy.
@@ -143,15 +151,11 @@ where
     W: Fn() -> Option<(std::fs::File, String)>,
     R: Fn(&std::fs::File) -> std::io::Result<BackingId>,
 {
-    let mut tries = 0;
-    loop {
-        let answer = table.open(ino, fh, wanted, &whole, &register);
-        if !matches!(answer, Answer::Busy(_)) || tries == BUSY_RETRIES {
-            return answer;
-        }
-        tries += 1;
-        tokio::time::sleep(BUSY_RETRY_DELAY).await;
-    }
+    until_not_busy(
+        || table.open(ino, fh, wanted, &whole, &register),
+        |answer| matches!(answer, Answer::Busy(_)),
+    )
+    .await
 }
 
 /// What the filesystem needs to know of open(2) flags.

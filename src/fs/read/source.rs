@@ -110,9 +110,8 @@ impl<S: ObjectStore> ObjectSource<S> {
             }
         }
         let fetched_bytes = fetched.iter().map(|(_, block)| block.len() as u64).sum();
-        if let Some(queued) = (!fetched.is_empty())
-            .then(|| cache.queue(fetched_bytes))
-            .flatten()
+        if !fetched.is_empty()
+            && let Some(queued) = cache.queue(fetched_bytes)
         {
             let key = self.key.clone();
             let size = self.size;
