@@ -305,7 +305,7 @@ impl Args {
             passthrough: self.cache.is_some() && !self.no_passthrough,
             memory_limit: self
                 .memory_target
-                .map_or_else(crate::fs::memory::default_limit, |mib| mib * 1024 * 1024),
+                .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),
         }
     }
 

@@ -12,4 +12,5 @@ pub mod fs;
 pub mod fstab;
 pub mod fuse;
 pub mod logging;
+pub mod memory;
 pub mod s3;

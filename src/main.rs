@@ -127,8 +127,8 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     let cache = match args.cache_config().map(DiskCache::open) {
         None => None,
         Some(Ok(cache)) => Some(Arc::new(cache)),
-        Some(Err(message)) => {
-            fail(report, message);
+        Some(Err(e)) => {
+            fail(report, e.to_string());
             return Err(());
         }
     };
@@ -174,18 +174,10 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
                 "whole-object copies still being written are dropped"
             );
         }
-        let c = &cache.counters;
-        let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         info!(
-            "cache summary: hits={} misses={} rejected={} evicted={} bytes={} skipped_bytes={} whole_built={} whole_opens={}",
-            get(&c.hits),
-            get(&c.misses),
-            get(&c.rejected),
-            get(&c.evicted),
-            cache.used(),
-            get(&c.skipped_bytes),
-            get(&c.whole_built),
-            get(&c.whole_opens)
+            "cache summary: {} bytes={}",
+            cache.counters.snapshot(),
+            cache.used()
         );
     }
     info!(

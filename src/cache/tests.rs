@@ -1,6 +1,18 @@
 //! The cache on a real temporary directory.
 
+use std::io;
+use std::path::Path;
+
+use super::store::direct_ok;
 use super::*;
+use crate::memory::page_aligned;
+
+/// `len` page-aligned bytes made by `byte(i)`.
+fn aligned_bytes(len: usize, byte: impl Fn(usize) -> u8) -> bytes::BytesMut {
+    let mut memory = page_aligned(len);
+    memory.extend((0..len).map(byte));
+    memory
+}
 
 fn config(dir: &Path, max: Option<u64>) -> CacheConfig {
     CacheConfig {
@@ -128,7 +140,7 @@ fn blocks_survive_a_reopen_and_the_directory_is_locked_meanwhile() {
         let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
         cache.put("k", "e", 3, b"kept");
         let second = DiskCache::open(config(tmp.path(), Some(1 << 20)));
-        let err = second.unwrap_err();
+        let err = second.unwrap_err().to_string();
         assert!(err.contains("in use") && !err.contains('\n'), "{err}");
     }
     let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
@@ -323,11 +335,7 @@ fn page_aligned_blocks_are_stored_and_read_back_whether_or_not_written_direct() 
     let cache = DiskCache::open(config).unwrap();
     // A page-aligned 64 KiB block (the O_DIRECT path where the filesystem allows it), and a
     // short last block at an odd address (always through the page cache).
-    let mut memory = PageAligned::new(2 * 64 * 1024);
-    for (i, byte) in memory.as_mut().iter_mut().enumerate() {
-        *byte = (i % 251) as u8;
-    }
-    let memory = memory.as_mut();
+    let memory = aligned_bytes(2 * 64 * 1024, |i| (i % 251) as u8);
     let aligned = &memory[..64 * 1024];
     assert!(direct_ok(&[0; 4096], aligned));
     cache.put("k", "e", 0, aligned);
@@ -371,8 +379,7 @@ fn a_filesystem_refusing_o_direct_turns_it_off_and_blocks_still_land() {
     );
     assert!(cache.refuses_direct(&io::Error::from_raw_os_error(libc::EINVAL)));
     assert!(!cache.direct_writes.load(Ordering::Relaxed));
-    let mut memory = PageAligned::new(4096);
-    memory.as_mut().fill(9);
-    cache.put("k", "e", 0, memory.as_mut());
+    let memory = aligned_bytes(4096, |_| 9);
+    cache.put("k", "e", 0, &memory);
     assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[9; 4096][..]);
 }

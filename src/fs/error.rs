@@ -22,8 +22,9 @@ pub enum FsError {
     /// The mount was made with `--read-only`.
     #[error("read-only mount")]
     ReadOnly,
-    /// An operation S3 cannot do faithfully, refused rather than pretended.
-    #[error("not supported: {0}")]
+    /// An operation S3 cannot do faithfully (or the mount does not allow), refused rather
+    /// than pretended: EPERM.
+    #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
     /// Extended attributes are not stored.
     #[error("extended attributes are not supported")]
@@ -59,11 +60,10 @@ pub enum FsError {
     /// copying file by file on this errno.
     #[error("renaming directories is not supported")]
     CrossDevice,
-    /// The file is open elsewhere with the kernel reading its cached copy directly (FUSE
-    /// passthrough), which rules out this open until those files are closed: ETXTBSY for a
-    /// write, EBUSY for a read of a newer version.
-    #[error("the file is open with the kernel reading its cached copy directly; close it first")]
-    PassthroughBusy(i32),
+    /// A task of ours that was doing the work panicked or was cancelled: not something S3
+    /// said, but the call cannot be answered.
+    #[error("internal task failed: {0}")]
+    TaskFailed(String),
     /// The object store failed.
     #[error("S3 request for {key:?} failed: {source}")]
     S3 {
@@ -75,6 +75,11 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// A failed task (a panic or a cancellation, as a `JoinError` says).
+    pub fn task(err: impl std::fmt::Display) -> Self {
+        FsError::TaskFailed(err.to_string())
+    }
+
     /// Wraps a store error, keeping the key for the log line.
     pub fn s3(key: &str, source: S3Error) -> Self {
         match source {
@@ -106,7 +111,7 @@ impl FsError {
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
-            FsError::PassthroughBusy(errno) => *errno,
+            FsError::TaskFailed(_) => libc::EIO,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,
@@ -123,7 +128,7 @@ impl FsError {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            FsError::ObjectChanged { .. } | FsError::S3 { .. } | FsError::PassthroughBusy(_)
+            FsError::ObjectChanged { .. } | FsError::S3 { .. } | FsError::TaskFailed(_)
         )
     }
 }

@@ -7,21 +7,17 @@
 pub mod blocking;
 pub mod config;
 pub mod counters;
-pub mod dir;
 pub mod error;
-mod files;
+pub mod handle_map;
+mod handles;
 pub mod inode;
-mod listing;
-pub mod memory;
+pub mod listing;
 mod mutate;
 pub mod names;
 pub mod read;
 pub mod write;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
@@ -33,11 +29,12 @@ pub use mutate::RenameMode;
 pub use names::Kind;
 
 use crate::cache::DiskCache;
+use crate::memory::MemoryBudget;
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
 use counters::{CounterSnapshot, ReadCounters};
-use dir::DirStream;
-use files::OpenFile;
-use memory::MemoryBudget;
+use handle_map::HandleMap;
+use handles::OpenFile;
+use listing::DirStream;
 use read::prefetch::PrefetchConfig;
 
 /// Most names remembered as missing at once.
@@ -99,10 +96,9 @@ pub struct S3Filesystem<S: ObjectStore> {
     /// (parent inode, name) pairs known not to exist, for the metadata TTL.
     negative: Cache<(u64, String), ()>,
     /// Open files by handle number.
-    files: Mutex<HashMap<u64, OpenFile<S>>>,
+    files: HandleMap<OpenFile<S>>,
     /// Open directories by handle number.
-    dirs: Mutex<HashMap<u64, DirHandle>>,
-    next_handle: AtomicU64,
+    dirs: HandleMap<DirHandle>,
     /// Memory for prefetched data, shared by all handles.
     budget: Arc<MemoryBudget>,
     /// Mount-wide read counters.
@@ -132,9 +128,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             store,
             config,
             negative,
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            files: HandleMap::default(),
+            dirs: HandleMap::default(),
             budget,
             counters: Arc::new(ReadCounters::default()),
             prefetch,
@@ -323,5 +318,3 @@ fn file_stat(info: &ObjectInfo) -> Stat {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_write;

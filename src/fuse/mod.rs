@@ -21,12 +21,12 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tracing::{debug, error, info};
+use tracing::{debug, error};
 
 use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
 use crate::s3::ObjectStore;
 use attr::file_attr;
-use passthrough::{Answer, PassthroughTable, Wanted};
+use passthrough::{Opened, PassthroughTable};
 
 /// Directory entries asked of the filesystem per readdir request (the kernel's buffer holds
 /// about this many typical names; what does not fit is asked again at the next offset).
@@ -65,25 +65,6 @@ impl<S: ObjectStore> FuseAdapter<S> {
         }
     }
 
-    /// Asks the kernel for passthrough when the cache is on, it is wanted, and we may
-    /// register backing files (that needs CAP_SYS_ADMIN: root). Stack depth 1: backing
-    /// files on a plain filesystem, and an overlay may still be mounted over us.
-    fn negotiate_passthrough(&self, config: &mut KernelConfig) {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !(self.fs.config().passthrough && self.fs.cache().is_some() && root) {
-            return;
-        }
-        match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
-            Ok(()) if config.set_max_stack_depth(1).is_ok() => {
-                self.passthrough.enable();
-                self.fs.enable_whole_copies();
-                info!("FUSE passthrough on: the kernel reads objects the cache holds whole");
-            }
-            _ => debug!("kernel lacks FUSE passthrough; cached objects are read through mount-s3"),
-        }
-    }
-
     /// Runs a request's future: first polled right here on the dispatch thread (with
     /// blocking local I/O allowed, see [`blocking`]), so a request that needs no waiting (a
     /// cached read, a read of prefetched bytes, a cached stat) is answered without a thread
@@ -111,51 +92,6 @@ impl<S: ObjectStore> FuseAdapter<S> {
         };
         fail(op, err)
     }
-}
-
-/// How often, and how far apart, an open refused because its inode is in passthrough is
-/// decided again: the release of the last passthrough file may be on its way (the kernel
-/// sends it after close returns).
-const BUSY_RETRIES: u32 = 20;
-const BUSY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// `attempt`'s outcome, tried again every [`BUSY_RETRY_DELAY`] (at most [`BUSY_RETRIES`]
-/// times) while it is `busy`.
-async fn until_not_busy<T>(mut attempt: impl FnMut() -> T, busy: impl Fn(&T) -> bool) -> T {
-    let mut tries = 0;
-    loop {
-        let outcome = attempt();
-        if !busy(&outcome) || tries == BUSY_RETRIES {
-            return outcome;
-        }
-        tries += 1;
-        tokio::time::sleep(BUSY_RETRY_DELAY).await;
-    }
-}
-
-/// Whether `ino` is (or, within the retries, becomes) free of passthrough files.
-async fn wait_out_passthrough(table: &PassthroughTable<BackingId>, ino: u64) -> bool {
-    !until_not_busy(|| table.in_passthrough(ino), |&busy| busy).await
-}
-
-/// [`PassthroughTable::open`], decided again for a while if the inode is busy.
-async fn decide_open<W, R>(
-    table: &PassthroughTable<BackingId>,
-    ino: u64,
-    fh: u64,
-    wanted: Wanted<'_>,
-    whole: W,
-    register: R,
-) -> Answer<BackingId>
-where
-    W: Fn() -> Option<(std::fs::File, String)>,
-    R: Fn(&std::fs::File) -> std::io::Result<BackingId>,
-{
-    until_not_busy(
-        || table.open(ino, fh, wanted, &whole, &register),
-        |answer| matches!(answer, Answer::Busy(_)),
-    )
-    .await
 }
 
 /// What the filesystem needs to know of open(2) flags.
@@ -188,7 +124,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // from tasks, so concurrency costs no dispatch thread.
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
-        self.negotiate_passthrough(config);
+        passthrough::negotiate(&self.fs, &self.passthrough, config);
         Ok(())
     }
 
@@ -359,46 +295,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
         self.run(async move {
-            let passthrough = table.agreed();
-            // A write beside passthrough files is refused before it starts anything (the
-            // decision after the open below covers a passthrough open racing this one).
-            if passthrough && mode.write && !wait_out_passthrough(&table, ino.0).await {
-                return reply.error(fail("open", FsError::PassthroughBusy(libc::ETXTBSY)));
-            }
-            let fh = match fs.open(ino.0, mode, caller).await {
-                Ok(fh) => fh,
-                Err(e) => return reply.error(fail("open", e)),
-            };
-            if !passthrough {
-                return reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            let etag = (!mode.write).then(|| fs.read_etag(fh)).flatten();
-            let wanted = match etag.as_deref() {
-                Some(etag) if mode.direct => Wanted::DirectRead(etag),
-                Some(etag) => Wanted::Read(etag),
-                None => Wanted::Other,
-            };
-            let answer = decide_open(
-                &table,
-                ino.0,
-                fh,
-                wanted,
-                || fs.whole_file(fh),
-                |file| reply.open_backing(file),
-            )
-            .await;
-            if !table.is_on() {
-                fs.disable_whole_copies(); // registering a backing file failed
-            }
-            match answer {
-                Answer::Cached => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Answer::Passthrough(backing) => {
+            let register = |file: &std::fs::File| reply.open_backing(file);
+            match passthrough::open(&fs, &table, ino.0, mode, caller, register).await {
+                Ok(Opened::Plain(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(Opened::Passthrough(fh, backing)) => {
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
                 }
-                Answer::Busy(errno) => {
-                    fs.abandon(fh).await;
-                    reply.error(fail("open", FsError::PassthroughBusy(errno)));
-                }
+                Err(errno) => reply.error(errno),
             }
         });
     }
@@ -476,9 +379,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        if self.passthrough.agreed() {
-            self.passthrough.release(fh.0);
-        }
+        passthrough::release(&self.passthrough, fh.0);
         self.run(async move {
             fs.release(fh.0).await;
             reply.ok();
@@ -648,20 +549,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.run(async move {
             match fs.create(parent.0, &name, caller).await {
                 Ok((attr, fh)) => {
-                    if table.agreed() {
-                        let answer = decide_open(
-                            &table,
-                            attr.ino,
-                            fh,
-                            Wanted::Other,
-                            || None,
-                            |_| Err(std::io::Error::other("a write never passes through")),
-                        )
-                        .await;
-                        if let Answer::Busy(errno) = answer {
-                            fs.abandon(fh).await;
-                            return reply.error(fail("create", FsError::PassthroughBusy(errno)));
-                        }
+                    if let Err(errno) = passthrough::after_create(&fs, &table, attr.ino, fh).await {
+                        return reply.error(errno);
                     }
                     reply.created(
                         &fs.kernel_ttl(),

@@ -128,10 +128,10 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s3::memory::MemoryStore;
+    use crate::s3::in_memory::InMemoryStore;
 
     /// A store whose HEAD never answers.
-    struct Stalled(MemoryStore);
+    struct Stalled(InMemoryStore);
 
     impl ObjectStore for Stalled {
         async fn head(&self, _key: &str) -> Result<ObjectInfo, S3Error> {
@@ -190,7 +190,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_call_fails_at_the_deadline_and_others_pass() {
-        let inner = MemoryStore::new();
+        let inner = InMemoryStore::new();
         inner.put("k", b"v".to_vec());
         let store = WithDeadline::new(Stalled(inner), Duration::from_secs(5));
         let err = store.head("k").await.unwrap_err();

@@ -1,13 +1,15 @@
 //! The object store: the only door from the filesystem to S3.
 //!
 //! `fs/` sees storage only through [`ObjectStore`], so the SDK can be swapped (or faked with
-//! [`memory::MemoryStore`] in unit tests) without touching filesystem logic. This module does not
+//! the in-memory store of the unit tests, `in_memory`, compiled only for them) without
+//! touching filesystem logic. This module does not
 //! decide what an error means for a POSIX caller; `fs::error` does that.
 
 pub mod config;
 pub mod deadline;
 pub mod error;
-pub mod memory;
+#[cfg(test)]
+pub mod in_memory;
 pub mod sdk;
 
 use std::future::Future;

@@ -13,8 +13,8 @@ use bytes::Bytes;
 
 use super::counters::ReadCounters;
 use super::error::FsError;
-use super::memory::MemoryBudget;
 use crate::cache::DiskCache;
+use crate::memory::MemoryBudget;
 use crate::s3::ObjectStore;
 use prefetch::{PrefetchConfig, Prefetcher};
 use source::ObjectSource;
@@ -69,13 +69,7 @@ impl<S: ObjectStore> FileReader<S> {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let bytes = self
-            .prefetcher
-            .lock()
-            .await
-            .read(offset..end)
-            .await
-            .map_err(|e| FsError::s3(&self.source.key, e))?;
+        let bytes = self.prefetcher.lock().await.read(offset..end).await?;
         ReadCounters::add(&self.source.counters.bytes_served, bytes.len() as u64);
         Ok(bytes)
     }

@@ -16,9 +16,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::source::ObjectSource;
+use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
-use crate::fs::memory::{MemoryBudget, Reservation, Streaming};
-use crate::s3::{ObjectStore, S3Error};
+use crate::memory::{MemoryBudget, Reservation, Streaming};
+use crate::s3::ObjectStore;
 
 /// Sizes that shape the window.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +58,7 @@ impl PrefetchConfig {
 }
 
 enum PartData {
-    Pending(JoinHandle<Result<Bytes, S3Error>>),
+    Pending(JoinHandle<Result<Bytes, FsError>>),
     Ready(Bytes),
 }
 
@@ -71,11 +72,9 @@ struct Part {
 }
 
 impl Part {
-    async fn bytes(&mut self) -> Result<Bytes, S3Error> {
+    async fn bytes(&mut self) -> Result<Bytes, FsError> {
         if let PartData::Pending(task) = &mut self.data {
-            let bytes = task
-                .await
-                .map_err(|e| S3Error::Network(format!("prefetch task failed: {e}")))??;
+            let bytes = task.await.map_err(FsError::task)??;
             self.data = PartData::Ready(bytes);
         }
         match &self.data {
@@ -152,7 +151,7 @@ impl<S: ObjectStore> Prefetcher<S> {
     }
 
     /// The bytes of `range` (inside the object, non-empty).
-    pub async fn read(&mut self, range: Range<u64>) -> Result<Bytes, S3Error> {
+    pub async fn read(&mut self, range: Range<u64>) -> Result<Bytes, FsError> {
         // The kernel's readahead sends several reads at once, which may arrive out of order:
         // a read a little past the queued parts is still the same stream.
         let near_ahead = !self.parts.is_empty()
@@ -187,12 +186,12 @@ impl<S: ObjectStore> Prefetcher<S> {
         self.parts.back().map_or(self.last_end, |p| p.range.end)
     }
 
-    async fn fetch_direct(&self, range: Range<u64>) -> Result<Bytes, S3Error> {
+    async fn fetch_direct(&self, range: Range<u64>) -> Result<Bytes, FsError> {
         self.source.fetch(range).await
     }
 
     /// Gathers `range` from the queued parts; the parts past the budget are fetched directly.
-    async fn serve(&mut self, range: Range<u64>) -> Result<Bytes, S3Error> {
+    async fn serve(&mut self, range: Range<u64>) -> Result<Bytes, FsError> {
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut at = range.start;
         let mut index = 0;

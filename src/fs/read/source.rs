@@ -10,8 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::cache::DiskCache;
+use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
-use crate::s3::{ObjectStore, S3Error};
+use crate::s3::ObjectStore;
 
 /// One pinned object version and the ways to read it.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub struct ObjectSource<S: ObjectStore> {
 
 impl<S: ObjectStore> ObjectSource<S> {
     /// The bytes of `range` (inside the object).
-    pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, S3Error> {
+    pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, FsError> {
         match (&self.cache, &self.etag) {
             (Some(cache), Some(etag)) => {
                 self.fetch_cached(cache.clone(), etag.clone(), range).await
@@ -41,12 +42,13 @@ impl<S: ObjectStore> ObjectSource<S> {
         }
     }
 
-    async fn get(&self, range: Range<u64>) -> Result<Bytes, S3Error> {
+    async fn get(&self, range: Range<u64>) -> Result<Bytes, FsError> {
         ReadCounters::add(&self.counters.get_requests, 1);
         let bytes = self
             .store
             .get_range(&self.key, range, self.etag.as_deref())
-            .await?;
+            .await
+            .map_err(|e| FsError::s3(&self.key, e))?;
         ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Ok(bytes)
     }
@@ -56,7 +58,7 @@ impl<S: ObjectStore> ObjectSource<S> {
         cache: Arc<DiskCache>,
         etag: String,
         range: Range<u64>,
-    ) -> Result<Bytes, S3Error> {
+    ) -> Result<Bytes, FsError> {
         let block_size = cache.block_size();
         let first = range.start / block_size;
         let last = (range.end - 1) / block_size;
@@ -79,7 +81,7 @@ impl<S: ObjectStore> ObjectSource<S> {
                 .collect()
         })
         .await
-        .map_err(|e| S3Error::Network(format!("cache lookup failed: {e}")))?;
+        .map_err(FsError::task)?;
 
         // Each cached block is one piece; each run of missing blocks is one GET whose body
         // is one piece (a slice of it), so a read that misses entirely is passed on without a

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::s3::memory::MemoryStore;
+use crate::s3::in_memory::InMemoryStore;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -28,7 +28,7 @@ impl Lcg {
 }
 
 struct Fixture {
-    store: Arc<MemoryStore>,
+    store: Arc<InMemoryStore>,
     cache: Option<Arc<crate::cache::DiskCache>>,
     budget: Arc<MemoryBudget>,
     counters: Arc<ReadCounters>,
@@ -38,7 +38,7 @@ struct Fixture {
 impl Fixture {
     fn new(config: PrefetchConfig, budget: u64) -> Self {
         Self {
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(InMemoryStore::new()),
             cache: None,
             budget: MemoryBudget::new(budget),
             counters: Arc::new(ReadCounters::default()),
@@ -50,7 +50,7 @@ impl Fixture {
         Self::new(PrefetchConfig::new(8 * MIB, 512 * MIB), 512 * MIB)
     }
 
-    async fn reader(&self, key: &str) -> FileReader<MemoryStore> {
+    async fn reader(&self, key: &str) -> FileReader<InMemoryStore> {
         let info = self.store.head(key).await.unwrap();
         FileReader::new(
             self.store.clone(),
@@ -67,7 +67,7 @@ impl Fixture {
 
 use crate::s3::ObjectStore;
 
-async fn read_all(reader: &FileReader<MemoryStore>, chunk: u32) -> Vec<u8> {
+async fn read_all(reader: &FileReader<InMemoryStore>, chunk: u32) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let got = reader.read(out.len() as u64, chunk).await.unwrap();

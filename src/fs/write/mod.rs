@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::error::FsError;
-use super::memory::{MemoryBudget, Reservation};
-use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag, S3Error};
+use crate::memory::{MemoryBudget, Reservation};
+use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag};
 pub use part_size::part_size_for;
 
 /// Most parts uploading at once per handle.
@@ -33,7 +33,7 @@ pub struct Committed {
     pub etag: String,
 }
 
-type PartTask = JoinHandle<Result<PartTag, S3Error>>;
+type PartTask = JoinHandle<Result<PartTag, FsError>>;
 
 /// Where an upload stands.
 #[derive(Debug)]
@@ -136,7 +136,7 @@ impl<S: ObjectStore> FileWriter<S> {
             if state.buffer.len() == target {
                 if let Err(e) = self.send_part(&mut state).await {
                     self.fail(&mut state, libc::EIO).await;
-                    return Err(FsError::s3(&self.key, e));
+                    return Err(e);
                 }
             }
         }
@@ -146,9 +146,10 @@ impl<S: ObjectStore> FileWriter<S> {
 
     /// Sends the buffer as the next part, first waiting for the oldest part in flight when
     /// the bound is reached (back-pressure on the writer).
-    async fn send_part(&self, state: &mut UploadState) -> Result<(), S3Error> {
+    async fn send_part(&self, state: &mut UploadState) -> Result<(), FsError> {
         if state.upload_id.is_none() {
-            state.upload_id = Some(self.store.create_multipart(&self.key).await?);
+            let id = self.store.create_multipart(&self.key).await;
+            state.upload_id = Some(id.map_err(|e| FsError::s3(&self.key, e))?);
         }
         while state.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
             Self::finish_oldest(state).await?;
@@ -161,17 +162,17 @@ impl<S: ObjectStore> FileWriter<S> {
         let store = self.store.clone();
         let key = self.key.clone();
         let upload_id = state.upload_id.clone().expect("created above");
-        let task =
-            tokio::spawn(async move { store.upload_part(&key, &upload_id, number, data).await });
+        let task = tokio::spawn(async move {
+            let part = store.upload_part(&key, &upload_id, number, data).await;
+            part.map_err(|e| FsError::s3(&key, e))
+        });
         state.in_flight.push_back((task, reservation));
         Ok(())
     }
 
-    async fn finish_oldest(state: &mut UploadState) -> Result<(), S3Error> {
+    async fn finish_oldest(state: &mut UploadState) -> Result<(), FsError> {
         if let Some((task, _reservation)) = state.in_flight.pop_front() {
-            let tag = task
-                .await
-                .map_err(|e| S3Error::Network(format!("upload task failed: {e}")))??;
+            let tag = task.await.map_err(FsError::task)??;
             state.done.push(tag);
         }
         Ok(())
@@ -199,15 +200,16 @@ impl<S: ObjectStore> FileWriter<S> {
             }
             Err(e) => {
                 self.fail(&mut state, libc::EIO).await;
-                Err(FsError::s3(&self.key, e))
+                Err(e)
             }
         }
     }
 
-    async fn finish(&self, state: &mut UploadState) -> Result<String, S3Error> {
+    async fn finish(&self, state: &mut UploadState) -> Result<String, FsError> {
         if state.upload_id.is_none() {
             let data = state.buffer.split().freeze();
-            return self.store.put(&self.key, data).await;
+            let put = self.store.put(&self.key, data).await;
+            return put.map_err(|e| FsError::s3(&self.key, e));
         }
         if !state.buffer.is_empty() {
             self.send_part(state).await?;
@@ -220,6 +222,7 @@ impl<S: ObjectStore> FileWriter<S> {
         self.store
             .complete_multipart(&self.key, &upload_id, parts)
             .await
+            .map_err(|e| FsError::s3(&self.key, e))
     }
 
     /// Abandons the upload (nothing appears in S3) and answers `errno` from now on.

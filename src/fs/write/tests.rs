@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::s3::memory::MemoryStore;
+use crate::s3::in_memory::InMemoryStore;
 
 const MIB: u64 = 1024 * 1024;
 const PART: u64 = 5 * MIB;
@@ -12,11 +12,11 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
-fn writer(store: &Arc<MemoryStore>, key: &str) -> FileWriter<MemoryStore> {
+fn writer(store: &Arc<InMemoryStore>, key: &str) -> FileWriter<InMemoryStore> {
     FileWriter::new(store.clone(), key.into(), PART, MemoryBudget::new(64 * MIB))
 }
 
-async fn write_in_chunks(w: &FileWriter<MemoryStore>, data: &[u8], chunk: usize) {
+async fn write_in_chunks(w: &FileWriter<InMemoryStore>, data: &[u8], chunk: usize) {
     let mut offset = 0;
     for piece in data.chunks(chunk) {
         w.write(offset, piece).await.unwrap();
@@ -27,7 +27,7 @@ async fn write_in_chunks(w: &FileWriter<MemoryStore>, data: &[u8], chunk: usize)
 #[tokio::test]
 async fn sizes_around_the_part_size_land_whole_at_commit() {
     for size in [0, 1, PART - 1, PART, PART + 1, 3 * PART + 7] {
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(InMemoryStore::new());
         let data = pattern(size as usize);
         let w = writer(&store, "obj");
         write_in_chunks(&w, &data, 128 * 1024).await;
@@ -47,7 +47,7 @@ async fn sizes_around_the_part_size_land_whole_at_commit() {
 
 #[tokio::test]
 async fn out_of_order_write_aborts_and_leaves_the_old_object() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     store.put("obj", b"old".to_vec());
     let w = writer(&store, "obj");
     let data = pattern((2 * PART) as usize);
@@ -62,7 +62,7 @@ async fn out_of_order_write_aborts_and_leaves_the_old_object() {
 
 #[tokio::test]
 async fn abort_leaves_nothing() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     let w = writer(&store, "obj");
     write_in_chunks(&w, &pattern((3 * PART) as usize), MIB as usize).await;
     w.abort(libc::EIO).await;
@@ -73,7 +73,7 @@ async fn abort_leaves_nothing() {
 
 #[tokio::test]
 async fn budget_is_returned_after_commit() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     let budget = MemoryBudget::new(64 * MIB);
     let w = FileWriter::new(store.clone(), "obj".into(), PART, budget.clone());
     write_in_chunks(&w, &pattern((4 * PART + 3) as usize), MIB as usize).await;

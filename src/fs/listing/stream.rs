@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::names::{self, Kind};
+use crate::fs::names::{self, Kind};
 use crate::s3::{ListPage, ObjectInfo, ObjectStore, S3Error};
 
 /// Keys asked for per ListObjectsV2 page.
@@ -163,10 +163,10 @@ impl DirStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s3::memory::MemoryStore;
+    use crate::s3::in_memory::InMemoryStore;
 
     /// Lists all of `prefix` through a store paged `page` keys at a time.
-    async fn list_all(store: &MemoryStore, prefix: &str, step: usize) -> Vec<(String, Kind)> {
+    async fn list_all(store: &InMemoryStore, prefix: &str, step: usize) -> Vec<(String, Kind)> {
         let mut stream = DirStream::new(prefix);
         let mut out = Vec::new();
         loop {
@@ -186,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn implicit_dirs_markers_and_shadowing() {
-        let store = MemoryStore::new();
+        let store = InMemoryStore::new();
         for key in ["a", "a-1", "a/b", "c/", "d/e/f", "top.txt"] {
             store.put(key, "x");
         }
@@ -204,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn shadowing_across_pages() {
-        let store = MemoryStore::new();
+        let store = InMemoryStore::new();
         store.put("x", "file");
         for i in 0..50 {
             store.put(&format!("x-{i:02}"), "pad");
@@ -219,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_names_are_hidden_not_fatal() {
-        let store = MemoryStore::new();
+        let store = InMemoryStore::new();
         let long = "n".repeat(256);
         for key in [
             "d/ok",
@@ -247,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_extras_follow_the_listing_once() {
-        let store = MemoryStore::new();
+        let store = InMemoryStore::new();
         store.put("d/a", "x");
         store.put("d/both", "x");
         let extra = |name: &str| ListedEntry {
@@ -268,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_keys_each_once_and_rewind_restarts() {
-        let store = MemoryStore::new();
+        let store = InMemoryStore::new();
         for i in 0..2500 {
             store.put(&format!("big/k{i:05}"), "x");
         }

@@ -1,4 +1,6 @@
-//! One memory budget for all data the mount holds on behalf of readers (and, later, writers).
+//! Memory the mount holds for data: one byte budget for prefetched parts, upload parts and
+//! the data cache's write queue, and the one page-aligned buffer that GET bodies and cache
+//! writes share. A leaf: it imports nothing of ours, so `fs` and `cache` both use it.
 //!
 //! Prefetched parts reserve their bytes before their GET is sent and give them back when
 //! dropped. A reservation that does not fit is refused, never waited for: the reader then
@@ -10,6 +12,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{Buf, BytesMut};
+
+/// Alignment of [`page_aligned`] buffers: a page, and the unit of O_DIRECT writes.
+pub const PAGE: usize = 4096;
+
+/// An empty buffer with room for `len` bytes whose data starts on a page boundary. Filled up
+/// to `len` (by `extend_from_slice` or `resize`) it does not move, so it stays aligned: GET
+/// bodies are received into one, and the data cache writes whole blocks of them (and of its
+/// own copy buffers) with O_DIRECT straight from that memory.
+pub fn page_aligned(len: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(len + PAGE);
+    let pad = buf.as_ptr().align_offset(PAGE);
+    buf.resize(pad, 0);
+    buf.advance(pad);
+    buf
+}
 
 /// The shared budget.
 #[derive(Debug)]
@@ -139,6 +158,26 @@ mod tests {
         assert_eq!(budget.used(), 40);
         drop(b);
         assert_eq!((budget.used(), budget.peak()), (0, 100));
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_a_page_and_fill_without_moving() {
+        for len in [1, 4096, 8 << 20] {
+            let mut buf = page_aligned(len);
+            assert!(buf.is_empty());
+            let start = buf.as_ptr() as usize;
+            assert_eq!(start % PAGE, 0);
+            buf.extend_from_slice(&vec![7; len]);
+            assert_eq!(
+                buf.as_ptr() as usize,
+                start,
+                "filled in place, not reallocated"
+            );
+            assert_eq!(buf.freeze().as_ptr() as usize, start);
+        }
+        let mut zeroed = page_aligned(PAGE * 3);
+        zeroed.resize(PAGE * 3, 0);
+        assert_eq!(zeroed.as_ptr() as usize % PAGE, 0);
     }
 
     #[test]

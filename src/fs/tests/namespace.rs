@@ -1,27 +1,8 @@
-//! Filesystem behaviour on the in-memory store: name rules, shadowing, caching, reads.
+//! Names, listings, stats and reads.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-
-/// The calling process, as FUSE would report it.
-fn me() -> u32 {
-    std::process::id()
-}
-use crate::s3::memory::MemoryStore;
-
-fn setup(
-    keys: &[(&str, &[u8])],
-    config: FsConfig,
-) -> (Arc<MemoryStore>, S3Filesystem<MemoryStore>) {
-    let store = Arc::new(MemoryStore::new());
-    for (key, data) in keys {
-        store.put(key, data.to_vec());
-    }
-    let fs = S3Filesystem::new(store.clone(), config);
-    (store, fs)
-}
 
 fn ttl(secs: u64) -> FsConfig {
     FsConfig {
@@ -30,7 +11,7 @@ fn ttl(secs: u64) -> FsConfig {
     }
 }
 
-async fn names_in(fs: &S3Filesystem<MemoryStore>, ino: u64) -> Vec<(String, Kind)> {
+async fn names_in(fs: &S3Filesystem<InMemoryStore>, ino: u64) -> Vec<(String, Kind)> {
     let fh = fs.opendir(ino).unwrap();
     let mut out = Vec::new();
     let mut offset = 0;
@@ -217,7 +198,7 @@ async fn readdir_seeds_stat_cache_and_lookups_are_counted() {
 }
 
 /// The entries of directory `ino` read in kernel-sized batches (no sorting, no dedup).
-async fn raw_listing(fs: &S3Filesystem<MemoryStore>, ino: u64, batch: usize) -> Vec<String> {
+async fn raw_listing(fs: &S3Filesystem<InMemoryStore>, ino: u64, batch: usize) -> Vec<String> {
     let fh = fs.opendir(ino).unwrap();
     let mut out = Vec::new();
     let mut offset = 0;
@@ -234,7 +215,7 @@ async fn raw_listing(fs: &S3Filesystem<MemoryStore>, ino: u64, batch: usize) -> 
 #[tokio::test]
 async fn a_hundred_thousand_keys_list_in_linear_requests() {
     const N: usize = 100_000;
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     for i in 0..N {
         store.put(&format!("big/k{i:06}"), Vec::new());
     }
@@ -281,7 +262,7 @@ async fn hostile_names_list_and_open_or_are_hidden() {
         (kilo_key.clone(), b"kilo"),
         (deep.clone(), b"deep"),
     ];
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     for (key, data) in &keys {
         store.put(key, data.to_vec());
     }

@@ -1,10 +1,13 @@
 //! Directory listings: open, read in offset order, close. Listed entries seed the inode
-//! table with their stats, so `ls -l` costs no HEAD per file.
+//! table with their stats, so `ls -l` costs no HEAD per file. The listing itself, page by
+//! page from ListObjectsV2, is [`stream`].
+
+mod stream;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::dir::{DirStream, ListedEntry};
+pub use stream::{DirStream, ListedEntry, PAGE_SIZE};
+
 use super::{DirEntry, FsError, Inode, S3Filesystem, file_stat};
 use crate::s3::ObjectStore;
 
@@ -12,7 +15,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Opens a directory for listing and returns its handle number.
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         let inode = self.dir_inode(ino)?;
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let extras = self
             .inodes
             .local_children(inode.ino)
@@ -24,12 +26,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             })
             .collect();
         let stream = DirStream::with_extras(&inode.key, extras);
-        let stream = Arc::new(tokio::sync::Mutex::new(stream));
-        self.dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .insert(fh, stream);
-        Ok(fh)
+        Ok(self.dirs.insert(Arc::new(tokio::sync::Mutex::new(stream))))
     }
 
     /// Entries of directory `ino` from `offset` on (0 = start; `.` and `..` come first), at
@@ -44,13 +41,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         count: usize,
     ) -> Result<Vec<DirEntry>, FsError> {
         let dir = self.dir_inode(ino)?;
-        let stream = self
-            .dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let stream = self.dirs.get(fh).ok_or(FsError::BadHandle)?;
         let mut out = Vec::with_capacity(count);
         let mut offset = offset;
         while offset < 2 && out.len() < count {
@@ -119,9 +110,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) {
-        self.dirs
-            .lock()
-            .expect("dir handles lock poisoned")
-            .remove(&fh);
+        self.dirs.remove(fh);
     }
 }

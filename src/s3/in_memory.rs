@@ -25,7 +25,7 @@ type PendingUpload = (String, BTreeMap<i32, Bytes>);
 
 /// A bucket held in memory.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct InMemoryStore {
     /// The objects, by key; one lock, held only to copy in or out.
     objects: Mutex<BTreeMap<String, StoredObject>>,
     /// Source of fresh ETags and upload ids.
@@ -36,7 +36,7 @@ pub struct MemoryStore {
     lists: AtomicU64,
 }
 
-impl MemoryStore {
+impl InMemoryStore {
     /// An empty bucket.
     pub fn new() -> Self {
         Self::default()
@@ -88,7 +88,7 @@ fn info(key: &str, object: &StoredObject) -> ObjectInfo {
     }
 }
 
-impl ObjectStore for MemoryStore {
+impl ObjectStore for InMemoryStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
         let objects = self.lock();
         objects
@@ -169,7 +169,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
-        Ok(MemoryStore::put(self, key, data))
+        Ok(InMemoryStore::put(self, key, data))
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
@@ -220,7 +220,7 @@ impl ObjectStore for MemoryStore {
             })?;
             data.extend_from_slice(part);
         }
-        Ok(MemoryStore::put(self, key, data))
+        Ok(InMemoryStore::put(self, key, data))
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), S3Error> {
@@ -232,13 +232,13 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        MemoryStore::delete(self, key);
+        InMemoryStore::delete(self, key);
         Ok(())
     }
 
     async fn copy(&self, from: &str, to: &str, _size: u64) -> Result<(), S3Error> {
         let data = self.get(from).ok_or(S3Error::NotFound)?;
-        MemoryStore::put(self, to, data);
+        InMemoryStore::put(self, to, data);
         Ok(())
     }
 }

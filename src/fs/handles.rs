@@ -2,7 +2,6 @@
 //! object. A handle is one or the other: reading a file while it is being written is refused.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -54,21 +53,7 @@ impl<S: ObjectStore> Clone for OpenFile<S> {
 
 impl<S: ObjectStore> S3Filesystem<S> {
     fn handle(&self, fh: u64) -> Result<OpenFile<S>, FsError> {
-        self.files
-            .lock()
-            .expect("file handles lock poisoned")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)
-    }
-
-    fn new_handle(&self, file: OpenFile<S>) -> u64 {
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .expect("file handles lock poisoned")
-            .insert(fh, file);
-        fh
+        self.files.get(fh).ok_or(FsError::BadHandle)
     }
 
     /// Opens a file and returns its handle number. A reading handle pins the ETag; a writing
@@ -116,7 +101,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.counters.clone(),
         );
         self.consider_whole_copy(&reader);
-        Ok(self.new_handle(OpenFile::Read(Arc::new(reader))))
+        Ok(self.files.insert(OpenFile::Read(Arc::new(reader))))
     }
 
     /// The ETag pinned by a reading handle.
@@ -197,7 +182,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.inodes
             .set_local(inode.ino, Some(Local::Writing { new }));
         self.inodes.set_size(inode.ino, 0);
-        self.new_handle(OpenFile::Write {
+        self.files.insert(OpenFile::Write {
             ino: inode.ino,
             writer: Arc::new(writer),
             opener: process_of(caller),
@@ -300,11 +285,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Drops a handle the kernel never got (its open was refused after all): an upload it
     /// started is abandoned, nothing is committed, and the file is as it was before.
     pub async fn abandon(&self, fh: u64) {
-        let file = self
-            .files
-            .lock()
-            .expect("file handles lock poisoned")
-            .remove(&fh);
+        let file = self.files.remove(fh);
         if let Some(OpenFile::Write {
             ino,
             writer,
@@ -326,11 +307,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Closes a handle. A writing handle that was never flushed commits now (nobody can see
     /// the error any more, so it is logged).
     pub async fn release(&self, fh: u64) {
-        let file = self
-            .files
-            .lock()
-            .expect("file handles lock poisoned")
-            .remove(&fh);
+        let file = self.files.remove(fh);
         if let Some(OpenFile::Write { ino, writer, .. }) = file {
             if let Err(e) = self.commit(ino, &writer).await {
                 if !matches!(
@@ -372,7 +349,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Number of open file and directory handles (for tests and the unmount summary).
     pub fn open_handles(&self) -> usize {
-        self.files.lock().map_or(0, |f| f.len()) + self.dirs.lock().map_or(0, |d| d.len())
+        self.files.len() + self.dirs.len()
     }
 }
 

@@ -1,5 +1,5 @@
-//! FUSE passthrough: the kernel reads an object the data cache holds whole straight from the
-//! whole-object copy, without a round trip through mount-s3 per read.
+//! The passthrough table: which inodes have files open through the kernel's page cache and
+//! which have a backing file, and what each new open may be granted.
 //!
 //! The kernel's rules (fs/fuse/iomode.c): while an inode has a passthrough file open, every
 //! open of that inode must be a passthrough open of the same backing file (anything else
@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::info;
+
+use crate::fs::handle_map::HandleMap;
 
 /// How one open was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +86,8 @@ pub struct PassthroughTable<B> {
     /// Whether the kernel agreed to passthrough and backing files can be registered.
     on: AtomicBool,
     inodes: Mutex<HashMap<u64, InodeIo<B>>>,
-    /// Open file handles and how they were granted.
-    handles: Mutex<HashMap<u64, (u64, Granted)>>,
+    /// Open file handles: their inode and how they were granted.
+    handles: HandleMap<(u64, Granted)>,
 }
 
 impl<B> Default for PassthroughTable<B> {
@@ -94,7 +96,7 @@ impl<B> Default for PassthroughTable<B> {
             agreed: AtomicBool::new(false),
             on: AtomicBool::new(false),
             inodes: Mutex::new(HashMap::new()),
-            handles: Mutex::new(HashMap::new()),
+            handles: HandleMap::default(),
         }
     }
 }
@@ -116,17 +118,30 @@ impl<B> PassthroughTable<B> {
         self.on.load(Ordering::Relaxed)
     }
 
+    /// Whether an open of `ino` asking for `wanted` could start passthrough now, so that
+    /// the whole-object copy is worth opening (before [`PassthroughTable::open`], outside
+    /// its lock: opening the copy reads the disk).
+    pub fn could_start(&self, ino: u64, wanted: Wanted<'_>) -> bool {
+        if !matches!(wanted, Wanted::Read(_)) || !self.is_on() {
+            return false;
+        }
+        let inodes = self.inodes.lock().expect("passthrough lock poisoned");
+        inodes
+            .get(&ino)
+            .is_none_or(|io| io.cached == 0 && io.backing.is_none())
+    }
+
     /// Decides how to answer the open of `ino` that got handle `fh`, and records it unless
-    /// refused. `whole` gives the whole-object copy and its ETag if there is one; `register`
-    /// turns it into a backing id (an ioctl on the FUSE device). If registering fails (no
-    /// privilege, the cache on a stacked filesystem), passthrough is turned off for the rest
-    /// of the mount.
+    /// refused. `whole` is the whole-object copy and its ETag if there is one (opened by the
+    /// caller beforehand); `register` turns it into a backing id (an ioctl on the FUSE
+    /// device). If registering fails (no privilege, the cache on a stacked filesystem),
+    /// passthrough is turned off for the rest of the mount.
     pub fn open(
         &self,
         ino: u64,
         fh: u64,
         wanted: Wanted<'_>,
-        whole: impl FnOnce() -> Option<(File, String)>,
+        whole: Option<(File, String)>,
         register: impl FnOnce(&File) -> std::io::Result<B>,
     ) -> Answer<B> {
         let mut inodes = self.inodes.lock().expect("passthrough lock poisoned");
@@ -146,10 +161,7 @@ impl<B> PassthroughTable<B> {
             Answer::Busy(_) => return answer,
         };
         drop(inodes);
-        self.handles
-            .lock()
-            .expect("passthrough lock poisoned")
-            .insert(fh, (ino, granted));
+        self.handles.insert_at(fh, (ino, granted));
         answer
     }
 
@@ -157,7 +169,7 @@ impl<B> PassthroughTable<B> {
         &self,
         io: &mut InodeIo<B>,
         wanted: Wanted<'_>,
-        whole: impl FnOnce() -> Option<(File, String)>,
+        whole: Option<(File, String)>,
         register: impl FnOnce(&File) -> std::io::Result<B>,
     ) -> Answer<B> {
         if let Some((backing, etag, _)) = &io.backing {
@@ -175,7 +187,7 @@ impl<B> PassthroughTable<B> {
         if io.cached > 0 || !self.is_on() {
             return Answer::Cached;
         }
-        let Some((file, etag)) = whole() else {
+        let Some((file, etag)) = whole else {
             return Answer::Cached;
         };
         if etag != wanted {
@@ -210,12 +222,7 @@ impl<B> PassthroughTable<B> {
     /// Forgets handle `fh`; the inode's backing file is released with its last passthrough
     /// open.
     pub fn release(&self, fh: u64) {
-        let Some((ino, granted)) = self
-            .handles
-            .lock()
-            .expect("passthrough lock poisoned")
-            .remove(&fh)
-        else {
+        let Some((ino, granted)) = self.handles.remove(fh) else {
             return;
         };
         let mut inodes = self.inodes.lock().expect("passthrough lock poisoned");
@@ -241,11 +248,11 @@ impl<B> PassthroughTable<B> {
     /// Open handles whose reads the kernel serves without us.
     #[cfg(test)]
     pub fn passthrough_handles(&self) -> usize {
-        self.handles.lock().map_or(0, |h| {
-            h.values()
-                .filter(|(_, g)| *g == Granted::Passthrough)
-                .count()
-        })
+        self.handles
+            .values()
+            .iter()
+            .filter(|(_, g)| *g == Granted::Passthrough)
+            .count()
     }
 }
 
@@ -260,14 +267,11 @@ mod tests {
         table
     }
 
-    fn whole(etag: &str) -> impl FnOnce() -> Option<(File, String)> {
-        let etag = etag.to_string();
-        move || Some((File::open("/dev/null").unwrap(), etag))
+    fn whole(etag: &str) -> Option<(File, String)> {
+        Some((File::open("/dev/null").unwrap(), etag.to_string()))
     }
 
-    fn none() -> Option<(File, String)> {
-        None
-    }
+    const NONE: Option<(File, String)> = None;
 
     fn register(id: u32) -> impl FnOnce(&File) -> std::io::Result<u32> {
         move |_| Ok(id)
@@ -301,7 +305,7 @@ mod tests {
         assert_eq!(t.passthrough_handles(), 2);
         t.release(10);
         assert_eq!(
-            short(t.open(1, 12, Wanted::Read("e"), none, register(8))),
+            short(t.open(1, 12, Wanted::Read("e"), NONE, register(8))),
             7
         );
         t.release(11);
@@ -318,25 +322,25 @@ mod tests {
             short(t.open(1, 10, Wanted::Read("e"), whole("e"), register(7))),
             7
         );
-        let write = t.open(1, 11, Wanted::Other, none, register(8));
+        let write = t.open(1, 11, Wanted::Other, NONE, register(8));
         assert_eq!(short(write), -i64::from(libc::ETXTBSY));
         let newer = t.open(1, 12, Wanted::Read("newer"), whole("newer"), register(8));
         assert_eq!(short(newer), -i64::from(libc::EBUSY));
-        let direct = t.open(1, 13, Wanted::DirectRead("newer"), none, register(8));
+        let direct = t.open(1, 13, Wanted::DirectRead("newer"), NONE, register(8));
         assert_eq!(short(direct), -i64::from(libc::EBUSY));
         // Another inode is not affected.
-        assert_eq!(short(t.open(2, 14, Wanted::Other, none, register(8))), 0);
+        assert_eq!(short(t.open(2, 14, Wanted::Other, NONE, register(8))), 0);
         t.release(11); // refused handles were never recorded: no effect
         assert_eq!(t.passthrough_handles(), 1);
         t.release(10);
-        assert_eq!(short(t.open(1, 15, Wanted::Other, none, register(8))), 0);
+        assert_eq!(short(t.open(1, 15, Wanted::Other, NONE, register(8))), 0);
     }
 
     #[test]
     fn an_inode_open_through_the_page_cache_is_not_switched() {
         let t = table();
         assert_eq!(
-            short(t.open(1, 10, Wanted::Read("e"), none, register(7))),
+            short(t.open(1, 10, Wanted::Read("e"), NONE, register(7))),
             0
         );
         assert_eq!(
@@ -359,6 +363,37 @@ mod tests {
             short(t.open(2, 14, Wanted::DirectRead("e"), whole("e"), register(8))),
             0
         );
+    }
+
+    #[test]
+    fn the_copy_is_worth_opening_only_when_passthrough_could_start() {
+        let t = table();
+        assert!(t.could_start(1, Wanted::Read("e")));
+        assert!(
+            !t.could_start(1, Wanted::DirectRead("e")),
+            "O_DIRECT never starts it"
+        );
+        assert!(!t.could_start(1, Wanted::Other));
+        assert_eq!(
+            short(t.open(1, 10, Wanted::Read("e"), NONE, register(7))),
+            0
+        );
+        assert!(
+            !t.could_start(1, Wanted::Read("e")),
+            "open through the page cache"
+        );
+        t.release(10);
+        assert!(t.could_start(1, Wanted::Read("e")));
+        assert_eq!(
+            short(t.open(1, 11, Wanted::Read("e"), whole("e"), register(7))),
+            7
+        );
+        assert!(
+            !t.could_start(1, Wanted::Read("e")),
+            "shares the backing file"
+        );
+        let off: PassthroughTable<u32> = PassthroughTable::default();
+        assert!(!off.could_start(1, Wanted::Read("e")));
     }
 
     #[test]

@@ -1,25 +1,15 @@
-//! Namespace changes and writes on the in-memory store: what lands in S3, what is refused.
+//! Namespace changes and writes: what lands in S3, what is refused.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 
-/// The calling process, as FUSE would report it.
-fn me() -> u32 {
-    std::process::id()
-}
-use crate::s3::memory::MemoryStore;
-
-fn setup(
+/// A filesystem over `keys` that may delete and overwrite as asked, with 5 MiB parts.
+fn setup_writable(
     keys: &[(&str, &[u8])],
     delete: bool,
     overwrite: bool,
-) -> (Arc<MemoryStore>, S3Filesystem<MemoryStore>) {
-    let store = Arc::new(MemoryStore::new());
-    for (key, data) in keys {
-        store.put(key, data.to_vec());
-    }
+) -> (Arc<InMemoryStore>, S3Filesystem<InMemoryStore>) {
     let config = FsConfig {
         metadata_ttl: Duration::from_secs(60),
         allow_delete: delete,
@@ -27,9 +17,8 @@ fn setup(
         part_size: 5 * 1024 * 1024,
         ..FsConfig::default()
     };
-    (store.clone(), S3Filesystem::new(store, config))
+    setup(keys, config)
 }
-
 const TRUNC_WRITE: OpenMode = OpenMode {
     write: true,
     truncate: true,
@@ -39,7 +28,7 @@ const TRUNC_WRITE: OpenMode = OpenMode {
 
 #[tokio::test]
 async fn create_write_close_lands_whole_and_only_at_close() {
-    let (store, fs) = setup(&[], false, false);
+    let (store, fs) = setup_writable(&[], false, false);
     let (attr, fh) = fs.create(ROOT_INO, "new.bin", me()).await.unwrap();
     let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
     let mut offset = 0;
@@ -79,7 +68,7 @@ async fn create_write_close_lands_whole_and_only_at_close() {
 
 #[tokio::test]
 async fn empty_file_and_out_of_order_writes() {
-    let (store, fs) = setup(&[], false, false);
+    let (store, fs) = setup_writable(&[], false, false);
     let (_, fh) = fs.create(ROOT_INO, "empty", me()).await.unwrap();
     fs.write(fh, 0, b"").await.unwrap();
     fs.flush(fh, me()).await.unwrap();
@@ -121,7 +110,7 @@ async fn empty_file_and_out_of_order_writes() {
 
 #[tokio::test]
 async fn only_the_opening_process_commits_at_close() {
-    let (store, fs) = setup(&[], false, false);
+    let (store, fs) = setup_writable(&[], false, false);
     let (_, fh) = fs.create(ROOT_INO, "f", me()).await.unwrap();
     fs.write(fh, 0, b"half").await.unwrap();
     // A child closing its inherited copy (pid 1 stands in for another process).
@@ -138,7 +127,7 @@ async fn only_the_opening_process_commits_at_close() {
 
 #[tokio::test]
 async fn overwrite_needs_the_flag_and_o_trunc() {
-    let (store, fs) = setup(&[("f", b"old")], false, false);
+    let (store, fs) = setup_writable(&[("f", b"old")], false, false);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
         fs.open(f.ino, TRUNC_WRITE, me()).await.unwrap_err().errno(),
@@ -149,7 +138,7 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
         libc::EEXIST
     );
 
-    let (store2, fs) = setup(&[("f", b"old")], false, true);
+    let (store2, fs) = setup_writable(&[("f", b"old")], false, true);
     drop(store);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     let no_trunc = OpenMode {
@@ -182,7 +171,7 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
 
 #[tokio::test]
 async fn unlink_needs_the_flag() {
-    let (store, fs) = setup(&[("f", b"x")], false, false);
+    let (store, fs) = setup_writable(&[("f", b"x")], false, false);
     fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
         fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(),
@@ -190,7 +179,7 @@ async fn unlink_needs_the_flag() {
     );
     assert!(store.get("f").is_some());
 
-    let (store, fs) = setup(&[("f", b"x")], true, false);
+    let (store, fs) = setup_writable(&[("f", b"x")], true, false);
     fs.unlink(ROOT_INO, "f").await.unwrap();
     assert!(store.get("f").is_none());
     assert_eq!(
@@ -201,7 +190,7 @@ async fn unlink_needs_the_flag() {
 
 #[tokio::test]
 async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
-    let (store, fs) = setup(&[("real/x", b"x")], true, false);
+    let (store, fs) = setup_writable(&[("real/x", b"x")], true, false);
     let d = fs.mkdir(ROOT_INO, "d").await.unwrap();
     assert_eq!(
         fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(),
@@ -244,7 +233,7 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
 
 #[tokio::test]
 async fn rename_copies_then_deletes() {
-    let (store, fs) = setup(
+    let (store, fs) = setup_writable(
         &[("a", b"aaa"), ("b", b"bbb"), ("dir/x", b"x")],
         false,
         false,
@@ -257,7 +246,7 @@ async fn rename_copies_then_deletes() {
         libc::EPERM
     );
 
-    let (store2, fs) = setup(
+    let (store2, fs) = setup_writable(
         &[("a", b"aaa"), ("b", b"bbb"), ("dir/x", b"x")],
         true,
         false,
@@ -284,7 +273,7 @@ async fn rename_copies_then_deletes() {
         .unwrap_err();
     assert_eq!(err.errno(), libc::EXDEV);
 
-    let (store3, fs) = setup(&[("a", b"aaa"), ("b", b"bbb")], true, true);
+    let (store3, fs) = setup_writable(&[("a", b"aaa"), ("b", b"bbb")], true, true);
     let err = fs
         .rename(ROOT_INO, "a", ROOT_INO, "b", RenameMode::NoReplace)
         .await
@@ -299,7 +288,7 @@ async fn rename_copies_then_deletes() {
 
 #[tokio::test]
 async fn attribute_changes_are_refused_except_on_files_being_written() {
-    let (_, fs) = setup(&[("f", b"x")], true, true);
+    let (_, fs) = setup_writable(&[("f", b"x")], true, true);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
         fs.setattr(f.ino, None, true).await.unwrap_err().errno(),
@@ -324,7 +313,7 @@ async fn attribute_changes_are_refused_except_on_files_being_written() {
 
 #[tokio::test]
 async fn read_only_refuses_every_change() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(InMemoryStore::new());
     store.put("f", b"x".to_vec());
     let fs = S3Filesystem::new(
         store,

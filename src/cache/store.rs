@@ -1,0 +1,177 @@
+//! Storing fetched blocks: admitted to a bounded queue (so a disk slower than S3 never grows
+//! memory), counted against the size bound before their file is written (so temporary files
+//! and blocks together never pass it), written to `tmp/` and renamed into place under the
+//! index lock (so no block outlives its eviction). Page-aligned blocks are written with
+//! O_DIRECT while the disk keeps up.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, warn};
+
+use super::{DiskCache, QUEUE_BYTES, WHOLE, block};
+use crate::memory::{Reservation, page_aligned};
+
+impl DiskCache {
+    /// Admits `bytes` of fetched blocks to be written in the background, or refuses them
+    /// (counting them as skipped) while [`QUEUE_BYTES`] are already waiting: the reader never
+    /// waits for the disk, and memory stays bounded when the disk is slower than S3. The
+    /// admission ends when the returned reservation is dropped.
+    pub fn queue(&self, bytes: u64) -> Option<Reservation> {
+        let admitted = self.queued.try_reserve(bytes);
+        if admitted.is_none() {
+            self.counters
+                .skipped_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// Stores block `index` of `key` at `etag`. Failures (disk full, unwritable directory)
+    /// cost one warning for the whole mount; reads go on from S3.
+    pub fn put(&self, key: &str, etag: &str, index: u64, data: &[u8]) {
+        let object_id = self.object_id(key, etag);
+        let id = Self::block_id(&object_id, index);
+        let header = block::encode_header(&object_id, index, data);
+        let size = (header.len() + data.len()) as u64;
+        if size > self.max_bytes || self.lock_index().contains(&id) {
+            return;
+        }
+        if self.lock_index().contains(&(id.0, WHOLE)) {
+            return; // the object is held whole (a reader raced the copy)
+        }
+        // Room is made and the block's bytes are counted before the temporary file is
+        // written, so temporary files and blocks together never pass the bound, however many
+        // blocks are being written at once. The rename that puts the block in place happens
+        // under the index lock, so no block file outlives its eviction.
+        {
+            let mut accounting = self.lock_index();
+            if accounting.contains(&id) {
+                return;
+            }
+            self.evict_locked(&mut accounting, self.max_bytes - size);
+            if accounting.used() + size > self.max_bytes {
+                return; // the rest of the bound is promised to blocks being written
+            }
+            accounting.reserve(size);
+        }
+        let written = self.write_tmp(&header, data);
+        let mut accounting = self.lock_index();
+        accounting.unreserve(size);
+        let result = written.and_then(|tmp| {
+            let path = self.path_of(id);
+            if accounting.contains(&id) || accounting.contains(&(id.0, WHOLE)) {
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
+            }
+            let placed = path
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| fs::rename(&tmp, &path));
+            match placed {
+                Ok(()) => {
+                    accounting.insert(id, size);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        });
+        drop(accounting);
+        if let Err(e) = result {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                warn!(
+                    dir = %self.config.dir.display(),
+                    "data cache cannot store blocks ({e}); reads go on from S3"
+                );
+            }
+        }
+    }
+
+    /// A fresh name in `tmp/`.
+    pub(super) fn tmp_path(&self) -> PathBuf {
+        self.tmp_dir.join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Writes `header` then `data` to a new temporary file and returns its path.
+    ///
+    /// A page-aligned block (a whole block of a GET body, see `s3::sdk`) is written with
+    /// O_DIRECT while the disk keeps up (little is queued): the disk reads it straight from
+    /// that memory, so caching a first read costs no copy into the page cache (measured: that
+    /// copy was a third of the mount's CPU on a cached first read). When blocks queue up (S3
+    /// faster than the disk), they go through the page cache, which absorbs the burst instead
+    /// of blocks being skipped. Other blocks, and every block once the filesystem refuses
+    /// O_DIRECT (tmpfs), are written through the page cache.
+    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
+        let tmp = self.tmp_path();
+        let keeping_up = self.queued.used() <= QUEUE_BYTES / 4;
+        let direct = keeping_up && self.direct_writes.load(Ordering::Relaxed);
+        let written = if direct && direct_ok(header, data) {
+            match write_direct(&tmp, header, data) {
+                Err(e) if self.refuses_direct(&e) => write_buffered(&tmp, header, data),
+                other => other,
+            }
+        } else {
+            write_buffered(&tmp, header, data)
+        };
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `e` says the cache's filesystem refuses O_DIRECT; if so, every later write
+    /// goes through the page cache.
+    pub(super) fn refuses_direct(&self, e: &io::Error) -> bool {
+        let refused = e.raw_os_error() == Some(libc::EINVAL);
+        if refused && self.direct_writes.swap(false, Ordering::Relaxed) {
+            debug!("the cache's filesystem refuses O_DIRECT ({e}); writing through the page cache");
+        }
+        refused
+    }
+}
+
+/// Whether a block file of `header` then `data` can be written with O_DIRECT: every length
+/// and the data's address on a page boundary (the header is copied to an aligned buffer).
+pub(super) fn direct_ok(header: &[u8], data: &[u8]) -> bool {
+    let aligned = |n: usize| n % block::CHUNK == 0;
+    aligned(header.len()) && aligned(data.len()) && aligned(data.as_ptr() as usize)
+}
+
+/// Creates `path` holding `header` then `data`, through the page cache.
+fn write_buffered(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
+    let mut out = File::create(path)?;
+    out.write_all(header)?;
+    out.write_all(data)
+}
+
+/// Creates the new file `path` for writing, with O_DIRECT if `direct`.
+pub(super) fn create_file(path: &Path, direct: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+        .open(path)
+}
+
+/// Creates `path` holding `header` then `data` with O_DIRECT (see [`direct_ok`]).
+fn write_direct(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
+    let out = create_file(path, true)?;
+    let mut aligned_header = page_aligned(header.len());
+    aligned_header.extend_from_slice(header);
+    out.write_all_at(&aligned_header, 0)?;
+    out.write_all_at(data, header.len() as u64)
+}

@@ -1,0 +1,28 @@
+//! Filesystem behaviour on the in-memory store, sharing one set-up: names, listings, stats
+//! and reads (`namespace`); writes and namespace changes (`write`).
+
+mod namespace;
+mod write;
+
+use std::sync::Arc;
+
+use super::*;
+use crate::s3::in_memory::InMemoryStore;
+
+/// The calling process, as FUSE would report it.
+fn me() -> u32 {
+    std::process::id()
+}
+
+/// A bucket holding `keys`, and a filesystem over it with `config`.
+fn setup(
+    keys: &[(&str, &[u8])],
+    config: FsConfig,
+) -> (Arc<InMemoryStore>, S3Filesystem<InMemoryStore>) {
+    let store = Arc::new(InMemoryStore::new());
+    for (key, data) in keys {
+        store.put(key, data.to_vec());
+    }
+    let fs = S3Filesystem::new(store.clone(), config);
+    (store, fs)
+}

@@ -1,0 +1,101 @@
+//! The ranged GET: the body is received into one page-aligned buffer, and a body that
+//! breaks is resumed from the byte where it stopped instead of from the start.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, warn};
+
+use super::SdkStore;
+use super::errors::classify;
+use crate::memory::page_aligned;
+use crate::s3::S3Error;
+
+/// Wait before resuming a broken GET body (times the attempt number).
+const RESUME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl SdkStore {
+    pub(super) async fn get_object_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let expected = (range.end - range.start) as usize;
+        let mut body = page_aligned(expected);
+        let mut resumes = 0;
+        loop {
+            let from = range.start + body.len() as u64;
+            match self
+                .get_into(key, from..range.end, if_match, &mut body)
+                .await
+            {
+                Ok(()) if body.len() == expected => break,
+                Ok(()) => {
+                    // The server ended the body early; treat it like a broken connection.
+                    warn!(key, got = body.len(), expected, "short GET body; resuming");
+                }
+                Err(BodyError::Request(e)) => return Err(e),
+                Err(BodyError::Stream(e)) => {
+                    warn!(key, at = from, "GET body broke ({e}); resuming");
+                }
+            }
+            resumes += 1;
+            if resumes >= self.max_attempts {
+                return Err(S3Error::Network(format!(
+                    "GET of {key} kept breaking after {} bytes of {expected}",
+                    body.len()
+                )));
+            }
+            tokio::time::sleep(RESUME_BACKOFF * resumes).await;
+        }
+        debug!(
+            key,
+            start = range.start,
+            len = body.len(),
+            resumes,
+            "GET ok"
+        );
+        Ok(body.freeze())
+    }
+    /// One GET of `range`, appending the body to `out` as it arrives, so that a broken body
+    /// can be resumed from where it stopped instead of from the start.
+    async fn get_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+        out: &mut BytesMut,
+    ) -> Result<(), BodyError> {
+        let mut response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| BodyError::Request(classify(e)))?;
+        let limit = out.len() + (range.end - range.start) as usize;
+        while let Some(chunk) = response.body.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Stream(e.to_string()))?;
+            if out.len() + chunk.len() > limit {
+                return Err(BodyError::Request(S3Error::Network(format!(
+                    "GET of {key} returned more bytes than asked"
+                ))));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+}
+
+/// How a ranged GET failed: before the body (the SDK already retried), or during it.
+enum BodyError {
+    Request(S3Error),
+    Stream(String),
+}
