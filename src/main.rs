@@ -160,6 +160,10 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         }
     }
     let result = mount.join();
+    // Commits that were running when the kernel let go finish (each request within its
+    // deadline); uploads of files still open are aborted; what did not land is named.
+    let wait = Duration::from_secs(args.request_deadline).saturating_mul(2);
+    let writes = runtime.block_on(fs.shutdown(wait));
     if let Some(cache) = fs.cache() {
         // A copy being written finishes (it is bounded by one object's size); one cut short
         // would be thrown away at the next mount.
@@ -187,6 +191,15 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         "unmounted; read summary: {}",
         fs.counters()
     );
+    if !writes.is_clean() {
+        error!(
+            not_landed = writes.not_landed.len(),
+            uploads_left_behind = writes.left_behind.len(),
+            commits_unfinished = writes.unfinished,
+            "the mount ended with written files that did not land (each named above)"
+        );
+        return Err(());
+    }
     result.map_err(|e| error!("FUSE session ended with an error: {e}"))
 }
 

@@ -6,17 +6,16 @@
 //! count against the size bound, and are evicted whole.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
+use super::files::{Place, TmpName};
 use super::index::{BlockId, Index};
-use super::store::create_file;
 use super::{DiskCache, SUMS_BYTES, WHOLE, block, whole};
 use crate::memory::page_aligned;
 
@@ -133,13 +132,17 @@ impl DiskCache {
         }
         // Until the copy is in the index, its bytes are reserved and no eviction can see its
         // files, so they are placed without holding the index.
-        let tmp = self.tmp_path();
-        let placed = self
-            .write_whole(&tmp, hash, &object_id, size)
-            .and_then(|sums| match sums {
-                Some(sums) => self.place_whole(&tmp, hash, &object_id, size, &sums),
-                None => Ok(false), // a block went missing or failed its check
-            });
+        let placed = match self.write_whole(hash, &object_id, size) {
+            Ok(Some((tmp, sums))) => {
+                let placed = self.place_whole(&tmp, hash, &object_id, size, &sums);
+                if !matches!(placed, Ok(true)) {
+                    self.files.remove_tmp(&tmp);
+                }
+                placed
+            }
+            Ok(None) => Ok(false), // a block went missing or failed its check
+            Err(e) => Err(e),
+        };
         let copied: Vec<BlockId> = {
             let mut accounting = self.lock_index();
             accounting.unreserve(total);
@@ -162,12 +165,8 @@ impl DiskCache {
                 debug!(key, size, "whole-object copy written");
                 true
             }
-            Ok(false) => {
-                let _ = fs::remove_file(&tmp);
-                false
-            }
+            Ok(false) => false,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
                 debug!(key, "whole-object copy not written: {e}");
                 false
             }
@@ -178,44 +177,50 @@ impl DiskCache {
     /// placed file's identity; on failure neither file is left.
     fn place_whole(
         &self,
-        tmp: &Path,
+        tmp: &TmpName,
         hash: u64,
         object_id: &str,
         size: u64,
         sums: &[u32],
     ) -> io::Result<bool> {
-        let data_path = self.path_of((hash, WHOLE));
-        fs::rename(tmp, &data_path)?;
-        let sidecar_tmp = self.tmp_path();
-        let result = fs::metadata(&data_path).and_then(|meta| {
-            let sidecar = whole::encode(object_id, size, whole::Identity::of(&meta), sums);
-            fs::write(&sidecar_tmp, &sidecar)?;
-            fs::rename(&sidecar_tmp, self.sums_path(hash))
-        });
+        self.files.place(tmp, Place::Whole(hash))?;
+        let result = self
+            .files
+            .open_read(Place::Whole(hash))
+            .and_then(|placed| placed.metadata())
+            .and_then(|meta| {
+                let sidecar = whole::encode(object_id, size, whole::Identity::of(&meta), sums);
+                let (mut out, sidecar_tmp) = self.create_tmp(false)?;
+                let written = out
+                    .write_all(&sidecar)
+                    .and_then(|()| self.files.place(&sidecar_tmp, Place::Sums(hash)));
+                if written.is_err() {
+                    self.files.remove_tmp(&sidecar_tmp);
+                }
+                written
+            });
         if let Err(e) = result {
-            let _ = fs::remove_file(&sidecar_tmp);
-            let _ = fs::remove_file(&data_path);
+            self.files.remove(Place::Whole(hash));
             return Err(e);
         }
         Ok(true)
     }
 
-    /// Writes the object's blocks, checked, into `tmp` and syncs it; returns the chunk sums,
-    /// or `None` when a block is missing or bad. Like block files, the copy is written with
-    /// O_DIRECT from one page-aligned buffer where the filesystem allows it.
+    /// Writes the object's blocks, checked, into a new temporary file and syncs it; returns
+    /// the file and the chunk sums, or `None` when a block is missing or bad (nothing is left
+    /// then). Like block files, the copy is written with O_DIRECT from one page-aligned
+    /// buffer where the filesystem allows it.
     fn write_whole(
         &self,
-        tmp: &Path,
         hash: u64,
         object_id: &str,
         size: u64,
-    ) -> io::Result<Option<Vec<u32>>> {
+    ) -> io::Result<Option<(TmpName, Vec<u32>)>> {
         let block_size = self.config.block_size as usize;
         let direct = self.direct_writes.load(Ordering::Relaxed) && block_size % block::CHUNK == 0;
-        match self.write_whole_with(tmp, hash, object_id, size, direct) {
+        match self.write_whole_with(hash, object_id, size, direct) {
             Err(e) if direct && self.refuses_direct(&e) => {
-                let _ = fs::remove_file(tmp);
-                self.write_whole_with(tmp, hash, object_id, size, false)
+                self.write_whole_with(hash, object_id, size, false)
             }
             other => other,
         }
@@ -224,13 +229,31 @@ impl DiskCache {
     /// [`DiskCache::write_whole`], with O_DIRECT or through the page cache.
     fn write_whole_with(
         &self,
-        tmp: &Path,
+        hash: u64,
+        object_id: &str,
+        size: u64,
+        direct: bool,
+    ) -> io::Result<Option<(TmpName, Vec<u32>)>> {
+        let (out, tmp) = self.create_tmp(direct)?;
+        match self.fill_whole(&out, hash, object_id, size, direct) {
+            Ok(Some(sums)) => Ok(Some((tmp, sums))),
+            other => {
+                self.files.remove_tmp(&tmp);
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Copies every block of the object, checked, into `out` (opened with O_DIRECT if
+    /// `direct`) and syncs it; the chunk sums, or `None` when a block is missing or bad.
+    fn fill_whole(
+        &self,
+        out: &File,
         hash: u64,
         object_id: &str,
         size: u64,
         direct: bool,
     ) -> io::Result<Option<Vec<u32>>> {
-        let out = create_file(tmp, direct)?;
         let block_size = self.config.block_size as usize;
         // One block, padded to whole chunks (an O_DIRECT write's length), on a page boundary.
         let padded = block_size.next_multiple_of(block::CHUNK);
@@ -240,8 +263,7 @@ impl DiskCache {
         let mut sums = whole::ChunkSums::default();
         for index in 0..size.div_ceil(block_size as u64) {
             let id = (hash, index);
-            let path = self.path_of(id);
-            let len = match self.read_block_into(&path, id, object_id, index, buf) {
+            let len = match self.read_block_into(id, object_id, index, buf) {
                 Ok(len) => len,
                 Err(_) => return Ok(None),
             };

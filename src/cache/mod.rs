@@ -1,8 +1,8 @@
 //! The local data cache: fixed-size blocks of objects stored as files under `--cache DIR`, so
 //! the second epoch reads at local-disk speed.
 //!
-//! Blocks are keyed by (bucket, key, ETag, block index): a changed object can never be served
-//! from old blocks. Each block file carries a header and a CRC32C per 4 KiB chunk ([`block`]);
+//! Blocks are keyed by (bucket, key, ETag, block size, block index): a changed object can
+//! never be served from old blocks, nor a block cut with another size. Each block file carries a header and a CRC32C per 4 KiB chunk ([`block`]);
 //! anything that does not verify is deleted and fetched again, never served. The total size
 //! is bounded (`--max-cache-size`, or keeping 5% of the cache's filesystem free): least
 //! recently used blocks are evicted ([`index`]) before a new block file is put in place, so
@@ -10,8 +10,9 @@
 //! second mount from using it at the same time.
 //!
 //! One job per file:
-//! - `directory`: opening the cache directory, its lock, and the scan of what a previous
-//!   mount left;
+//! - `files`: the cache's own subdirectory and every file operation in it (relative to
+//!   directory descriptors, never following symlinks, 0700/0600);
+//! - `directory`: opening the cache, its size bound, and indexing what a previous mount left;
 //! - `read`: serving blocks and whole-object copies, each chunk checked;
 //! - `store`: writing fetched blocks (O_DIRECT from page-aligned GET buffers where the disk
 //!   keeps up) behind a bounded queue;
@@ -27,6 +28,7 @@ pub mod block;
 mod copy;
 mod directory;
 pub mod error;
+mod files;
 pub mod index;
 mod read;
 mod store;
@@ -34,7 +36,6 @@ pub mod whole;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +44,8 @@ use std::sync::{Arc, Mutex};
 use crate::memory::MemoryBudget;
 pub use copy::PendingCopy;
 pub use error::CacheError;
+pub use files::SUBDIR;
+use files::{CacheFiles, Place};
 use index::{BlockId, Index};
 
 /// Default block size (1 MiB).
@@ -153,15 +156,12 @@ impl fmt::Display for CacheSnapshot {
 #[derive(Debug)]
 pub struct DiskCache {
     config: CacheConfig,
-    blocks_dir: PathBuf,
-    objects_dir: PathBuf,
-    tmp_dir: PathBuf,
+    /// The cache's own subdirectory, its files and its lock.
+    files: CacheFiles,
     /// The byte bound in force.
     max_bytes: u64,
     /// Guards the block accounting; held for bookkeeping and unlinks, not for reads/writes.
     index: Mutex<Index>,
-    /// Held (flocked) for the life of the mount.
-    _lock: File,
     /// Whether the one warning about a failing cache was logged.
     warned: AtomicBool,
     /// Headers verified since their block was first read, by id: later reads of the block
@@ -205,9 +205,20 @@ impl DiskCache {
         self.index.lock().expect("cache index lock poisoned")
     }
 
-    /// The identity of an object version's blocks.
+    /// The identity of an object version's blocks: the bucket, the key, the ETag and the
+    /// block size they are cut with (a block of another size is another block: it never
+    /// matches, even at the same index).
     fn object_id(&self, key: &str, etag: &str) -> String {
-        format!("{}\0{key}\0{etag}", self.config.bucket)
+        format!(
+            "{}\0{key}\0{etag}\0{}",
+            self.config.bucket, self.config.block_size
+        )
+    }
+
+    /// Bytes in block `index` of an object of `size` bytes; `None` past its end.
+    fn block_len(&self, size: u64, index: u64) -> Option<usize> {
+        let start = index.checked_mul(self.config.block_size)?;
+        (start < size).then(|| (size - start).min(self.config.block_size) as usize)
     }
 
     /// The hash naming an object version's blocks and whole-object copy.
@@ -221,19 +232,13 @@ impl DiskCache {
         (Self::object_hash(object_id), index)
     }
 
-    /// The block file of `id`, or the data file of a whole-object copy.
-    fn path_of(&self, id: BlockId) -> PathBuf {
+    /// Where the file of `id` lives: a block file, or the data file of a whole-object copy.
+    fn place_of(id: BlockId) -> Place {
         if id.1 == WHOLE {
-            return self.objects_dir.join(format!("{:016x}", id.0));
+            Place::Whole(id.0)
+        } else {
+            Place::Block(id)
         }
-        self.blocks_dir
-            .join(format!("{:02x}", id.0 >> 56))
-            .join(format!("{:016x}-{}", id.0, id.1))
-    }
-
-    /// The sidecar of the whole-object copy of the object hashed `hash`.
-    fn sums_path(&self, hash: u64) -> PathBuf {
-        self.objects_dir.join(format!("{hash:016x}.sum"))
     }
 
     /// Deletes the files of `id` (a block, or both files of a whole-object copy) and what
@@ -241,11 +246,11 @@ impl DiskCache {
     fn remove_files(&self, id: BlockId) {
         if id.1 == WHOLE {
             self.sums.invalidate(&id.0);
-            let _ = fs::remove_file(self.sums_path(id.0));
+            self.files.remove(Place::Sums(id.0));
         } else {
             self.headers.invalidate(&id);
         }
-        let _ = fs::remove_file(self.path_of(id));
+        self.files.remove(Self::place_of(id));
     }
 
     fn discard(&self, id: BlockId) {

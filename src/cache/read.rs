@@ -5,11 +5,10 @@
 //!
 //! Files are read with plain reads, never mmap (see [`read_up_to`]).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,29 +16,44 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::block::{self, Rejected};
+use super::files::Place;
 use super::index::BlockId;
 use super::{CacheError, DiskCache, WHOLE, whole};
 
 impl DiskCache {
-    /// Block `index` of `key` at `etag`, whole, if cached and intact.
-    pub fn get(&self, key: &str, etag: &str, index: u64) -> Option<Bytes> {
-        self.lookup(key, etag, index, None)
+    /// Block `index` of `key` at `etag` (an object of `size` bytes), whole, if cached and
+    /// intact.
+    pub fn get(&self, key: &str, etag: &str, size: u64, index: u64) -> Option<Bytes> {
+        self.lookup(key, etag, size, index, None)
     }
 
-    /// Bytes `within` of block `index` of `key` at `etag`, if cached and intact. Only the
-    /// 4 KiB chunks covering `within` are read and checked. A block holding fewer bytes than
-    /// `within.end` is rejected (it cannot be the block asked for).
-    pub fn read(&self, key: &str, etag: &str, index: u64, within: Range<usize>) -> Option<Bytes> {
-        self.lookup(key, etag, index, Some(within))
+    /// Bytes `within` of block `index` of `key` at `etag` (an object of `size` bytes), if
+    /// cached and intact. Only the 4 KiB chunks covering `within` are read and checked. A
+    /// block that does not hold exactly the bytes the object has at its place (another
+    /// length, or past the end) is rejected: it cannot be the block asked for.
+    pub fn read(
+        &self,
+        key: &str,
+        etag: &str,
+        size: u64,
+        index: u64,
+        within: Range<usize>,
+    ) -> Option<Bytes> {
+        self.lookup(key, etag, size, index, Some(within))
     }
 
     fn lookup(
         &self,
         key: &str,
         etag: &str,
+        size: u64,
         index: u64,
         within: Option<Range<usize>>,
     ) -> Option<Bytes> {
+        let Some(expected) = self.block_len(size, index) else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
         let whole_id = (id.0, WHOLE);
@@ -48,7 +62,7 @@ impl DiskCache {
             (accounting.contains(&whole_id), accounting.contains(&id))
         };
         if has_whole {
-            match self.read_whole(id.0, &object_id, index, within.clone()) {
+            match self.read_whole(id.0, &object_id, size, index, within.clone()) {
                 Ok(Some(data)) => {
                     self.lock_index().touch(&whole_id);
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -78,8 +92,7 @@ impl DiskCache {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let path = self.path_of(id);
-        match self.read_block(&path, id, &object_id, index, within) {
+        match self.read_block(id, &object_id, index, expected, within) {
             Ok(data) => {
                 self.lock_index().touch(&id);
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -102,17 +115,21 @@ impl DiskCache {
     }
 
     /// Reads and verifies the chunks of `within` (all data when `None`) from the block file
-    /// at `path`; the header is read and verified once, then remembered.
+    /// of `id`, which must hold `expected` bytes; the header is read and verified once, then
+    /// remembered.
     fn read_block(
         &self,
-        path: &Path,
         id: BlockId,
         object_id: &str,
         index: u64,
+        expected: usize,
         within: Option<Range<usize>>,
     ) -> Result<Bytes, CacheError> {
-        let file = File::open(path)?;
+        let file = self.files.open_read(Place::Block(id))?;
         let header = self.block_header(&file, id, object_id, index)?;
+        if header.data_len != expected {
+            return Err(Rejected::Malformed.into());
+        }
         let within = within.unwrap_or(0..header.data_len);
         if within.end > header.data_len || within.start > within.end {
             return Err(Rejected::Malformed.into());
@@ -150,13 +167,12 @@ impl DiskCache {
     /// Reads all the data of block `id`, checked, into the start of `out`; its length.
     pub(super) fn read_block_into(
         &self,
-        path: &Path,
         id: BlockId,
         object_id: &str,
         index: u64,
         out: &mut [u8],
     ) -> Result<usize, CacheError> {
-        let file = File::open(path)?;
+        let file = self.files.open_read(Place::Block(id))?;
         let header = self.block_header(&file, id, object_id, index)?;
         let Some(data) = out.get_mut(..header.data_len) else {
             return Err(Rejected::Malformed.into());
@@ -171,22 +187,27 @@ impl DiskCache {
         if let Some(sums) = self.sums.get(&hash) {
             return Ok(sums);
         }
-        let buf = fs::read(self.sums_path(hash))?;
+        let buf = self.files.read_all(Place::Sums(hash))?;
         let sums = Arc::new(whole::decode(&buf, object_id)?);
         self.sums.insert(hash, sums.clone());
         Ok(sums)
     }
 
     /// Bytes `within` (all when `None`) of block `index`, read from the whole-object copy
-    /// of `object_id` and checked chunk by chunk; `None` when the object has no such bytes.
+    /// of `object_id` (an object of `size` bytes) and checked chunk by chunk; `None` when the
+    /// object has no such bytes.
     fn read_whole(
         &self,
         hash: u64,
         object_id: &str,
+        size: u64,
         index: u64,
         within: Option<Range<usize>>,
     ) -> Result<Option<Bytes>, CacheError> {
         let sums = self.load_sums(hash, object_id)?;
+        if sums.size != size {
+            return Err(Rejected::OtherBlock.into());
+        }
         let base = index.saturating_mul(self.config.block_size);
         if base >= sums.size {
             return Ok(None);
@@ -202,7 +223,7 @@ impl DiskCache {
             .next_multiple_of(chunk)
             .min(sums.size);
         let mut data = vec![0; (end - start) as usize];
-        let file = File::open(self.path_of((hash, WHOLE)))?;
+        let file = self.files.open_read(Place::Whole(hash))?;
         read_exact_or_malformed(&file, &mut data, start)?;
         sums.verify(start, &data)?;
         let from = (base + within.start as u64 - start) as usize;
@@ -218,7 +239,7 @@ impl DiskCache {
             return None;
         }
         let checked = self.load_sums(id.0, &object_id).and_then(|sums| {
-            let file = File::open(self.path_of(id))?;
+            let file = self.files.open_read(Place::Whole(id.0))?;
             let identity = whole::Identity::of(&file.metadata()?);
             Ok((sums.identity == identity).then_some(file))
         });

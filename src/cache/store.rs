@@ -4,14 +4,14 @@
 //! index lock (so no block outlives its eviction). Page-aligned blocks are written with
 //! O_DIRECT while the disk keeps up.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
+use super::files::{Place, TmpName};
 use super::{DiskCache, QUEUE_BYTES, WHOLE, block};
 use crate::memory::{Reservation, page_aligned};
 
@@ -62,22 +62,17 @@ impl DiskCache {
         let mut accounting = self.lock_index();
         accounting.unreserve(size);
         let result = written.and_then(|tmp| {
-            let path = self.path_of(id);
             if accounting.contains(&id) || accounting.contains(&(id.0, WHOLE)) {
-                let _ = fs::remove_file(&tmp);
+                self.files.remove_tmp(&tmp);
                 return Ok(());
             }
-            let placed = path
-                .parent()
-                .map_or(Ok(()), fs::create_dir_all)
-                .and_then(|()| fs::rename(&tmp, &path));
-            match placed {
+            match self.files.place(&tmp, Place::Block(id)) {
                 Ok(()) => {
                     accounting.insert(id, size);
                     Ok(())
                 }
                 Err(e) => {
-                    let _ = fs::remove_file(&tmp);
+                    self.files.remove_tmp(&tmp);
                     Err(e)
                 }
             }
@@ -86,23 +81,24 @@ impl DiskCache {
         if let Err(e) = result {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 warn!(
-                    dir = %self.config.dir.display(),
+                    dir = %self.files.shown(),
                     "data cache cannot store blocks ({e}); reads go on from S3"
                 );
             }
         }
     }
 
-    /// A fresh name in `tmp/`.
-    pub(super) fn tmp_path(&self) -> PathBuf {
-        self.tmp_dir.join(format!(
+    /// A new file in `tmp/` under a fresh name, with O_DIRECT if `direct`.
+    pub(super) fn create_tmp(&self, direct: bool) -> io::Result<(File, TmpName)> {
+        let name = format!(
             "{}-{}",
             std::process::id(),
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
-        ))
+        );
+        self.files.create_tmp(name, direct)
     }
 
-    /// Writes `header` then `data` to a new temporary file and returns its path.
+    /// Writes `header` then `data` to a new temporary file and returns its name.
     ///
     /// A page-aligned block (a whole block of a GET body, see `s3::sdk`) is written with
     /// O_DIRECT while the disk keeps up (little is queued): the disk reads it straight from
@@ -111,22 +107,32 @@ impl DiskCache {
     /// faster than the disk), they go through the page cache, which absorbs the burst instead
     /// of blocks being skipped. Other blocks, and every block once the filesystem refuses
     /// O_DIRECT (tmpfs), are written through the page cache.
-    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<PathBuf> {
-        let tmp = self.tmp_path();
+    fn write_tmp(&self, header: &[u8], data: &[u8]) -> io::Result<TmpName> {
         let keeping_up = self.queued.used() <= QUEUE_BYTES / 4;
-        let direct = keeping_up && self.direct_writes.load(Ordering::Relaxed);
-        let written = if direct && direct_ok(header, data) {
-            match write_direct(&tmp, header, data) {
-                Err(e) if self.refuses_direct(&e) => write_buffered(&tmp, header, data),
-                other => other,
+        let direct =
+            keeping_up && self.direct_writes.load(Ordering::Relaxed) && direct_ok(header, data);
+        if direct {
+            match self.write_new(true, header, data) {
+                Err(e) if self.refuses_direct(&e) => {}
+                other => return other,
             }
+        }
+        self.write_new(false, header, data)
+    }
+
+    /// A new temporary file holding `header` then `data`, written with O_DIRECT (see
+    /// [`direct_ok`]) or through the page cache; nothing is left of it on failure.
+    fn write_new(&self, direct: bool, header: &[u8], data: &[u8]) -> io::Result<TmpName> {
+        let (out, tmp) = self.create_tmp(direct)?;
+        let written = if direct {
+            write_direct(&out, header, data)
         } else {
-            write_buffered(&tmp, header, data)
+            write_buffered(out, header, data)
         };
         match written {
             Ok(()) => Ok(tmp),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                self.files.remove_tmp(&tmp);
                 Err(e)
             }
         }
@@ -150,26 +156,15 @@ pub(super) fn direct_ok(header: &[u8], data: &[u8]) -> bool {
     aligned(header.len()) && aligned(data.len()) && aligned(data.as_ptr() as usize)
 }
 
-/// Creates `path` holding `header` then `data`, through the page cache.
-fn write_buffered(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
-    let mut out = File::create(path)?;
+/// Writes `header` then `data` into the new file `out`, through the page cache.
+fn write_buffered(mut out: File, header: &[u8], data: &[u8]) -> io::Result<()> {
     out.write_all(header)?;
     out.write_all(data)
 }
 
-/// Creates the new file `path` for writing, with O_DIRECT if `direct`.
-pub(super) fn create_file(path: &Path, direct: bool) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-        .open(path)
-}
-
-/// Creates `path` holding `header` then `data` with O_DIRECT (see [`direct_ok`]).
-fn write_direct(path: &Path, header: &[u8], data: &[u8]) -> io::Result<()> {
-    let out = create_file(path, true)?;
+/// Writes `header` then `data` into the new file `out`, opened with O_DIRECT (see
+/// [`direct_ok`]).
+fn write_direct(out: &File, header: &[u8], data: &[u8]) -> io::Result<()> {
     let mut aligned_header = page_aligned(header.len());
     aligned_header.extend_from_slice(header);
     out.write_all_at(&aligned_header, 0)?;

@@ -1,7 +1,8 @@
 //! The cache on a real temporary directory.
 
+use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::store::direct_ok;
 use super::*;
@@ -25,7 +26,10 @@ fn config(dir: &Path, max: Option<u64>) -> CacheConfig {
 
 fn block_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for shard in fs::read_dir(dir.join("blocks")).unwrap().flatten() {
+    for shard in fs::read_dir(dir.join(SUBDIR).join("blocks"))
+        .unwrap()
+        .flatten()
+    {
         for entry in fs::read_dir(shard.path()).unwrap().flatten() {
             out.push(entry.path());
         }
@@ -46,16 +50,26 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn blocks_round_trip_by_key_etag_and_index() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
-    cache.put("k", "\"e1\"", 0, b"first");
+    // An object of 4096 + 6 bytes: a whole block, then a short last one.
+    let size = 4096 + 6;
+    let first = [1u8; 4096];
+    cache.put("k", "\"e1\"", 0, &first);
     cache.put("k", "\"e1\"", 1, b"second");
-    assert_eq!(cache.get("k", "\"e1\"", 0).unwrap().as_ref(), b"first");
-    assert_eq!(cache.get("k", "\"e1\"", 1).unwrap().as_ref(), b"second");
+    assert_eq!(cache.get("k", "\"e1\"", size, 0).unwrap().as_ref(), &first);
+    assert_eq!(
+        cache.get("k", "\"e1\"", size, 1).unwrap().as_ref(),
+        b"second"
+    );
     assert!(
-        cache.get("k", "\"e2\"", 0).is_none(),
+        cache.get("k", "\"e2\"", size, 0).is_none(),
         "another ETag is another object"
     );
-    assert!(cache.get("other", "\"e1\"", 0).is_none());
-    assert!(cache.get("k", "\"e1\"", 2).is_none());
+    assert!(cache.get("other", "\"e1\"", size, 0).is_none());
+    assert!(cache.get("k", "\"e1\"", size, 2).is_none(), "past the end");
+    assert!(
+        cache.get("k", "\"e1\"", size + 1, 1).is_none(),
+        "a block that is not the object's length there is not its block"
+    );
 }
 
 #[test]
@@ -69,11 +83,11 @@ fn a_flipped_byte_is_never_served_and_the_block_is_replaced() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&files[0], bytes).unwrap();
-    assert!(cache.get("k", "e", 0).is_none());
+    assert!(cache.get("k", "e", 4096, 0).is_none());
     assert!(!files[0].exists(), "the corrupt block was deleted");
     assert_eq!(cache.counters.rejected.load(Ordering::Relaxed), 1);
     cache.put("k", "e", 0, &[7u8; 4096]);
-    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[7u8; 4096]);
+    assert_eq!(cache.get("k", "e", 4096, 0).unwrap().as_ref(), &[7u8; 4096]);
 }
 
 /// Bytes on disk of one 4096-byte block of key "k", ETag "e".
@@ -92,11 +106,16 @@ fn a_range_reads_only_its_chunks_and_a_bad_chunk_is_never_served() {
     let cache = DiskCache::open(cfg).unwrap();
     let data: Vec<u8> = (0..4 * 4096).map(|i| (i * 7 % 256) as u8).collect();
     cache.put("k", "e", 2, &data);
-    let got = cache.read("k", "e", 2, 5000..5100).unwrap();
+    let got = cache.read("k", "e", 3 * 4 * 4096, 2, 5000..5100).unwrap();
     assert_eq!(got.as_ref(), &data[5000..5100]);
-    assert_eq!(cache.read("k", "e", 2, 0..0).unwrap().len(), 0);
+    assert_eq!(
+        cache.read("k", "e", 3 * 4 * 4096, 2, 0..0).unwrap().len(),
+        0
+    );
     assert!(
-        cache.read("k", "e", 2, 0..4 * 4096 + 1).is_none(),
+        cache
+            .read("k", "e", 3 * 4 * 4096, 2, 0..4 * 4096 + 1)
+            .is_none(),
         "a block shorter than asked is not the block asked for"
     );
     cache.put("k", "e", 2, &data);
@@ -108,11 +127,18 @@ fn a_range_reads_only_its_chunks_and_a_bad_chunk_is_never_served() {
     bytes[last] ^= 0x80;
     fs::write(&files[0], bytes).unwrap();
     assert_eq!(
-        cache.read("k", "e", 2, 0..4096).unwrap().as_ref(),
+        cache
+            .read("k", "e", 3 * 4 * 4096, 2, 0..4096)
+            .unwrap()
+            .as_ref(),
         &data[..4096],
         "an intact chunk is still good"
     );
-    assert!(cache.read("k", "e", 2, 3 * 4096..4 * 4096 - 1).is_none());
+    assert!(
+        cache
+            .read("k", "e", 3 * 4 * 4096, 2, 3 * 4096..4 * 4096 - 1)
+            .is_none()
+    );
     assert!(!files[0].exists(), "the corrupt block was deleted");
     assert_eq!(cache.counters.rejected.load(Ordering::Relaxed), 2);
 }
@@ -128,8 +154,8 @@ fn the_bound_holds_after_every_put() {
         assert!(dir_bytes(tmp.path()) <= max, "after block {i}");
     }
     // The most recent blocks survive; the oldest were evicted.
-    assert!(cache.get("k", "e", 99).is_some());
-    assert!(cache.get("k", "e", 0).is_none());
+    assert!(cache.get("k", "e", 1 << 30, 99).is_some());
+    assert!(cache.get("k", "e", 1 << 30, 0).is_none());
     assert!(cache.counters.evicted.load(Ordering::Relaxed) >= 90);
 }
 
@@ -144,7 +170,10 @@ fn blocks_survive_a_reopen_and_the_directory_is_locked_meanwhile() {
         assert!(err.contains("in use") && !err.contains('\n'), "{err}");
     }
     let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
-    assert_eq!(cache.get("k", "e", 3).unwrap().as_ref(), b"kept");
+    assert_eq!(
+        cache.get("k", "e", 3 * 4096 + 4, 3).unwrap().as_ref(),
+        b"kept"
+    );
     assert!(cache.used() > 0);
 }
 
@@ -168,9 +197,9 @@ fn a_smaller_bound_at_reopen_evicts_at_once() {
 fn an_unwritable_cache_only_misses() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
-    fs::remove_dir_all(tmp.path().join("tmp")).unwrap();
+    fs::remove_dir_all(tmp.path().join(SUBDIR).join("tmp")).unwrap();
     cache.put("k", "e", 0, b"lost");
-    assert!(cache.get("k", "e", 0).is_none());
+    assert!(cache.get("k", "e", 4, 0).is_none());
     assert_eq!(cache.used(), 0, "a failed write is not counted");
 }
 
@@ -191,7 +220,7 @@ fn cache_object(cache: &DiskCache, len: usize) -> Vec<u8> {
 }
 
 fn object_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir.join("objects"))
+    let mut out: Vec<PathBuf> = fs::read_dir(dir.join(SUBDIR).join("objects"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -225,11 +254,19 @@ fn a_complete_object_becomes_one_whole_copy_that_serves_every_range() {
     assert_eq!(cache.used(), bytes_of(&files));
     for (index, within) in [(0, 0..4096), (1, 10..20), (3, 0..100), (2, 4000..4096)] {
         let at = index as usize * 4096;
-        let got = cache.read("k", "e", index, within.clone()).unwrap();
+        let got = cache
+            .read("k", "e", len as u64, index, within.clone())
+            .unwrap();
         assert_eq!(got.as_ref(), &data[at + within.start..at + within.end]);
     }
-    assert_eq!(cache.get("k", "e", 3).unwrap().as_ref(), &data[3 * 4096..]);
-    assert!(cache.read("k", "e", 3, 0..101).is_none(), "past the object");
+    assert_eq!(
+        cache.get("k", "e", len as u64, 3).unwrap().as_ref(),
+        &data[3 * 4096..]
+    );
+    assert!(
+        cache.read("k", "e", len as u64, 3, 0..101).is_none(),
+        "past the object"
+    );
     // A new read of the object does not bring blocks back.
     cache.put("k", "e", 0, &data[..4096]);
     assert!(block_files(tmp.path()).is_empty());
@@ -274,16 +311,16 @@ fn a_flipped_byte_in_a_whole_copy_is_never_served() {
     bytes[4096 + 7] ^= 1;
     fs::write(&path, bytes).unwrap();
     assert_eq!(
-        cache.read("k", "e", 0, 0..4096).unwrap().as_ref(),
+        cache.read("k", "e", 3 * 4096, 0, 0..4096).unwrap().as_ref(),
         &data[..4096]
     );
-    assert!(cache.read("k", "e", 1, 0..10).is_none());
+    assert!(cache.read("k", "e", 3 * 4096, 1, 0..10).is_none());
     assert!(
         object_files(tmp.path()).is_empty(),
         "the bad copy was deleted"
     );
     assert!(
-        cache.read("k", "e", 0, 0..10).is_none(),
+        cache.read("k", "e", 3 * 4096, 0, 0..10).is_none(),
         "nothing left to serve"
     );
 }
@@ -301,7 +338,7 @@ fn whole_copies_count_against_the_bound_and_are_evicted_whole() {
         assert!(dir_bytes(tmp.path()) + whole_bytes(tmp.path()) <= max);
     }
     assert!(object_files(tmp.path()).is_empty(), "evicted, both files");
-    assert!(cache.read("k", "e", 0, 0..10).is_none());
+    assert!(cache.read("k", "e", 4 * 4096, 0, 0..10).is_none());
 }
 
 fn whole_bytes(dir: &Path) -> u64 {
@@ -321,7 +358,7 @@ fn stray_halves_of_whole_copies_are_deleted_at_open() {
         .find(|p| p.extension().is_some_and(|e| e == "sum"))
         .unwrap();
     fs::remove_file(sidecar).unwrap();
-    fs::write(tmp.path().join("objects/not-a-copy"), b"x").unwrap();
+    fs::write(tmp.path().join(SUBDIR).join("objects/not-a-copy"), b"x").unwrap();
     let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
     assert!(object_files(tmp.path()).is_empty());
     assert_eq!(cache.used(), 0);
@@ -342,13 +379,19 @@ fn page_aligned_blocks_are_stored_and_read_back_whether_or_not_written_direct() 
     let odd = &memory[1..1 + 5000];
     assert!(!direct_ok(&[0; 4096], odd));
     cache.put("k", "e", 1, odd);
-    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), aligned);
-    assert_eq!(cache.get("k", "e", 1).unwrap().as_ref(), odd);
+    let size = 64 * 1024 + 5000;
+    assert_eq!(cache.get("k", "e", size, 0).unwrap().as_ref(), aligned);
+    assert_eq!(cache.get("k", "e", size, 1).unwrap().as_ref(), odd);
     assert_eq!(
-        cache.read("k", "e", 0, 4096..8192).unwrap().as_ref(),
+        cache.read("k", "e", size, 0, 4096..8192).unwrap().as_ref(),
         &aligned[4096..8192]
     );
-    assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(tmp.path().join(SUBDIR).join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -381,5 +424,113 @@ fn a_filesystem_refusing_o_direct_turns_it_off_and_blocks_still_land() {
     assert!(!cache.direct_writes.load(Ordering::Relaxed));
     let memory = aligned_bytes(4096, |_| 9);
     cache.put("k", "e", 0, &memory);
-    assert_eq!(cache.get("k", "e", 0).unwrap().as_ref(), &[9; 4096][..]);
+    assert_eq!(
+        cache.get("k", "e", 4096, 0).unwrap().as_ref(),
+        &[9; 4096][..]
+    );
+}
+
+#[test]
+fn a_block_cut_with_another_size_is_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..20_000).map(|i| (i % 253) as u8).collect();
+    {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        for (index, block) in data.chunks(4096).enumerate() {
+            cache.put("k", "e", index as u64, block);
+        }
+    }
+    let mut bigger = config(tmp.path(), Some(1 << 20));
+    bigger.block_size = 8192;
+    let cache = DiskCache::open(bigger).unwrap();
+    for index in 0..3 {
+        assert!(
+            cache.get("k", "e", data.len() as u64, index).is_none(),
+            "block {index} of 4 KiB served as one of 8 KiB"
+        );
+    }
+    cache.put("k", "e", 1, &data[8192..16384]);
+    assert_eq!(
+        cache.get("k", "e", data.len() as u64, 1).unwrap().as_ref(),
+        &data[8192..16384]
+    );
+}
+
+#[test]
+fn a_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let err = DiskCache::open(config(tmp.path(), Some(1 << 20)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other users") && !err.contains('\n'), "{err}");
+    assert!(!tmp.path().join(SUBDIR).exists(), "nothing created there");
+}
+
+#[test]
+fn a_directory_of_another_user_is_refused() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return; // only root can give a directory away
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let theirs = tmp.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let err = DiskCache::open(config(&theirs, Some(1 << 20)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("uid 65534"), "{err}");
+}
+
+#[test]
+fn nothing_outside_the_cache_subdirectory_is_touched_or_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tempfile::tempdir().unwrap();
+    fs::write(victim.path().join("precious"), b"keep me").unwrap();
+    // What an older layout, another program or an attacker left in DIR.
+    for dir in ["tmp", "blocks/00", "objects"] {
+        fs::create_dir_all(tmp.path().join(dir)).unwrap();
+    }
+    fs::write(tmp.path().join("tmp/other"), b"x").unwrap();
+    fs::write(tmp.path().join("blocks/00/junk"), b"x").unwrap();
+    fs::write(tmp.path().join("objects/junk"), b"x").unwrap();
+    {
+        let cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+        cache.put("k", "e", 0, &[1u8; 4096]);
+    }
+    for left in ["tmp/other", "blocks/00/junk", "objects/junk"] {
+        assert!(tmp.path().join(left).exists(), "{left} deleted");
+    }
+    let sub = tmp.path().join(SUBDIR);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sub), 0o700);
+    assert_eq!(mode(&block_files(tmp.path())[0]), 0o600);
+    // A symlink planted where the cache keeps its temporary files is refused, never
+    // followed into what it points at.
+    fs::remove_dir_all(sub.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(victim.path(), sub.join("tmp")).unwrap();
+    let err = DiskCache::open(config(tmp.path(), Some(1 << 20)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tmp"), "{err}");
+    assert_eq!(
+        fs::read(victim.path().join("precious")).unwrap(),
+        b"keep me"
+    );
+    // And one planted among the blocks is deleted as a stray, its target untouched.
+    fs::remove_file(sub.join("tmp")).unwrap();
+    let shard = block_files(tmp.path())[0].parent().unwrap().to_path_buf();
+    std::os::unix::fs::symlink(
+        victim.path().join("precious"),
+        shard.join("ffffffffffffffff-0"),
+    )
+    .unwrap();
+    let _cache = DiskCache::open(config(tmp.path(), Some(1 << 20))).unwrap();
+    assert!(!shard.join("ffffffffffffffff-0").exists());
+    assert_eq!(
+        fs::read(victim.path().join("precious")).unwrap(),
+        b"keep me"
+    );
 }

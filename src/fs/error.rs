@@ -60,6 +60,11 @@ pub enum FsError {
     /// copying file by file on this errno.
     #[error("renaming directories is not supported")]
     CrossDevice,
+    /// The inode the kernel used stands for an object version other than the one this
+    /// call needs (the object changed while files are open on it, and its name moved to a
+    /// new inode): ESTALE, on which the kernel looks the name up again and retries the open.
+    #[error("stale inode: the object changed while open; the kernel looks it up again")]
+    Stale,
     /// A task of ours that was doing the work panicked or was cancelled: not something S3
     /// said, but the call cannot be answered.
     #[error("internal task failed: {0}")]
@@ -112,6 +117,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
             FsError::TaskFailed(_) => libc::EIO,
+            FsError::Stale => libc::ESTALE,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,

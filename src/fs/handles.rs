@@ -1,58 +1,61 @@
-//! Open files: reading handles, writing handles, and the commit that makes a written file an
-//! object. A handle is one or the other: reading a file while it is being written is refused.
+//! Open files: opening for reading or writing, reads, releases and attribute changes. A
+//! handle is one or the other: reading a file while it is being written is refused. What a
+//! write handle does at close (the commit) is [`super::commit`].
+//!
+//! One inode is one object version while files are open on it (see `inode`): an open that
+//! finds the object changed under open handles, or a write that would replace what readers
+//! hold open, moves the name to a new inode and answers ESTALE, on which the kernel looks the
+//! name up again and retries the open on the new inode.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tracing::error;
 
+use super::commit::WriteHandle;
 use super::inode::Local;
 use super::read::FileReader;
-use super::write::{Committed, FileWriter};
-use super::{Attr, FsError, Inode, Kind, OpenMode, S3Filesystem, Stat, names};
-use crate::s3::ObjectStore;
+use super::write::{FileWriter, new_write_id};
+use super::{Attr, FsError, Inode, Kind, Observed, OpenMode, S3Filesystem, Stat, names};
+use crate::s3::{ObjectStore, WriteOptions};
 
 /// What an open file handle does.
 #[derive(Debug)]
 pub(super) enum OpenFile<S: ObjectStore> {
-    /// Reads one pinned object version.
-    Read(Arc<FileReader<S>>),
-    /// Uploads a new version of the file `ino`.
-    Write {
-        /// The inode being written.
+    /// Reads one pinned object version of inode `ino`.
+    Read {
+        /// The inode read.
         ino: u64,
-        /// Its uploader.
-        writer: Arc<FileWriter<S>>,
-        /// The process (thread group) that opened it: only its close commits.
-        opener: Option<u32>,
-        /// The object's stat before the write began, if it existed (restored if the open is
-        /// refused after all).
-        before: Option<Stat>,
+        /// Its reader.
+        reader: Arc<FileReader<S>>,
     },
+    /// Uploads a new version of a file.
+    Write(Arc<WriteHandle<S>>),
 }
 
 impl<S: ObjectStore> Clone for OpenFile<S> {
     fn clone(&self) -> Self {
         match self {
-            OpenFile::Read(reader) => OpenFile::Read(reader.clone()),
-            OpenFile::Write {
-                ino,
-                writer,
-                opener,
-                before,
-            } => OpenFile::Write {
+            OpenFile::Read { ino, reader } => OpenFile::Read {
                 ino: *ino,
-                writer: writer.clone(),
-                opener: *opener,
-                before: before.clone(),
+                reader: reader.clone(),
             },
+            OpenFile::Write(handle) => OpenFile::Write(handle.clone()),
+        }
+    }
+}
+
+impl<S: ObjectStore> OpenFile<S> {
+    fn ino(&self) -> u64 {
+        match self {
+            OpenFile::Read { ino, .. } => *ino,
+            OpenFile::Write(handle) => handle.ino,
         }
     }
 }
 
 impl<S: ObjectStore> S3Filesystem<S> {
-    fn handle(&self, fh: u64) -> Result<OpenFile<S>, FsError> {
+    pub(super) fn handle(&self, fh: u64) -> Result<OpenFile<S>, FsError> {
         self.files.get(fh).ok_or(FsError::BadHandle)
     }
 
@@ -83,10 +86,24 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     "overwriting an object (mount with --allow-overwrite)",
                 ));
             }
-            return Ok(self.start_upload(&inode, false, caller));
+            if inode.is_open() {
+                // Readers hold this inode at the version being replaced: the new one gets
+                // an inode (and a page cache) of its own.
+                self.inodes.move_name(ino);
+                return Err(FsError::Stale);
+            }
+            let options = WriteOptions {
+                write_id: new_write_id(),
+                if_none_match: false,
+            };
+            return Ok(self.start_upload(&inode, false, caller, options));
         }
         let inode = if mode.direct || !inode.is_fresh() {
-            self.revalidate(&inode).await?
+            match self.revalidate(&inode).await? {
+                Observed::Current(inode) => inode,
+                Observed::Moved { .. } => return Err(FsError::Stale),
+                Observed::Gone => return Err(FsError::NotFound),
+            }
         } else {
             inode
         };
@@ -101,21 +118,26 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.counters.clone(),
         );
         self.consider_whole_copy(&reader);
-        Ok(self.files.insert(OpenFile::Read(Arc::new(reader))))
+        self.inodes.opened(ino);
+        Ok(self.files.insert(OpenFile::Read {
+            ino,
+            reader: Arc::new(reader),
+        }))
     }
 
     /// The ETag pinned by a reading handle.
     pub fn read_etag(&self, fh: u64) -> Option<String> {
         match self.handle(fh).ok()? {
-            OpenFile::Read(reader) => reader.object().1.map(str::to_string),
-            OpenFile::Write { .. } => None,
+            OpenFile::Read { reader, .. } => reader.object().1.map(str::to_string),
+            OpenFile::Write(_) => None,
         }
     }
 
     /// The whole-object copy of the object a reading handle reads, opened, and that
-    /// object's ETag, when the cache holds one the kernel may read directly.
+    /// object's ETag, when the cache holds one the kernel may read directly. Blocking file
+    /// I/O.
     pub fn whole_file(&self, fh: u64) -> Option<(std::fs::File, String)> {
-        let OpenFile::Read(reader) = self.handle(fh).ok()? else {
+        let OpenFile::Read { reader, .. } = self.handle(fh).ok()? else {
             return None;
         };
         let (key, etag, _) = reader.object();
@@ -138,17 +160,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Creates `name` in `parent` for writing; returns its attributes and handle number.
+    /// With `exclusive` (O_EXCL) an object of that name is EEXIST even with
+    /// `--allow-overwrite`, and the commit is conditional on there being none still.
     pub async fn create(
         &self,
         parent: u64,
         name: &str,
         caller: u32,
+        exclusive: bool,
     ) -> Result<(Attr, u64), FsError> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
         names::check_new_name(name)?;
         // Ask S3 rather than trust a cached "missing": creating must never clobber silently.
-        let new = match self.child(&parent, name, true).await? {
+        let new = match self.child(&parent, name, true, 0).await? {
             None => true,
             Some(existing) if existing.kind == Kind::Dir => return Err(FsError::IsADirectory),
             Some(existing) if existing.local.is_some() => {
@@ -156,6 +181,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     "the file is being written through another handle",
                 ));
             }
+            Some(_) if exclusive => return Err(FsError::Exists),
             Some(_) if self.config.allow_overwrite => false,
             Some(_) => return Err(FsError::Exists),
         };
@@ -166,158 +192,69 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
         self.negative.invalidate(&(parent.ino, name.to_string()));
-        let fh = self.start_upload(&inode, new, caller);
+        let options = WriteOptions {
+            write_id: new_write_id(),
+            // A name found missing stays ours only if nobody creates it meanwhile, unless
+            // the mount may overwrite and the program did not ask for O_EXCL.
+            if_none_match: exclusive || (new && !self.config.allow_overwrite),
+        };
+        let fh = self.start_upload(&inode, new, caller, options);
         let inode = self.inode(inode.ino)?;
         Ok((self.attr_of(&inode), fh))
     }
 
     /// `caller` is the thread id the kernel reports for the request.
-    fn start_upload(&self, inode: &Inode, new: bool, caller: u32) -> u64 {
+    fn start_upload(&self, inode: &Inode, new: bool, caller: u32, options: WriteOptions) -> u64 {
         let writer = FileWriter::new(
             self.store.clone(),
             inode.key.clone(),
             self.config.part_size,
             self.budget.clone(),
+            options,
+            self.aborts.clone(),
         );
         self.inodes
             .set_local(inode.ino, Some(Local::Writing { new }));
         self.inodes.set_size(inode.ino, 0);
-        self.files.insert(OpenFile::Write {
-            ino: inode.ino,
-            writer: Arc::new(writer),
-            opener: process_of(caller),
-            before: (!new).then(|| inode.stat.clone()),
-        })
+        self.inodes.opened(inode.ino);
+        let before = (!new).then(|| inode.stat.clone());
+        let handle = WriteHandle::new(inode.ino, writer, caller, before);
+        self.files.insert(OpenFile::Write(Arc::new(handle)))
     }
 
     /// Reads up to `len` bytes at `offset` from a reading handle.
     pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
         match self.handle(fh)? {
-            OpenFile::Read(reader) => reader.read(offset, len).await,
-            OpenFile::Write { .. } => Err(FsError::NotPermitted(
+            OpenFile::Read { reader, .. } => reader.read(offset, len).await,
+            OpenFile::Write(_) => Err(FsError::NotPermitted(
                 "reading a file while it is being written",
             )),
-        }
-    }
-
-    /// Appends `data` at `offset` (which must be the current end) through a writing handle.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        match self.handle(fh)? {
-            OpenFile::Write { ino, writer, .. } => {
-                let result = writer.write(offset, data).await;
-                match result {
-                    Ok(size) => {
-                        self.inodes.set_size(ino, size);
-                        Ok(data.len() as u32)
-                    }
-                    Err(e) => {
-                        self.upload_gone(ino, &writer).await;
-                        Err(e)
-                    }
-                }
-            }
-            OpenFile::Read(_) => Err(FsError::BadHandle),
-        }
-    }
-
-    /// close(2) of some copy of the descriptor (`caller` is the closing thread). The opening
-    /// process's close commits the object once something was written, and its error is the
-    /// program's. Other closes wait for release: a child process closes the copies it
-    /// inherited when it execs or exits, while the parent may still be writing; shells open
-    /// a file, dup it onto stdout and close the original before writing; `touch` sets times
-    /// before closing. Reading handles have nothing to do.
-    pub async fn flush(&self, fh: u64, caller: u32) -> Result<(), FsError> {
-        match self.handle(fh)? {
-            OpenFile::Write {
-                ino,
-                writer,
-                opener,
-                ..
-            } if opener.is_some() && opener == process_of(caller) => {
-                if writer.written().await > 0 {
-                    self.commit(ino, &writer).await.map(drop)
-                } else {
-                    Ok(())
-                }
-            }
-            OpenFile::Write { .. } | OpenFile::Read(_) => Ok(()),
-        }
-    }
-
-    /// fsync(2): a writing handle commits now, whatever it has written.
-    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
-        match self.handle(fh)? {
-            OpenFile::Write { ino, writer, .. } => self.commit(ino, &writer).await.map(drop),
-            OpenFile::Read(_) => Ok(()),
-        }
-    }
-
-    async fn commit(&self, ino: u64, writer: &FileWriter<S>) -> Result<Committed, FsError> {
-        match writer.commit().await {
-            Ok(done) => {
-                let stat = Stat {
-                    size: done.size,
-                    mtime: SystemTime::now(),
-                    etag: Some(done.etag.clone()),
-                };
-                self.inodes.refresh(ino, stat);
-                self.inodes.make_real(ino);
-                Ok(done)
-            }
-            Err(e) => {
-                self.upload_gone(ino, writer).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// After a failed upload: a new name vanishes again; an overwritten one shows the old
-    /// object (re-read from S3 on next use).
-    async fn upload_gone(&self, ino: u64, writer: &FileWriter<S>) {
-        if writer.is_committed().await {
-            return;
-        }
-        if let Some(inode) = self.inodes.set_local(ino, None) {
-            self.inodes.unlink(inode.ino);
         }
     }
 
     /// Drops a handle the kernel never got (its open was refused after all): an upload it
     /// started is abandoned, nothing is committed, and the file is as it was before.
     pub async fn abandon(&self, fh: u64) {
-        let file = self.files.remove(fh);
-        if let Some(OpenFile::Write {
-            ino,
-            writer,
-            before,
-            ..
-        }) = file
-        {
-            writer.abort(libc::EBUSY).await;
-            match before {
-                Some(stat) => {
-                    self.inodes.set_local(ino, None);
-                    self.inodes.refresh(ino, stat);
-                }
-                None => self.upload_gone(ino, &writer).await,
-            }
+        let Some(file) = self.files.remove(fh) else {
+            return;
+        };
+        if let OpenFile::Write(handle) = &file {
+            handle.writer.abort(libc::EBUSY).await;
+            self.restore(handle);
         }
+        self.inodes.closed(file.ino());
     }
 
-    /// Closes a handle. A writing handle that was never flushed commits now (nobody can see
-    /// the error any more, so it is logged).
+    /// Closes a handle. A writing handle that was never committed commits now (nobody can
+    /// see the error any more: it is logged by name and counted for the exit status).
     pub async fn release(&self, fh: u64) {
-        let file = self.files.remove(fh);
-        if let Some(OpenFile::Write { ino, writer, .. }) = file {
-            if let Err(e) = self.commit(ino, &writer).await {
-                if !matches!(
-                    e,
-                    FsError::UploadFailed { .. } | FsError::InvalidArgument(_)
-                ) {
-                    error!(key = writer.key(), "upload failed at release: {e}");
-                }
-            }
+        let Some(file) = self.files.remove(fh) else {
+            return;
+        };
+        if let OpenFile::Write(handle) = &file {
+            self.commit_at_release(handle).await;
         }
+        self.inodes.closed(file.ino());
     }
 
     /// setattr: only what S3 can honour. Truncating a file being written to its current size
@@ -351,17 +288,4 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub fn open_handles(&self) -> usize {
         self.files.len() + self.dirs.len()
     }
-}
-
-/// The process (thread group id) of thread `tid`, from /proc; `None` if it is gone. FUSE
-/// reports the calling thread, and a process's threads must count as one opener.
-fn process_of(tid: u32) -> Option<u32> {
-    if tid == 0 {
-        return None;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
 }

@@ -3,7 +3,14 @@
 //!
 //! One lock (`InodeTable::state`) guards the numbers, the (parent, name) index and the stats;
 //! it is held only for map updates, never across I/O. Inode numbers are never reused within a
-//! mount. Forgotten inodes (lookup count back to 0) are dropped.
+//! mount. Forgotten inodes (lookup count back to 0, no open handle) are dropped.
+//!
+//! One inode is one object version while files are open on it: the kernel keeps one page
+//! cache and one size per inode, so a handle pinned to version A and a later one of version B
+//! must not share an inode, or pages filled by B's reads would be returned to A's reader.
+//! When a name is seen with another ETag while its inode has open handles, the name moves to
+//! a new inode and the old one keeps its version for the handles still reading it
+//! ([`InodeTable::observe`], [`InodeTable::upsert_child`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,6 +65,8 @@ pub struct Inode {
     pub local: Option<Local>,
     /// Kernel lookup count; the entry is dropped when it returns to 0.
     lookups: u64,
+    /// Open file handles on this inode (reading or writing).
+    opens: u32,
 }
 
 impl Inode {
@@ -65,6 +74,34 @@ impl Inode {
     pub fn is_fresh(&self) -> bool {
         self.local.is_some() || self.expires.is_none_or(|at| Instant::now() < at)
     }
+
+    /// Whether files are open on this inode.
+    pub fn is_open(&self) -> bool {
+        self.opens > 0
+    }
+
+    /// Whether `stat` is another object version than this inode's while files are open on
+    /// it: then the name must move to a new inode (see the module comment).
+    fn must_move_for(&self, stat: &Stat) -> bool {
+        self.opens > 0 && self.local.is_none() && self.stat.etag != stat.etag
+    }
+}
+
+/// What a revalidation found (see [`InodeTable::observe`]).
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// The inode now carries the stat seen.
+    Current(Inode),
+    /// The object changed while files were open on the inode: its name moved to `new`, and
+    /// `old` keeps the version its open handles read.
+    Moved {
+        /// The inode of the open handles, unchanged but for its expiry.
+        old: Inode,
+        /// The inode the name now stands for.
+        new: Inode,
+    },
+    /// The inode is gone from the table.
+    Gone,
 }
 
 /// Expiry instant for a stat cached now for `ttl` (`None` when it never expires).
@@ -77,6 +114,49 @@ struct TableState {
     inodes: HashMap<u64, Inode>,
     children: HashMap<(u64, String), u64>,
     next_ino: u64,
+}
+
+impl TableState {
+    /// A new inode for `name` in `parent`, put in the name index.
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        parent: u64,
+        name: &str,
+        key: String,
+        kind: Kind,
+        stat: Stat,
+        expires: Option<Instant>,
+        lookups: u64,
+    ) -> Inode {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let inode = Inode {
+            ino,
+            parent,
+            name: name.to_string(),
+            key,
+            kind,
+            stat,
+            expires,
+            local: None,
+            lookups,
+            opens: 0,
+        };
+        self.children.insert((parent, name.to_string()), ino);
+        self.inodes.insert(ino, inode.clone());
+        inode
+    }
+
+    /// Removes `ino` and its name (if the name still stands for it).
+    fn drop_inode(&mut self, ino: u64) {
+        if let Some(inode) = self.inodes.remove(&ino) {
+            let index_key = (inode.parent, inode.name);
+            if self.children.get(&index_key) == Some(&ino) {
+                self.children.remove(&index_key);
+            }
+        }
+    }
 }
 
 /// All inodes of one mount.
@@ -105,6 +185,7 @@ impl InodeTable {
             expires: None,
             local: None,
             lookups: 1,
+            opens: 0,
         };
         let state = TableState {
             inodes: HashMap::from([(ROOT_INO, root)]),
@@ -133,16 +214,21 @@ impl InodeTable {
         state.inodes.get(ino).cloned()
     }
 
-    /// The child `name` of `parent` if it is known and its stat is fresh.
-    pub fn fresh_child(&self, parent: u64, name: &str) -> Option<Inode> {
-        let state = self.lock();
-        let ino = state.children.get(&(parent, name.to_string()))?;
-        state.inodes.get(ino).filter(|i| i.is_fresh()).cloned()
+    /// The child `name` of `parent` if it is known and its stat is fresh, with
+    /// `add_lookups` kernel lookups counted on it under the same lock (so a FORGET cannot
+    /// drop it in between).
+    pub fn fresh_child(&self, parent: u64, name: &str, add_lookups: u64) -> Option<Inode> {
+        let mut state = self.lock();
+        let ino = *state.children.get(&(parent, name.to_string()))?;
+        let inode = state.inodes.get_mut(&ino).filter(|i| i.is_fresh())?;
+        inode.lookups += add_lookups;
+        Some(inode.clone())
     }
 
     /// Records that `name` in `parent` is a `kind` with `stat`, seen just now, and returns its
-    /// inode. An existing entry of the same kind keeps its number; a kind change gets a new
-    /// number. `add_lookups` is what the kernel will count for this reply (0 for readdir).
+    /// inode. An existing entry of the same kind keeps its number unless it is open at
+    /// another object version; a kind change, or such a version change, gets a new number.
+    /// `add_lookups` is what the kernel will count for this reply (0 for readdir).
     pub fn upsert_child(
         &self,
         parent: &Inode,
@@ -155,7 +241,11 @@ impl InodeTable {
         let mut state = self.lock();
         let index_key = (parent.ino, name.to_string());
         if let Some(ino) = state.children.get(&index_key).copied() {
-            if let Some(inode) = state.inodes.get_mut(&ino).filter(|i| i.kind == kind) {
+            if let Some(inode) = state
+                .inodes
+                .get_mut(&ino)
+                .filter(|i| i.kind == kind && !i.must_move_for(&stat))
+            {
                 if inode.local.is_none() {
                     // A local entry's stat is ours (e.g. the growing size of a new upload).
                     inode.stat = stat;
@@ -165,29 +255,114 @@ impl InodeTable {
                 return inode.clone();
             }
         }
-        let ino = state.next_ino;
-        state.next_ino += 1;
         let key = match kind {
             Kind::File => super::names::child_key(&parent.key, name),
             Kind::Dir => super::names::child_prefix(&parent.key, name),
         };
-        let inode = Inode {
-            ino,
-            parent: parent.ino,
-            name: name.to_string(),
-            key,
-            kind,
-            stat,
-            expires,
-            local: None,
-            lookups: add_lookups,
-        };
-        state.children.insert(index_key, ino);
-        state.inodes.insert(ino, inode.clone());
-        inode
+        state.insert(parent.ino, name, key, kind, stat, expires, add_lookups)
     }
 
-    /// Replaces the stat of `ino` after a revalidation.
+    /// Records a revalidation of `ino` (a HEAD found `stat`): the inode takes the stat,
+    /// unless the object changed while files are open on it; then its name moves to a new
+    /// inode with `stat` and the old one keeps its version (refreshed) for those files.
+    pub fn observe(&self, ino: u64, stat: Stat) -> Observed {
+        let expires = expiry(self.ttl);
+        let mut state = self.lock();
+        let Some(inode) = state.inodes.get_mut(&ino) else {
+            return Observed::Gone;
+        };
+        inode.expires = expires;
+        if !inode.must_move_for(&stat) {
+            inode.stat = stat;
+            return Observed::Current(inode.clone());
+        }
+        let old = inode.clone();
+        let index_key = (old.parent, old.name.clone());
+        if state.children.get(&index_key) != Some(&ino) {
+            // The name already stands for another inode: nothing to move.
+            return Observed::Current(old);
+        }
+        let new = state.insert(
+            old.parent,
+            &old.name,
+            old.key.clone(),
+            old.kind,
+            stat,
+            expires,
+            0,
+        );
+        Observed::Moved { old, new }
+    }
+
+    /// Gives `name` in `parent` a new inode with the same stat, leaving `ino` (open at an
+    /// object version that must not share its page cache) to its handles; returns the new
+    /// inode. Used before a write replaces an object that readers hold open.
+    pub fn move_name(&self, ino: u64) -> Option<Inode> {
+        let mut state = self.lock();
+        let old = state.inodes.get(&ino)?.clone();
+        let index_key = (old.parent, old.name.clone());
+        if state.children.get(&index_key) != Some(&ino) {
+            return None;
+        }
+        Some(state.insert(
+            old.parent,
+            &old.name,
+            old.key.clone(),
+            old.kind,
+            old.stat.clone(),
+            old.expires,
+            0,
+        ))
+    }
+
+    /// Counts an open file handle on `ino`.
+    pub fn opened(&self, ino: u64) {
+        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
+            inode.opens += 1;
+        }
+    }
+
+    /// Counts a closed file handle on `ino`; a forgotten inode goes with its last one.
+    pub fn closed(&self, ino: u64) {
+        let mut state = self.lock();
+        if let Some(inode) = state.inodes.get_mut(&ino) {
+            inode.opens = inode.opens.saturating_sub(1);
+            if inode.opens == 0 && inode.lookups == 0 && inode.local.is_none() && ino != ROOT_INO {
+                state.drop_inode(ino);
+            }
+        }
+    }
+
+    /// Makes `ino`'s stat expired, so the next use revalidates it with S3.
+    pub fn expire(&self, ino: u64) {
+        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
+            inode.expires = Some(Instant::now());
+        }
+    }
+
+    /// After a rename: `ino` is now `new_name` in `new_parent`, with key `key` and `stat`;
+    /// whatever that name stood for before leaves the index (the kernel replaced it).
+    pub fn rename(&self, ino: u64, new_parent: u64, new_name: &str, key: String, stat: Stat) {
+        let expires = expiry(self.ttl);
+        let mut state = self.lock();
+        let Some(inode) = state.inodes.get_mut(&ino) else {
+            return;
+        };
+        let old_key = (inode.parent, inode.name.clone());
+        inode.parent = new_parent;
+        inode.name = new_name.to_string();
+        inode.key = key;
+        inode.stat = stat;
+        inode.expires = expires;
+        if state.children.get(&old_key) == Some(&ino) {
+            state.children.remove(&old_key);
+        }
+        state
+            .children
+            .insert((new_parent, new_name.to_string()), ino);
+    }
+
+    /// Replaces the stat of `ino` with one this mount made (a commit, a restored stat).
     pub fn refresh(&self, ino: u64, stat: Stat) -> Option<Inode> {
         let expires = expiry(self.ttl);
         let mut state = self.lock();
@@ -239,15 +414,9 @@ impl InodeTable {
             .collect()
     }
 
-    /// Removes `ino` from the table entirely (after unlink or rmdir).
+    /// Removes `ino` from the table entirely (after rmdir).
     pub fn remove(&self, ino: u64) {
-        let mut state = self.lock();
-        if let Some(inode) = state.inodes.remove(&ino) {
-            let index_key = (inode.parent, inode.name);
-            if state.children.get(&index_key) == Some(&ino) {
-                state.children.remove(&index_key);
-            }
-        }
+        self.lock().drop_inode(ino);
     }
 
     /// Adds one kernel lookup to `ino` (a readdirplus entry the kernel accepted).
@@ -278,15 +447,12 @@ impl InodeTable {
             return;
         };
         inode.lookups = inode.lookups.saturating_sub(n);
-        if inode.lookups > 0 || inode.local.is_some() {
-            // Local entries live until they are removed or become real.
+        if inode.lookups > 0 || inode.local.is_some() || inode.opens > 0 {
+            // Local entries live until they are removed or become real; open ones until
+            // their last handle closes.
             return;
         }
-        let index_key = (inode.parent, inode.name.clone());
-        state.inodes.remove(&ino);
-        if state.children.get(&index_key) == Some(&ino) {
-            state.children.remove(&index_key);
-        }
+        state.drop_inode(ino);
     }
 
     /// Number of inodes held (for tests and counters).
@@ -324,7 +490,7 @@ mod tests {
         let dir = table.upsert_child(&root, "a", Kind::Dir, file_stat(0), 1);
         assert_ne!(dir.ino, a.ino);
         assert_eq!(dir.key, "p/a/");
-        assert_eq!(table.fresh_child(ROOT_INO, "a").unwrap().ino, dir.ino);
+        assert_eq!(table.fresh_child(ROOT_INO, "a", 0).unwrap().ino, dir.ino);
     }
 
     #[test]
@@ -336,7 +502,7 @@ mod tests {
         assert!(table.get(a.ino).is_some());
         table.forget(a.ino, 1);
         assert!(table.get(a.ino).is_none());
-        assert!(table.fresh_child(ROOT_INO, "a").is_none());
+        assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
         table.forget(ROOT_INO, 100);
         assert!(table.get(ROOT_INO).is_some());
     }
@@ -346,7 +512,7 @@ mod tests {
         let table = InodeTable::new("", SystemTime::now(), Duration::ZERO);
         let root = table.get(ROOT_INO).unwrap();
         table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
-        assert!(table.fresh_child(ROOT_INO, "a").is_none());
+        assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! through [`ObjectStore`].
 
 pub mod blocking;
+mod commit;
 pub mod config;
 pub mod counters;
 pub mod error;
@@ -17,25 +18,28 @@ pub mod names;
 pub mod read;
 pub mod write;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 
+pub use commit::ShutdownReport;
 pub use config::FsConfig;
 pub use error::FsError;
-pub use inode::{Inode, ROOT_INO, Stat};
+pub use inode::{Inode, Observed, ROOT_INO, Stat};
 pub use mutate::RenameMode;
 pub use names::Kind;
 
 use crate::cache::DiskCache;
 use crate::memory::MemoryBudget;
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
+use commit::CommitsInFlight;
 use counters::{CounterSnapshot, ReadCounters};
 use handle_map::HandleMap;
 use handles::OpenFile;
 use listing::DirStream;
 use read::prefetch::PrefetchConfig;
+use write::aborts::PendingAborts;
 
 /// Most names remembered as missing at once.
 const NEGATIVE_CACHE_CAPACITY: u64 = 100_000;
@@ -83,6 +87,13 @@ pub struct OpenMode {
     pub direct: bool,
 }
 
+/// What the filesystem tells the kernel to forget, implemented by the FUSE layer (the
+/// filesystem knows no kernel protocol). Calls must not block.
+pub trait KernelCache: Send + Sync + std::fmt::Debug {
+    /// The kernel's cached attributes and pages of inode `ino` are stale.
+    fn inode_changed(&self, ino: u64);
+}
+
 /// Open directory handles share their listing state behind an async lock (the kernel sends one
 /// readdir at a time per handle, so it is never contended for long).
 type DirHandle = Arc<tokio::sync::Mutex<DirStream>>;
@@ -106,6 +117,14 @@ pub struct S3Filesystem<S: ObjectStore> {
     prefetch: PrefetchConfig,
     /// The local data cache, if enabled.
     cache: Option<Arc<DiskCache>>,
+    /// Multipart uploads whose abort failed, retried until they succeed.
+    aborts: Arc<PendingAborts<S>>,
+    /// Commits under way (the end of the mount waits for them).
+    commits: CommitsInFlight,
+    /// Keys of written files that did not land and whose writer could not be told.
+    lost: Mutex<Vec<String>>,
+    /// The kernel's caches, once a mount gives them (none in unit tests).
+    kernel: OnceLock<Box<dyn KernelCache>>,
 }
 
 impl<S: ObjectStore> S3Filesystem<S> {
@@ -123,6 +142,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .build();
         let budget = MemoryBudget::new(config.memory_limit);
         let prefetch = PrefetchConfig::new(config.part_size, config.memory_limit);
+        let store_for_aborts = store.clone();
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
             store,
@@ -134,6 +154,22 @@ impl<S: ObjectStore> S3Filesystem<S> {
             counters: Arc::new(ReadCounters::default()),
             prefetch,
             cache,
+            aborts: PendingAborts::new(store_for_aborts),
+            commits: CommitsInFlight::default(),
+            lost: Mutex::new(Vec::new()),
+            kernel: OnceLock::new(),
+        }
+    }
+
+    /// Gives the filesystem the kernel's caches to invalidate (once, at mount).
+    pub fn set_kernel_cache(&self, kernel: Box<dyn KernelCache>) {
+        let _ = self.kernel.set(kernel);
+    }
+
+    /// Tells the kernel that what it caches of `ino` is stale.
+    fn kernel_forget(&self, ino: u64) {
+        if let Some(kernel) = self.kernel.get() {
+            kernel.inode_changed(ino);
         }
     }
 
@@ -224,22 +260,23 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return Err(FsError::NotFound);
         }
         let inode = self
-            .child(&parent, name, false)
+            .child(&parent, name, false, 1)
             .await?
             .ok_or(FsError::NotFound)?;
-        self.inodes.add_lookup(inode.ino);
         Ok(self.attr_of(&inode))
     }
 
-    /// What `name` in `parent` is now: a fresh cached entry, else what S3 says (recorded in
-    /// the table without a kernel lookup). `bypass_negative` ignores a cached "missing".
+    /// What `name` in `parent` is now: a fresh cached entry, else what S3 says, recorded in
+    /// the table with `add_lookups` kernel lookups counted under the table's lock (1 for a
+    /// lookup reply, 0 otherwise). `bypass_negative` ignores a cached "missing".
     async fn child(
         &self,
         parent: &Inode,
         name: &str,
         bypass_negative: bool,
+        add_lookups: u64,
     ) -> Result<Option<Inode>, FsError> {
-        if let Some(inode) = self.inodes.fresh_child(parent.ino, name) {
+        if let Some(inode) = self.inodes.fresh_child(parent.ino, name, add_lookups) {
             return Ok(Some(inode));
         }
         let cache_key = (parent.ino, name.to_string());
@@ -247,7 +284,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return Ok(None);
         }
         match self.resolve(parent, name).await? {
-            Some((kind, stat)) => Ok(Some(self.inodes.upsert_child(parent, name, kind, stat, 0))),
+            Some((kind, stat)) => Ok(Some(self.inodes.upsert_child(
+                parent,
+                name,
+                kind,
+                stat,
+                add_lookups,
+            ))),
             None => {
                 if !self.config.metadata_ttl.is_zero() {
                     self.negative.insert(cache_key, ());
@@ -277,23 +320,26 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
-    /// Attributes of `ino`, revalidated with one HEAD when a file's stat has expired.
+    /// Attributes of `ino`, revalidated with one HEAD when a file's stat has expired. An
+    /// inode whose object changed while files are open on it keeps answering with the
+    /// version those files read (its name has moved to a new inode).
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let inode = self.inode(ino)?;
         if inode.kind == Kind::Dir || inode.is_fresh() {
             return Ok(self.attr_of(&inode));
         }
-        let inode = self.revalidate(&inode).await?;
+        let inode = match self.revalidate(&inode).await? {
+            Observed::Current(inode) | Observed::Moved { old: inode, .. } => inode,
+            Observed::Gone => return Err(FsError::NotFound),
+        };
         Ok(self.attr_of(&inode))
     }
 
-    /// Re-reads a file's stat from S3; a vanished object is unlinked from its name.
-    async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
+    /// Re-reads a file's stat from S3 (see [`inode::InodeTable::observe`]); a vanished
+    /// object is unlinked from its name.
+    async fn revalidate(&self, inode: &Inode) -> Result<Observed, FsError> {
         match self.store.head(&inode.key).await {
-            Ok(info) => self
-                .inodes
-                .refresh(inode.ino, file_stat(&info))
-                .ok_or(FsError::NotFound),
+            Ok(info) => Ok(self.inodes.observe(inode.ino, file_stat(&info))),
             Err(S3Error::NotFound) => {
                 self.inodes.unlink(inode.ino);
                 Err(FsError::NotFound)

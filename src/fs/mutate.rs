@@ -1,9 +1,13 @@
 //! Changes to the namespace: mkdir, rmdir, unlink, rename. Each is refused unless the mount
-//! allows it, and none leaves S3 half-changed: rename copies before it deletes.
+//! allows it, and none leaves S3 half-changed: rename copies exactly the version it looked up
+//! (If-Match on every copy request) before it deletes, and deletes the source only while it
+//! is still that version.
+
+use tracing::warn;
 
 use super::inode::Local;
-use super::{Attr, FsError, Inode, Kind, S3Filesystem, names};
-use crate::s3::ObjectStore;
+use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
+use crate::s3::{ObjectStore, S3Error};
 
 /// How rename must treat an existing target (from renameat2 flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,7 +28,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
         names::check_new_name(name)?;
-        if self.child(&parent, name, true).await?.is_some() {
+        if self.child(&parent, name, true, 0).await?.is_some() {
             return Err(FsError::Exists);
         }
         let inode = self
@@ -75,7 +79,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 ));
             }
             self.store
-                .delete(&dir.key)
+                .delete(&dir.key, None)
                 .await
                 .map_err(|e| FsError::s3(&dir.key, e))?;
         }
@@ -98,7 +102,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
         Self::not_being_written(&file)?;
         self.store
-            .delete(&file.key)
+            .delete(&file.key, None)
             .await
             .map_err(|e| FsError::s3(&file.key, e))?;
         self.inodes.unlink(file.ino);
@@ -136,7 +140,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 "renaming (it deletes the source; mount with --allow-delete)",
             ));
         }
-        let target = self.child(&new_parent, new_name, true).await?;
+        let target = self.child(&new_parent, new_name, true, 0).await?;
         if let Some(target) = &target {
             if target.kind == Kind::Dir {
                 return Err(FsError::IsADirectory);
@@ -155,26 +159,62 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if target_key == source.key {
             return Ok(());
         }
-        self.store
-            .copy(&source.key, &target_key, source.stat.size)
+        let Some(etag) = source.stat.etag.clone() else {
+            return Err(FsError::NotPermitted("renaming a file that is not in S3"));
+        };
+        let copied = self
+            .store
+            .copy(&source.key, &target_key, source.stat.size, &etag)
             .await
             .map_err(|e| FsError::s3(&source.key, e))?;
-        self.store
-            .delete(&source.key)
-            .await
-            .map_err(|e| FsError::s3(&source.key, e))?;
-        self.inodes.unlink(source.ino);
+        self.delete_if_still(&source.key, &etag).await?;
         if let Some(target) = target {
             self.inodes.unlink(target.ino);
         }
+        // The kernel moved its entry to the new name, with this inode: it must read the
+        // new key from now on.
+        let stat = Stat {
+            size: source.stat.size,
+            mtime: copied.last_modified,
+            etag: Some(copied.etag),
+        };
+        self.inodes
+            .rename(source.ino, new_parent.ino, new_name, target_key, stat);
         self.negative
             .invalidate(&(new_parent.ino, new_name.to_string()));
         self.inodes.make_real(new_parent.ino);
         Ok(())
     }
 
+    /// Deletes `key` only while it still has ETag `etag` (the version a rename copied):
+    /// checked with a HEAD, and sent as If-Match for the servers that honour it. If it
+    /// changed, the new version stays and the rename fails (its copy of the old version
+    /// stays at the target).
+    async fn delete_if_still(&self, key: &str, etag: &str) -> Result<(), FsError> {
+        let changed = || {
+            warn!(
+                key,
+                "the source changed after it was copied; it is kept and the rename fails"
+            );
+            FsError::ObjectChanged {
+                key: key.to_string(),
+            }
+        };
+        match self.store.head(key).await {
+            Ok(info) if info.etag != etag => return Err(changed()),
+            Ok(_) => {}
+            Err(S3Error::NotFound) => return Ok(()),
+            Err(e) => return Err(FsError::s3(key, e)),
+        }
+        match self.store.delete(key, Some(etag)).await {
+            Ok(()) => Ok(()),
+            Err(S3Error::PreconditionFailed) => Err(changed()),
+            Err(e) => Err(FsError::s3(key, e)),
+        }
+    }
+
     async fn existing_child(&self, parent: &Inode, name: &str) -> Result<Inode, FsError> {
-        self.child(parent, name, false)
+        self.child(parent, name, false, 0)
             .await?
             .ok_or(FsError::NotFound)
     }

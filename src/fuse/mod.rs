@@ -4,6 +4,7 @@
 //! unrelated `ls`. No decisions are made here.
 
 mod attr;
+mod notify;
 mod passthrough;
 pub mod session;
 
@@ -56,6 +57,11 @@ pub struct FuseAdapter<S: ObjectStore> {
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
+    /// The filesystem this adapter serves.
+    pub fn filesystem(&self) -> &Arc<S3Filesystem<S>> {
+        &self.fs
+    }
+
     /// An adapter that runs every request of `fs` on `runtime`.
     pub fn new(fs: Arc<S3Filesystem<S>>, runtime: Handle) -> Self {
         Self {
@@ -328,7 +334,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -341,9 +347,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // The kernel's buffer is only borrowed for this call: one copy, into the part buffer
         // the upload needs anyway, happens in the task.
         let data = data.to_vec();
+        let caller = req.pid();
         let fs = self.fs.clone();
         self.run(async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, &data, caller).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(fail("write", e)),
             }
@@ -537,17 +544,18 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::EINVAL);
         };
         let caller = req.pid();
+        let exclusive = flags & libc::O_EXCL != 0;
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
         self.run(async move {
-            match fs.create(parent.0, &name, caller).await {
+            match fs.create(parent.0, &name, caller, exclusive).await {
                 Ok((attr, fh)) => {
                     if let Err(errno) = passthrough::after_create(&fs, &table, attr.ino, fh).await {
                         return reply.error(errno);

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::FuseAdapter;
+use super::notify::KernelNotifier;
 use crate::s3::ObjectStore;
 
 /// Kernel-facing mount settings, built by `cli`.
@@ -148,6 +149,7 @@ impl LiveMount {
         config: &MountConfig,
     ) -> io::Result<Self> {
         let fuser_config = config.fuser_config();
+        let fs = adapter.filesystem().clone();
         // Auto-unmount needs fusermount3's watchdog, so only fuser can mount that way.
         let direct = if config.auto_unmount {
             None
@@ -173,6 +175,7 @@ impl LiveMount {
                 (session, unmounter)
             }
         };
+        fs.set_kernel_cache(Box::new(KernelNotifier::start(session.notifier())?));
         let (tx, ended) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("fuse-session".to_string())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ListPage, ObjectInfo, ObjectStore, PartTag, S3Error};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
 
 /// `inner`, with every call limited to `deadline`.
 #[derive(Debug)]
@@ -20,6 +20,11 @@ impl<S: ObjectStore> WithDeadline<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, deadline: Duration) -> Self {
         Self { inner, deadline }
+    }
+
+    /// The store inside.
+    pub fn inner(&self) -> &S {
+        &self.inner
     }
 
     async fn limit<T>(
@@ -63,13 +68,16 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
             .await
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
-        self.limit("PUT", self.inner.put(key, data)).await
+    async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
+        self.limit("PUT", self.inner.put(key, data, options)).await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
-        self.limit("CreateMultipartUpload", self.inner.create_multipart(key))
-            .await
+    async fn create_multipart(&self, key: &str, options: &WriteOptions) -> Result<String, S3Error> {
+        self.limit(
+            "CreateMultipartUpload",
+            self.inner.create_multipart(key, options),
+        )
+        .await
     }
 
     async fn upload_part(
@@ -91,10 +99,12 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
         key: &str,
         upload_id: &str,
         parts: Vec<PartTag>,
+        options: &WriteOptions,
     ) -> Result<String, S3Error> {
         self.limit(
             "CompleteMultipartUpload",
-            self.inner.complete_multipart(key, upload_id, parts),
+            self.inner
+                .complete_multipart(key, upload_id, parts, options),
         )
         .await
     }
@@ -107,15 +117,23 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        self.limit("DELETE", self.inner.delete(key)).await
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        self.limit("DELETE", self.inner.delete(key, if_match)).await
     }
 
-    async fn copy(&self, from: &str, to: &str, size: u64) -> Result<(), S3Error> {
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        if_match: &str,
+    ) -> Result<Copied, S3Error> {
         // A server-side copy of a large object legitimately takes long: one deadline per GiB.
         let parts = 1 + size / (1 << 30);
-        let deadline = self.deadline.saturating_mul(parts as u32);
-        match tokio::time::timeout(deadline, self.inner.copy(from, to, size)).await {
+        let deadline = self
+            .deadline
+            .saturating_mul(u32::try_from(parts).unwrap_or(u32::MAX));
+        match tokio::time::timeout(deadline, self.inner.copy(from, to, size, if_match)).await {
             Ok(result) => result,
             Err(_) => Err(S3Error::Network(format!(
                 "copy of {from} did not finish within {}s",
@@ -154,11 +172,11 @@ mod tests {
         ) -> Result<Bytes, S3Error> {
             self.0.get_range(k, r, i).await
         }
-        async fn put(&self, k: &str, d: Bytes) -> Result<String, S3Error> {
-            ObjectStore::put(&self.0, k, d).await
+        async fn put(&self, k: &str, d: Bytes, o: &WriteOptions) -> Result<String, S3Error> {
+            ObjectStore::put(&self.0, k, d, o).await
         }
-        async fn create_multipart(&self, k: &str) -> Result<String, S3Error> {
-            self.0.create_multipart(k).await
+        async fn create_multipart(&self, k: &str, o: &WriteOptions) -> Result<String, S3Error> {
+            self.0.create_multipart(k, o).await
         }
         async fn upload_part(
             &self,
@@ -174,17 +192,18 @@ mod tests {
             k: &str,
             u: &str,
             p: Vec<PartTag>,
+            o: &WriteOptions,
         ) -> Result<String, S3Error> {
-            self.0.complete_multipart(k, u, p).await
+            self.0.complete_multipart(k, u, p, o).await
         }
         async fn abort_multipart(&self, k: &str, u: &str) -> Result<(), S3Error> {
             self.0.abort_multipart(k, u).await
         }
-        async fn delete(&self, k: &str) -> Result<(), S3Error> {
-            ObjectStore::delete(&self.0, k).await
+        async fn delete(&self, k: &str, m: Option<&str>) -> Result<(), S3Error> {
+            ObjectStore::delete(&self.0, k, m).await
         }
-        async fn copy(&self, f: &str, t: &str, s: u64) -> Result<(), S3Error> {
-            self.0.copy(f, t, s).await
+        async fn copy(&self, f: &str, t: &str, s: u64, m: &str) -> Result<Copied, S3Error> {
+            self.0.copy(f, t, s, m).await
         }
     }
 

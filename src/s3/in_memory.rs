@@ -11,17 +11,25 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{ListPage, ObjectInfo, ObjectStore, PartTag, S3Error};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
 
 #[derive(Debug, Clone)]
 struct StoredObject {
     data: Bytes,
     etag: String,
     last_modified: SystemTime,
+    /// The write id the writer gave, as user metadata holds it.
+    write_id: Option<String>,
 }
 
-/// A multipart upload in progress: its key and the parts received, by number.
-type PendingUpload = (String, BTreeMap<i32, Bytes>);
+/// A multipart upload in progress: its key, the write id given at create, and the parts
+/// received, by number.
+type PendingUpload = (String, String, BTreeMap<i32, Bytes>);
+
+/// 412, as S3 answers a failed condition.
+fn precondition_failed() -> S3Error {
+    S3Error::PreconditionFailed
+}
 
 /// A bucket held in memory.
 #[derive(Debug, Default)]
@@ -42,16 +50,50 @@ impl InMemoryStore {
         Self::default()
     }
 
-    /// Stores `data` under `key`, replacing any object there with a new ETag.
+    /// Stores `data` under `key`, replacing any object there with a new ETag (as another
+    /// client would: no write id).
     pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
+        self.store(key, data.into(), None)
+    }
+
+    fn store(&self, key: &str, data: Bytes, write_id: Option<String>) -> String {
         let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
         let object = StoredObject {
-            data: data.into(),
+            data,
             etag: etag.clone(),
             last_modified: SystemTime::now(),
+            write_id,
         };
         self.lock().insert(key.to_string(), object);
         etag
+    }
+
+    /// Stores `data` under `key` unless `options` asks for no existing object and there is
+    /// one; checked and stored under one lock, as a server would.
+    fn store_if(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
+        let mut objects = self.lock();
+        if options.if_none_match && objects.contains_key(key) {
+            return Err(precondition_failed());
+        }
+        let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
+        let object = StoredObject {
+            data,
+            etag: etag.clone(),
+            last_modified: SystemTime::now(),
+            write_id: Some(options.write_id.clone()),
+        };
+        objects.insert(key.to_string(), object);
+        Ok(etag)
+    }
+
+    /// The ETag of `key`, if it exists.
+    pub fn etag(&self, key: &str) -> Option<String> {
+        self.lock().get(key).map(|o| o.etag.clone())
+    }
+
+    /// Keys held, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// The bytes stored under `key`.
@@ -85,6 +127,7 @@ fn info(key: &str, object: &StoredObject) -> ObjectInfo {
         size: object.data.len() as u64,
         last_modified: object.last_modified,
         etag: object.etag.clone(),
+        write_id: object.write_id.clone(),
     }
 }
 
@@ -139,7 +182,10 @@ impl ObjectStore for InMemoryStore {
             }
             match common {
                 Some(common) => page.common_prefixes.push(common),
-                None => page.objects.push(info(key, object)),
+                None => page.objects.push(ObjectInfo {
+                    write_id: None, // listings carry no metadata
+                    ..info(key, object)
+                }),
             }
             count += 1;
         }
@@ -168,16 +214,16 @@ impl ObjectStore for InMemoryStore {
         Ok(object.data.slice(range.start as usize..range.end as usize))
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
-        Ok(InMemoryStore::put(self, key, data))
+    async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
+        self.store_if(key, data, options)
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
+    async fn create_multipart(&self, key: &str, options: &WriteOptions) -> Result<String, S3Error> {
         let id = format!("upload-{}", self.next_etag.fetch_add(1, Ordering::Relaxed));
-        self.uploads
-            .lock()
-            .expect("uploads lock poisoned")
-            .insert(id.clone(), (key.to_string(), BTreeMap::new()));
+        self.uploads.lock().expect("uploads lock poisoned").insert(
+            id.clone(),
+            (key.to_string(), options.write_id.clone(), BTreeMap::new()),
+        );
         Ok(id)
     }
 
@@ -189,7 +235,7 @@ impl ObjectStore for InMemoryStore {
         data: Bytes,
     ) -> Result<PartTag, S3Error> {
         let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
-        let (upload_key, parts) = uploads.get_mut(upload_id).ok_or(S3Error::NotFound)?;
+        let (upload_key, _, parts) = uploads.get_mut(upload_id).ok_or(S3Error::NotFound)?;
         assert_eq!(upload_key, key, "part for another key");
         parts.insert(number, data);
         Ok(PartTag {
@@ -204,13 +250,10 @@ impl ObjectStore for InMemoryStore {
         key: &str,
         upload_id: &str,
         parts: Vec<PartTag>,
+        options: &WriteOptions,
     ) -> Result<String, S3Error> {
-        let (_, stored) = self
-            .uploads
-            .lock()
-            .expect("uploads lock poisoned")
-            .remove(upload_id)
-            .ok_or(S3Error::NotFound)?;
+        let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
+        let (_, write_id, stored) = uploads.get(upload_id).ok_or(S3Error::NotFound)?;
         let mut data = Vec::new();
         for tag in &parts {
             let part = stored.get(&tag.number).ok_or(S3Error::Service {
@@ -220,7 +263,13 @@ impl ObjectStore for InMemoryStore {
             })?;
             data.extend_from_slice(part);
         }
-        Ok(InMemoryStore::put(self, key, data))
+        let options = WriteOptions {
+            write_id: write_id.clone(),
+            ..options.clone()
+        };
+        let etag = self.store_if(key, data.into(), &options)?;
+        uploads.remove(upload_id);
+        Ok(etag)
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), S3Error> {
@@ -231,15 +280,34 @@ impl ObjectStore for InMemoryStore {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        InMemoryStore::delete(self, key);
-        Ok(())
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        let mut objects = self.lock();
+        match (objects.get(key), if_match) {
+            (Some(object), Some(etag)) if object.etag != etag => Err(precondition_failed()),
+            _ => {
+                objects.remove(key);
+                Ok(())
+            }
+        }
     }
 
-    async fn copy(&self, from: &str, to: &str, _size: u64) -> Result<(), S3Error> {
-        let data = self.get(from).ok_or(S3Error::NotFound)?;
-        InMemoryStore::put(self, to, data);
-        Ok(())
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        _size: u64,
+        if_match: &str,
+    ) -> Result<Copied, S3Error> {
+        let source = self.lock().get(from).cloned().ok_or(S3Error::NotFound)?;
+        if source.etag != if_match {
+            return Err(precondition_failed());
+        }
+        // CopyObject keeps the source's metadata.
+        let etag = self.store(to, source.data, source.write_id);
+        Ok(Copied {
+            etag,
+            last_modified: SystemTime::now(),
+        })
     }
 }
 

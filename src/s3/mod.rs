@@ -9,6 +9,8 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 #[cfg(test)]
+pub mod faulty;
+#[cfg(test)]
 pub mod in_memory;
 pub mod sdk;
 
@@ -32,6 +34,34 @@ pub struct ObjectInfo {
     pub last_modified: SystemTime,
     /// ETag as the server sent it (quotes included); pinned by readers for If-Match.
     pub etag: String,
+    /// The [`WriteOptions::write_id`] stored with the object when mount-s3 wrote it (HEAD
+    /// only; listings do not carry metadata).
+    pub write_id: Option<String>,
+}
+
+/// How a write (a PUT, or a multipart upload from create to complete) is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// A random id stored with the object as user metadata ([`WRITE_ID_METADATA`]), so that a
+    /// write whose answer was lost can be recognised as ours by a HEAD instead of guessed.
+    pub write_id: String,
+    /// Write only if no object of that key exists (`If-None-Match: *`): for O_EXCL creates
+    /// and for new files on a mount without `--allow-overwrite`. A server that does not know
+    /// the header ignores it; the filesystem has checked before creating.
+    pub if_none_match: bool,
+}
+
+/// The user-metadata name under which [`WriteOptions::write_id`] is stored
+/// (`x-amz-meta-mount-s3-write`).
+pub const WRITE_ID_METADATA: &str = "mount-s3-write";
+
+/// What a server-side copy made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// ETag of the new object.
+    pub etag: String,
+    /// Its LastModified (now, when the server does not say).
+    pub last_modified: SystemTime,
 }
 
 /// One page of a ListObjectsV2 call.
@@ -89,11 +119,21 @@ pub trait ObjectStore: Send + Sync + 'static {
         if_match: Option<&str>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 
-    /// Stores `data` as `key` in one PUT; returns the new ETag.
-    fn put(&self, key: &str, data: Bytes) -> impl Future<Output = Result<String, S3Error>> + Send;
+    /// Stores `data` as `key` in one PUT as `options` say; returns the new ETag.
+    fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: &WriteOptions,
+    ) -> impl Future<Output = Result<String, S3Error>> + Send;
 
-    /// Starts a multipart upload of `key`; returns its upload id.
-    fn create_multipart(&self, key: &str) -> impl Future<Output = Result<String, S3Error>> + Send;
+    /// Starts a multipart upload of `key` (carrying `options.write_id`); returns its upload
+    /// id.
+    fn create_multipart(
+        &self,
+        key: &str,
+        options: &WriteOptions,
+    ) -> impl Future<Output = Result<String, S3Error>> + Send;
 
     /// Uploads part `number` (1-based) of an upload.
     fn upload_part(
@@ -104,13 +144,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         data: Bytes,
     ) -> impl Future<Output = Result<PartTag, S3Error>> + Send;
 
-    /// Completes an upload from its parts (in order); returns the object's ETag. Only now does
-    /// the object appear.
+    /// Completes an upload from its parts (in order), with `options.if_none_match` as its
+    /// condition; returns the object's ETag. Only now does the object appear.
     fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: Vec<PartTag>,
+        options: &WriteOptions,
     ) -> impl Future<Output = Result<String, S3Error>> + Send;
 
     /// Abandons an upload and frees its parts.
@@ -120,15 +161,22 @@ pub trait ObjectStore: Send + Sync + 'static {
         upload_id: &str,
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
 
-    /// Deletes `key` (no error if it is already gone).
-    fn delete(&self, key: &str) -> impl Future<Output = Result<(), S3Error>> + Send;
+    /// Deletes `key` (no error if it is already gone), only while it has ETag `if_match`
+    /// when given (a server that ignores the condition deletes whatever is there).
+    fn delete(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
 
-    /// Copies `from` (of `size` bytes) to `to` on the server side: CopyObject, or a multipart
-    /// copy for objects over 5 GiB.
+    /// Copies `from` (of `size` bytes) to `to` on the server side, only while `from` has ETag
+    /// `if_match` (every request of the copy carries the condition): CopyObject, or a
+    /// multipart copy for objects over 5 GiB, aborted if any part fails.
     fn copy(
         &self,
         from: &str,
         to: &str,
         size: u64,
-    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+        if_match: &str,
+    ) -> impl Future<Output = Result<Copied, S3Error>> + Send;
 }

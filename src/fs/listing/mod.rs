@@ -88,7 +88,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if entry.object.is_none() {
             if let Some(local) = self
                 .inodes
-                .fresh_child(dir.ino, &entry.name)
+                .fresh_child(dir.ino, &entry.name, 0)
                 .filter(|i| i.local.is_some() && i.kind == entry.kind)
             {
                 return local;

@@ -74,10 +74,11 @@ impl<S: ObjectStore> ObjectSource<S> {
         let key = self.key.clone();
         let lookup_cache = cache.clone();
         let lookup_etag = etag.clone();
+        let size = self.size;
         let mut blocks: Vec<Option<Bytes>> = crate::fs::blocking::unblock(move || {
             wanted
                 .into_iter()
-                .map(|(index, within)| lookup_cache.read(&key, &lookup_etag, index, within))
+                .map(|(index, within)| lookup_cache.read(&key, &lookup_etag, size, index, within))
                 .collect()
         })
         .await

@@ -1,7 +1,9 @@
 //! Filesystem behaviour on the in-memory store, sharing one set-up: names, listings, stats
 //! and reads (`namespace`); writes and namespace changes (`write`).
 
+mod commit_points;
 mod namespace;
+mod versions;
 mod write;
 
 use std::sync::Arc;

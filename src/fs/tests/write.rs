@@ -29,11 +29,11 @@ const TRUNC_WRITE: OpenMode = OpenMode {
 #[tokio::test]
 async fn create_write_close_lands_whole_and_only_at_close() {
     let (store, fs) = setup_writable(&[], false, false);
-    let (attr, fh) = fs.create(ROOT_INO, "new.bin", me()).await.unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, "new.bin", me(), false).await.unwrap();
     let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 241) as u8).collect();
     let mut offset = 0;
     for chunk in data.chunks(1 << 20) {
-        fs.write(fh, offset, chunk).await.unwrap();
+        fs.write(fh, offset, chunk, me()).await.unwrap();
         offset += chunk.len() as u64;
         assert!(store.get("new.bin").is_none(), "visible before close");
     }
@@ -69,8 +69,8 @@ async fn create_write_close_lands_whole_and_only_at_close() {
 #[tokio::test]
 async fn empty_file_and_out_of_order_writes() {
     let (store, fs) = setup_writable(&[], false, false);
-    let (_, fh) = fs.create(ROOT_INO, "empty", me()).await.unwrap();
-    fs.write(fh, 0, b"").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "empty", me(), false).await.unwrap();
+    fs.write(fh, 0, b"", me()).await.unwrap();
     fs.flush(fh, me()).await.unwrap();
     assert!(
         store.get("empty").is_none(),
@@ -79,8 +79,8 @@ async fn empty_file_and_out_of_order_writes() {
     fs.release(fh).await;
     assert_eq!(store.get("empty").unwrap().len(), 0, "release commits");
 
-    let (_, fh) = fs.create(ROOT_INO, "synced", me()).await.unwrap();
-    fs.write(fh, 0, b"abc").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "synced", me(), false).await.unwrap();
+    fs.write(fh, 0, b"abc", me()).await.unwrap();
     fs.fsync(fh).await.unwrap();
     assert_eq!(
         store.get("synced").unwrap().as_ref(),
@@ -88,15 +88,15 @@ async fn empty_file_and_out_of_order_writes() {
         "fsync commits"
     );
     assert_eq!(
-        fs.write(fh, 3, b"d").await.unwrap_err().errno(),
+        fs.write(fh, 3, b"d", me()).await.unwrap_err().errno(),
         libc::EINVAL
     );
     fs.release(fh).await;
 
-    let (_, fh) = fs.create(ROOT_INO, "bad", me()).await.unwrap();
-    fs.write(fh, 0, b"hello").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "bad", me(), false).await.unwrap();
+    fs.write(fh, 0, b"hello", me()).await.unwrap();
     assert_eq!(
-        fs.write(fh, 0, b"again").await.unwrap_err().errno(),
+        fs.write(fh, 0, b"again", me()).await.unwrap_err().errno(),
         libc::EINVAL
     );
     assert_eq!(fs.flush(fh, me()).await.unwrap_err().errno(), libc::EINVAL);
@@ -111,15 +111,15 @@ async fn empty_file_and_out_of_order_writes() {
 #[tokio::test]
 async fn only_the_opening_process_commits_at_close() {
     let (store, fs) = setup_writable(&[], false, false);
-    let (_, fh) = fs.create(ROOT_INO, "f", me()).await.unwrap();
-    fs.write(fh, 0, b"half").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "f", me(), false).await.unwrap();
+    fs.write(fh, 0, b"half", me()).await.unwrap();
     // A child closing its inherited copy (pid 1 stands in for another process).
     fs.flush(fh, 1).await.unwrap();
     assert!(
         store.get("f").is_none(),
         "another process's close must not commit"
     );
-    fs.write(fh, 4, b" and the rest").await.unwrap();
+    fs.write(fh, 4, b" and the rest", me()).await.unwrap();
     fs.flush(fh, me()).await.unwrap();
     assert_eq!(store.get("f").unwrap().as_ref(), b"half and the rest");
     fs.release(fh).await;
@@ -134,7 +134,10 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
         libc::EPERM
     );
     assert_eq!(
-        fs.create(ROOT_INO, "f", me()).await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "f", me(), false)
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EEXIST
     );
 
@@ -158,7 +161,7 @@ async fn overwrite_needs_the_flag_and_o_trunc() {
         libc::EPERM
     );
     let fh = fs.open(f.ino, TRUNC_WRITE, me()).await.unwrap();
-    fs.write(fh, 0, b"brand new").await.unwrap();
+    fs.write(fh, 0, b"brand new", me()).await.unwrap();
     assert_eq!(
         store2.get("f").unwrap().as_ref(),
         b"old",
@@ -201,12 +204,12 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
         libc::EEXIST
     );
     assert!(store.get("d/").is_none(), "no marker object");
-    let (_, fh) = fs.create(d.ino, "f", me()).await.unwrap();
+    let (_, fh) = fs.create(d.ino, "f", me(), false).await.unwrap();
     assert_eq!(
         fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(),
         libc::ENOTEMPTY
     );
-    fs.write(fh, 0, b"inside").await.unwrap();
+    fs.write(fh, 0, b"inside", me()).await.unwrap();
     fs.flush(fh, me()).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.get("d/f").unwrap().as_ref(), b"inside");
@@ -298,9 +301,9 @@ async fn attribute_changes_are_refused_except_on_files_being_written() {
         fs.setattr(f.ino, Some(0), false).await.unwrap_err().errno(),
         libc::EPERM
     );
-    let (new, fh) = fs.create(ROOT_INO, "g", me()).await.unwrap();
+    let (new, fh) = fs.create(ROOT_INO, "g", me(), false).await.unwrap();
     fs.setattr(new.ino, Some(0), true).await.unwrap();
-    fs.write(fh, 0, b"abc").await.unwrap();
+    fs.write(fh, 0, b"abc", me()).await.unwrap();
     assert_eq!(
         fs.setattr(new.ino, Some(1), false)
             .await
@@ -325,7 +328,10 @@ async fn read_only_refuses_every_change() {
         },
     );
     assert_eq!(
-        fs.create(ROOT_INO, "n", me()).await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "n", me(), false)
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
     assert_eq!(

@@ -5,9 +5,14 @@
 //! number at a time (the writer waits for the oldest when the bound is reached), and their
 //! buffers are counted in the mount's memory budget. A file smaller than one part becomes one
 //! PUT at commit. Any failure, or an out-of-order write, aborts the multipart upload so no
-//! parts are left behind, and the handle answers EIO (or EINVAL) from then on.
+//! parts are left behind (an abort that fails is retried, [`aborts`]), and the handle answers
+//! EIO (or EINVAL) from then on. A commit whose answer is lost is settled by asking S3
+//! whether the object is ours ([`resolve`]): never reported failed when it landed, nor landed
+//! when it did not.
 
+pub mod aborts;
 mod part_size;
+mod resolve;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,8 +23,10 @@ use tracing::{debug, warn};
 
 use super::error::FsError;
 use crate::memory::{MemoryBudget, Reservation};
-use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag};
+use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag, S3Error, WriteOptions};
+use aborts::PendingAborts;
 pub use part_size::part_size_for;
+pub use resolve::new_write_id;
 
 /// Most parts uploading at once per handle.
 const MAX_PARTS_IN_FLIGHT: usize = 4;
@@ -69,18 +76,32 @@ pub struct FileWriter<S: ObjectStore> {
     key: String,
     part_size: u64,
     budget: Arc<MemoryBudget>,
+    /// The write id and condition of this upload.
+    options: WriteOptions,
+    /// Where an abort that failed goes to be retried.
+    aborts: Arc<PendingAborts<S>>,
     /// Writes, commits and aborts of one handle take turns.
     state: tokio::sync::Mutex<UploadState>,
 }
 
 impl<S: ObjectStore> FileWriter<S> {
-    /// An uploader of a new object at `key`, with parts of `part_size` bytes to begin with.
-    pub fn new(store: Arc<S>, key: String, part_size: u64, budget: Arc<MemoryBudget>) -> Self {
+    /// An uploader of a new object at `key`, with parts of `part_size` bytes to begin with,
+    /// written as `options` say.
+    pub fn new(
+        store: Arc<S>,
+        key: String,
+        part_size: u64,
+        budget: Arc<MemoryBudget>,
+        options: WriteOptions,
+        aborts: Arc<PendingAborts<S>>,
+    ) -> Self {
         Self {
             store,
             key,
             part_size,
             budget,
+            options,
+            aborts,
             state: tokio::sync::Mutex::new(UploadState {
                 status: Status::Open,
                 written: 0,
@@ -148,7 +169,7 @@ impl<S: ObjectStore> FileWriter<S> {
     /// the bound is reached (back-pressure on the writer).
     async fn send_part(&self, state: &mut UploadState) -> Result<(), FsError> {
         if state.upload_id.is_none() {
-            let id = self.store.create_multipart(&self.key).await;
+            let id = self.store.create_multipart(&self.key, &self.options).await;
             state.upload_id = Some(id.map_err(|e| FsError::s3(&self.key, e))?);
         }
         while state.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
@@ -208,8 +229,10 @@ impl<S: ObjectStore> FileWriter<S> {
     async fn finish(&self, state: &mut UploadState) -> Result<String, FsError> {
         if state.upload_id.is_none() {
             let data = state.buffer.split().freeze();
-            let put = self.store.put(&self.key, data).await;
-            return put.map_err(|e| FsError::s3(&self.key, e));
+            return match self.store.put(&self.key, data, &self.options).await {
+                Ok(etag) => Ok(etag),
+                Err(e) => self.settle(e, None).await,
+            };
         }
         if !state.buffer.is_empty() {
             self.send_part(state).await?;
@@ -219,10 +242,52 @@ impl<S: ObjectStore> FileWriter<S> {
         }
         let upload_id = state.upload_id.clone().expect("checked above");
         let parts = std::mem::take(&mut state.done);
-        self.store
-            .complete_multipart(&self.key, &upload_id, parts)
-            .await
-            .map_err(|e| FsError::s3(&self.key, e))
+        let completed = self
+            .store
+            .complete_multipart(&self.key, &upload_id, parts, &self.options)
+            .await;
+        match completed {
+            Ok(etag) => {
+                state.upload_id = None; // nothing left to abort
+                Ok(etag)
+            }
+            Err(e) => self.settle(e, Some(&upload_id)).await,
+        }
+    }
+
+    /// After the commit call failed with `err`: the object's ETag if it landed all the same,
+    /// else the error to report. A Complete that may still be running on the server is
+    /// aborted first, so that it cannot land after the writer was told it failed.
+    async fn settle(&self, err: S3Error, upload_id: Option<&str>) -> Result<String, FsError> {
+        if !resolve::may_have_landed(&err) {
+            return Err(self.refused(err));
+        }
+        let write_id = &self.options.write_id;
+        match resolve::landed(self.store.as_ref(), &self.key, write_id).await {
+            Ok(Some(etag)) => return Ok(etag),
+            Ok(None) => {}
+            Err(head) => {
+                warn!(key = %self.key, "cannot tell whether the commit landed ({head}); reporting it failed");
+                return Err(FsError::s3(&self.key, err));
+            }
+        }
+        if let Some(upload_id) = upload_id {
+            let _ = self.store.abort_multipart(&self.key, upload_id).await;
+            if let Ok(Some(etag)) = resolve::landed(self.store.as_ref(), &self.key, write_id).await
+            {
+                return Ok(etag);
+            }
+        }
+        Err(self.refused(err))
+    }
+
+    /// What a commit refused by S3 means for the writer: a conditional create that found an
+    /// object is EEXIST; anything else as `FsError::s3` says.
+    fn refused(&self, err: S3Error) -> FsError {
+        match err {
+            S3Error::PreconditionFailed if self.options.if_none_match => FsError::Exists,
+            err => FsError::s3(&self.key, err),
+        }
     }
 
     /// Abandons the upload (nothing appears in S3) and answers `errno` from now on.
@@ -243,6 +308,11 @@ impl<S: ObjectStore> FileWriter<S> {
         matches!(self.state.lock().await.status, Status::Committed(_))
     }
 
+    /// Whether the upload failed or was aborted (its writer was told, or is being told).
+    pub async fn has_failed(&self) -> bool {
+        matches!(self.state.lock().await.status, Status::Failed(_))
+    }
+
     async fn fail(&self, state: &mut UploadState, errno: i32) {
         state.status = Status::Failed(errno);
         state.buffer = BytesMut::new();
@@ -251,9 +321,7 @@ impl<S: ObjectStore> FileWriter<S> {
             task.abort();
         }
         if let Some(upload_id) = state.upload_id.take() {
-            if let Err(e) = self.store.abort_multipart(&self.key, &upload_id).await {
-                warn!(key = %self.key, "could not abort multipart upload {upload_id}: {e}");
-            }
+            self.aborts.abort(&self.key, &upload_id).await;
         }
     }
 }

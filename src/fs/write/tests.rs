@@ -13,7 +13,20 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn writer(store: &Arc<InMemoryStore>, key: &str) -> FileWriter<InMemoryStore> {
-    FileWriter::new(store.clone(), key.into(), PART, MemoryBudget::new(64 * MIB))
+    writer_with(store, key, MemoryBudget::new(64 * MIB))
+}
+
+fn writer_with(
+    store: &Arc<InMemoryStore>,
+    key: &str,
+    budget: Arc<MemoryBudget>,
+) -> FileWriter<InMemoryStore> {
+    let options = WriteOptions {
+        write_id: new_write_id(),
+        if_none_match: false,
+    };
+    let aborts = PendingAborts::new(store.clone());
+    FileWriter::new(store.clone(), key.into(), PART, budget, options, aborts)
 }
 
 async fn write_in_chunks(w: &FileWriter<InMemoryStore>, data: &[u8], chunk: usize) {
@@ -75,7 +88,7 @@ async fn abort_leaves_nothing() {
 async fn budget_is_returned_after_commit() {
     let store = Arc::new(InMemoryStore::new());
     let budget = MemoryBudget::new(64 * MIB);
-    let w = FileWriter::new(store.clone(), "obj".into(), PART, budget.clone());
+    let w = writer_with(&store, "obj", budget.clone());
     write_in_chunks(&w, &pattern((4 * PART + 3) as usize), MIB as usize).await;
     assert!(budget.used() > 0);
     w.commit().await.unwrap();

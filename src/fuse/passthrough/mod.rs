@@ -89,9 +89,9 @@ where
 }
 
 /// Opens `ino` on the filesystem and decides, by the table, whether the kernel reads it
-/// directly. A write beside passthrough files is refused before the filesystem starts
-/// anything; an open refused after the filesystem opened it is abandoned there (nothing
-/// uploaded, nothing committed). `register` turns a whole-object copy into a backing id.
+/// directly. An open refused after the filesystem opened it (a race with a passthrough open
+/// of the same inode) is abandoned there: nothing uploaded, nothing committed. `register`
+/// turns a whole-object copy into a backing id.
 pub async fn open<S, R>(
     fs: &Arc<S3Filesystem<S>>,
     table: &PassthroughTable<BackingId>,
@@ -105,16 +105,8 @@ where
     R: Fn(&File) -> std::io::Result<BackingId>,
 {
     let agreed = table.agreed();
-    if agreed && mode.write {
-        let in_passthrough = until_not_busy(
-            || std::future::ready(table.in_passthrough(ino)),
-            |&busy| busy,
-        )
-        .await;
-        if in_passthrough {
-            return Err(busy("open", libc::ETXTBSY));
-        }
-    }
+    // A write on an inode that passthrough files hold open is moved to an inode of its own
+    // by the filesystem (it answers ESTALE), like any write beside open readers.
     let fh = fs
         .open(ino, mode, caller)
         .await

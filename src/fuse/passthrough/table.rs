@@ -210,15 +210,6 @@ impl<B> PassthroughTable<B> {
         }
     }
 
-    /// Whether `ino` has passthrough files open (so an open for writing would be refused).
-    pub fn in_passthrough(&self, ino: u64) -> bool {
-        self.inodes
-            .lock()
-            .expect("passthrough lock poisoned")
-            .get(&ino)
-            .is_some_and(|io| io.backing.is_some())
-    }
-
     /// Forgets handle `fh`; the inode's backing file is released with its last passthrough
     /// open.
     pub fn release(&self, fh: u64) {

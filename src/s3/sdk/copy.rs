@@ -1,39 +1,106 @@
-//! Server-side copies: CopyObject, or UploadPartCopy in parts for objects over 5 GiB.
+//! Server-side copies: CopyObject, or UploadPartCopy in parts for objects over 5 GiB. Every
+//! request carries `x-amz-copy-source-if-match`, so a copy is of exactly the version asked
+//! for or fails (412); a multipart copy that fails or is cut off (its future dropped at the
+//! deadline) is aborted.
 
-use tracing::debug;
+use std::time::SystemTime;
+
+use tracing::{debug, warn};
 
 use super::SdkStore;
 use super::errors::classify;
 use super::keys::encode_copy_source;
-use crate::s3::{MAX_SINGLE_OBJECT, PartTag, S3Error};
+use super::objects::to_system_time;
+use crate::s3::{Copied, MAX_SINGLE_OBJECT, PartTag, S3Error, WriteOptions};
+
+/// Aborts a multipart copy's upload when dropped before it was disarmed: the copy failed, or
+/// its future was dropped (the deadline fired) between two parts.
+struct AbortOnDrop {
+    store: Option<SdkStore>,
+    key: String,
+    upload_id: String,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (key, upload_id) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.upload_id),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.abort_upload(&key, &upload_id).await {
+                    warn!(
+                        key,
+                        upload_id, "cannot abort an unfinished multipart copy: {e}"
+                    );
+                }
+            });
+        }
+    }
+}
 
 /// Part size of a multipart server-side copy (objects over 5 GiB only).
 const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
 
+/// An ETag as HEAD gives it, in quotes (some servers send a copy's ETag without them).
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') {
+        etag.to_string()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
 impl SdkStore {
-    pub(super) async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<(), S3Error> {
+    pub(super) async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        if_match: &str,
+    ) -> Result<Copied, S3Error> {
         let source = format!("{}/{}", self.bucket, encode_copy_source(from));
         if size <= MAX_SINGLE_OBJECT {
-            self.client
+            let out = self
+                .client
                 .copy_object()
                 .bucket(&self.bucket)
                 .key(to)
                 .copy_source(source)
+                .copy_source_if_match(if_match)
                 .send()
                 .await
                 .map_err(classify)?;
             debug!(from, to, size, "CopyObject ok");
-            return Ok(());
+            let result = out.copy_object_result();
+            return Ok(Copied {
+                etag: quoted(result.and_then(|r| r.e_tag()).unwrap_or_default()),
+                last_modified: result
+                    .and_then(|r| r.last_modified())
+                    .map_or_else(SystemTime::now, |t| to_system_time(Some(t))),
+            });
         }
-        let upload_id = self.create_upload(to).await?;
-        let result = self.copy_parts(&source, to, &upload_id, size).await;
-        match result {
-            Ok(parts) => self.complete_upload(to, &upload_id, parts).await.map(drop),
-            Err(e) => {
-                let _ = self.abort_upload(to, &upload_id).await;
-                Err(e)
-            }
-        }
+        let upload_id = self.create_upload(to, &WriteOptions::default()).await?;
+        let mut guard = AbortOnDrop {
+            store: Some(self.clone()),
+            key: to.to_string(),
+            upload_id: upload_id.clone(),
+        };
+        let parts = self
+            .copy_parts(&source, to, &upload_id, size, if_match)
+            .await?;
+        let etag = self
+            .complete_upload(to, &upload_id, parts, &WriteOptions::default())
+            .await?;
+        guard.store = None; // completed: nothing to abort
+        Ok(Copied {
+            etag: quoted(&etag),
+            last_modified: SystemTime::now(),
+        })
     }
 
     /// The UploadPartCopy calls of a multipart copy, in order.
@@ -43,6 +110,7 @@ impl SdkStore {
         to: &str,
         upload_id: &str,
         size: u64,
+        if_match: &str,
     ) -> Result<Vec<PartTag>, S3Error> {
         let mut parts = Vec::new();
         let mut start = 0;
@@ -57,6 +125,7 @@ impl SdkStore {
                 .upload_id(upload_id)
                 .part_number(number)
                 .copy_source(source)
+                .copy_source_if_match(if_match)
                 .copy_source_range(format!("bytes={start}-{}", end - 1))
                 .send()
                 .await

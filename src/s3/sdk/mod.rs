@@ -26,7 +26,7 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
-use super::{ListPage, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error, WriteOptions};
 
 /// Region used when neither the command line nor the provider chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -106,12 +106,12 @@ impl ObjectStore for SdkStore {
         self.get_object_range(key, range, if_match).await
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
-        self.put_object(key, data).await
+    async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
+        self.put_object(key, data, options).await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
-        self.create_upload(key).await
+    async fn create_multipart(&self, key: &str, options: &WriteOptions) -> Result<String, S3Error> {
+        self.create_upload(key, options).await
     }
 
     async fn upload_part(
@@ -129,19 +129,26 @@ impl ObjectStore for SdkStore {
         key: &str,
         upload_id: &str,
         parts: Vec<PartTag>,
+        options: &WriteOptions,
     ) -> Result<String, S3Error> {
-        self.complete_upload(key, upload_id, parts).await
+        self.complete_upload(key, upload_id, parts, options).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         self.abort_upload(key, upload_id).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        self.delete_object(key).await
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        self.delete_object(key, if_match).await
     }
 
-    async fn copy(&self, from: &str, to: &str, size: u64) -> Result<(), S3Error> {
-        self.copy_object(from, to, size).await
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        if_match: &str,
+    ) -> Result<Copied, S3Error> {
+        self.copy_object(from, to, size, if_match).await
     }
 }

@@ -13,7 +13,7 @@ use super::SdkStore;
 use super::errors::{backoff, classify, is_transient};
 use super::keys::url_decode;
 use super::objects::to_system_time;
-use crate::s3::{PartTag, S3Error};
+use crate::s3::{PartTag, S3Error, WRITE_ID_METADATA, WriteOptions};
 
 /// How far before our first CreateMultipartUpload attempt a stray upload's initiation time
 /// may lie (the server's clock against ours).
@@ -68,7 +68,11 @@ impl SdkStore {
         }
     }
 
-    pub(super) async fn create_upload(&self, key: &str) -> Result<String, S3Error> {
+    pub(super) async fn create_upload(
+        &self,
+        key: &str,
+        options: &WriteOptions,
+    ) -> Result<String, S3Error> {
         // Retried here rather than by the SDK: an attempt whose answer was lost may still
         // have created an upload on the server, and only this loop knows it happened.
         let started = SystemTime::now();
@@ -81,6 +85,7 @@ impl SdkStore {
                 .create_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
+                .metadata(WRITE_ID_METADATA, &options.write_id)
                 .set_checksum_algorithm(self.checksum.clone())
                 .customize()
                 .config_override(
@@ -149,6 +154,7 @@ impl SdkStore {
         key: &str,
         upload_id: &str,
         parts: Vec<PartTag>,
+        options: &WriteOptions,
     ) -> Result<String, S3Error> {
         let count = parts.len();
         let parts = parts
@@ -172,6 +178,7 @@ impl SdkStore {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
             .send()
             .await
             .map_err(classify)?;

@@ -11,7 +11,7 @@ use tracing::debug;
 use super::SdkStore;
 use super::errors::classify;
 use super::keys::url_decode;
-use crate::s3::{ListPage, ObjectInfo, S3Error};
+use crate::s3::{ListPage, ObjectInfo, S3Error, WRITE_ID_METADATA, WriteOptions};
 
 impl SdkStore {
     pub(super) async fn head_object(&self, key: &str) -> Result<ObjectInfo, S3Error> {
@@ -29,6 +29,10 @@ impl SdkStore {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             last_modified: to_system_time(out.last_modified()),
             etag: out.e_tag().unwrap_or_default().to_string(),
+            write_id: out
+                .metadata()
+                .and_then(|m| m.get(WRITE_ID_METADATA))
+                .cloned(),
         })
     }
 
@@ -70,6 +74,7 @@ impl SdkStore {
                     size: object.size().unwrap_or(0).max(0) as u64,
                     last_modified: to_system_time(object.last_modified()),
                     etag: object.e_tag().unwrap_or_default().to_string(),
+                    write_id: None,
                 })
             })
             .collect::<Vec<_>>();
@@ -96,7 +101,12 @@ impl SdkStore {
         })
     }
 
-    pub(super) async fn put_object(&self, key: &str, data: Bytes) -> Result<String, S3Error> {
+    pub(super) async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: &WriteOptions,
+    ) -> Result<String, S3Error> {
         let len = data.len();
         let out = self
             .client
@@ -104,6 +114,8 @@ impl SdkStore {
             .bucket(&self.bucket)
             .key(key)
             .body(data.into())
+            .metadata(WRITE_ID_METADATA, &options.write_id)
+            .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
             .set_checksum_algorithm(self.checksum.clone())
             .send()
             .await
@@ -112,11 +124,16 @@ impl SdkStore {
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
-    pub(super) async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+    pub(super) async fn delete_object(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), S3Error> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_match(if_match.map(str::to_string))
             .send()
             .await
             .map_err(classify)?;
