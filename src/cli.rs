@@ -276,8 +276,23 @@ impl Args {
                 self.mount_point.display()
             ));
         }
+        // The background process changes directory to `/`: every path the mount keeps
+        // using must be absolute before it detaches.
+        for (flag, path) in [
+            ("--cache", &mut self.cache),
+            ("--log-directory", &mut self.log_directory),
+        ] {
+            if let Some(dir) = path {
+                *dir = std::path::absolute(&*dir)
+                    .map_err(|e| format!("{flag} {}: {e}", dir.display()))?;
+            }
+        }
         if let Some(dir) = &self.log_directory {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
                 .map_err(|e| format!("--log-directory {}: {e}", dir.display()))?;
         }
         Ok(())
@@ -447,6 +462,14 @@ mod tests {
         let mut ok = parse(&["bucket", d]).unwrap();
         ok.validate().unwrap();
         assert!(ok.mount_point.is_absolute());
+        let mut relative = parse(&["bucket", d, "--cache", "relcache"]).unwrap();
+        relative.validate().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            relative.cache,
+            Some(cwd.join("relcache")),
+            "absolute before detaching"
+        );
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub fn mount_s3_binary() -> PathBuf {
 /// service off, and empty shared config and credentials files (made in `work`), so that only
 /// what the test passes counts.
 pub fn isolated_command(work: &Path) -> Command {
+    isolated_command_under(work, &[])
+}
+
+/// [`isolated_command`], run by `wrapper` (a program and its arguments, such as
+/// `unshare --pid --fork`) when it is not empty.
+pub fn isolated_command_under(work: &Path, wrapper: &[std::ffi::OsString]) -> Command {
     let empty_config = work.join("aws-config");
     let empty_creds = work.join("aws-credentials");
     for f in [&empty_config, &empty_creds] {
@@ -26,7 +32,14 @@ pub fn isolated_command(work: &Path) -> Command {
             File::create(f).expect("create empty AWS config file");
         }
     }
-    let mut cmd = Command::new(mount_s3_binary());
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(mount_s3_binary());
+            cmd
+        }
+        None => Command::new(mount_s3_binary()),
+    };
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("AWS_") {
             cmd.env_remove(k);

@@ -37,5 +37,6 @@ pub use fileio::{
 pub use listing::{assert_listing, assert_typed_listing, list_dir, list_dir_typed};
 pub use mount::{Mount, MountArgs, summary_fields};
 pub use mountinfo::{MountEntry, mount_entry, mount_table, unmount};
+pub use process::command_works;
 pub use run::{RunOutcome, run_mount_s3_raw};
 pub use server::{REGION, S3Server, weed_binary};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::binary::{isolated_command, mount_s3_binary, reap_daemons};
+use super::binary::{isolated_command_under, mount_s3_binary, reap_daemons};
 use super::mountinfo::{MountEntry, lazy_unmount, mount_entry, unmount};
 use super::process::{
     output_to_files, quiet_status, read_text, signal, tail_lines, terminate, wait_timeout,
@@ -54,6 +54,10 @@ pub struct MountArgs {
     bucket: String,
     extra: Vec<OsString>,
     env: Vec<(String, String)>,
+    /// A program that runs mount-s3 (`unshare --pid --fork`), if any.
+    wrapper: Vec<OsString>,
+    /// The directory mount-s3 starts in, if not the test's.
+    cwd: Option<PathBuf>,
 }
 
 impl MountArgs {
@@ -65,7 +69,25 @@ impl MountArgs {
             bucket: bucket.to_string(),
             extra: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
+            cwd: None,
         }
+    }
+
+    /// Runs mount-s3 under `wrapper` (a program and its arguments).
+    pub fn wrapped<I, S>(mut self, wrapper: I) -> MountArgs
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Starts mount-s3 in `dir` (relative paths on its command line are relative to it).
+    pub fn current_dir(mut self, dir: &Path) -> MountArgs {
+        self.cwd = Some(dir.to_path_buf());
+        self
     }
 
     /// Adds options before the positional arguments.
@@ -100,7 +122,10 @@ impl MountArgs {
 
     /// The command for mounting at `mountpoint`; `work` holds the empty AWS config files.
     pub(super) fn command(&self, mountpoint: &Path, foreground: bool, work: &Path) -> Command {
-        let mut cmd = isolated_command(work);
+        let mut cmd = isolated_command_under(work, &self.wrapper);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
         cmd.env("AWS_ACCESS_KEY_ID", &self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
             .env("AWS_REGION", REGION);

@@ -48,6 +48,11 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     }
 }
 
+/// Whether `program args` runs here and exits 0.
+pub fn command_works(program: &str, args: &[&str]) -> bool {
+    quiet_status(Command::new(program).args(args))
+}
+
 /// Runs `cmd` with no input and no output and says whether it exited 0.
 pub fn quiet_status(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null())
