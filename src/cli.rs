@@ -318,6 +318,7 @@ impl Args {
             allow_overwrite: self.allow_overwrite,
             part_size: self.part_size,
             passthrough: self.cache.is_some() && !self.no_passthrough,
+            list_page_size: crate::fs::listing::PAGE_SIZE,
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),

@@ -30,6 +30,8 @@ pub struct FsConfig {
     /// With a data cache: let the kernel read objects the cache holds whole directly (FUSE
     /// passthrough) where the kernel and our privileges allow; `--no-passthrough` turns it off.
     pub passthrough: bool,
+    /// Keys asked for per ListObjectsV2 page (1000; smaller in tests, to exercise paging).
+    pub list_page_size: usize,
 }
 
 impl Default for FsConfig {
@@ -47,6 +49,7 @@ impl Default for FsConfig {
             part_size: 8 * 1024 * 1024,
             memory_limit: 512 * 1024 * 1024,
             passthrough: false,
+            list_page_size: crate::fs::listing::PAGE_SIZE,
         }
     }
 }

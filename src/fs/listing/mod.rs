@@ -25,7 +25,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 object: None,
             })
             .collect();
-        let stream = DirStream::with_extras(&inode.key, extras);
+        let stream = DirStream::with_extras(&inode.key, extras, self.config.list_page_size);
         Ok(self.dirs.insert(Arc::new(tokio::sync::Mutex::new(stream))))
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::fs::names::{self, Kind};
 use crate::s3::{ListPage, ObjectInfo, ObjectStore, S3Error};
 
-/// Keys asked for per ListObjectsV2 page.
+/// Keys asked for per ListObjectsV2 page (S3's most).
 pub const PAGE_SIZE: usize = 1000;
 
 /// One name in a listing.
@@ -28,6 +28,8 @@ pub struct ListedEntry {
 #[derive(Debug)]
 pub struct DirStream {
     prefix: String,
+    /// Keys asked for per page.
+    page_size: usize,
     /// Continuation token of the next page.
     token: Option<String>,
     /// Whether the last page has been fetched.
@@ -47,13 +49,15 @@ pub struct DirStream {
 impl DirStream {
     /// A listing of the directory whose key prefix is `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Self::with_extras(prefix, Vec::new())
+        Self::with_extras(prefix, Vec::new(), PAGE_SIZE)
     }
 
-    /// A listing that also shows `extras` (local entries) once S3's keys are listed.
-    pub fn with_extras(prefix: &str, extras: Vec<ListedEntry>) -> Self {
+    /// A listing that also shows `extras` (local entries) once S3's keys are listed, asking
+    /// for `page_size` keys per page.
+    pub fn with_extras(prefix: &str, extras: Vec<ListedEntry>, page_size: usize) -> Self {
         Self {
             prefix: prefix.to_string(),
+            page_size: page_size.clamp(1, PAGE_SIZE),
             token: None,
             done: false,
             pending: BTreeMap::new(),
@@ -74,7 +78,7 @@ impl DirStream {
         count: usize,
     ) -> Result<Vec<ListedEntry>, S3Error> {
         if index < self.base {
-            *self = Self::with_extras(&self.prefix, self.all_extras.clone());
+            *self = Self::with_extras(&self.prefix, self.all_extras.clone(), self.page_size);
         }
         loop {
             while self.base < index && !self.ready.is_empty() {
@@ -90,7 +94,7 @@ impl DirStream {
                 break;
             }
             let page = store
-                .list(&self.prefix, true, self.token.take(), PAGE_SIZE)
+                .list(&self.prefix, true, self.token.take(), self.page_size)
                 .await?;
             self.absorb(page);
         }
@@ -255,7 +259,7 @@ mod tests {
             kind: Kind::Dir,
             object: None,
         };
-        let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")]);
+        let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")], 1);
         let got = stream.entries_from(&store, 0, 10).await.unwrap();
         let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["a", "both", "new"]);

@@ -2,6 +2,7 @@
 //! and reads (`namespace`); writes and namespace changes (`write`).
 
 mod commit_points;
+mod model;
 mod namespace;
 mod versions;
 mod write;

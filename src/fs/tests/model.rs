@@ -1,0 +1,1 @@
+//! A reference model of the namespace and reads (placeholder; being written).
