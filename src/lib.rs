@@ -14,3 +14,7 @@ pub mod fuse;
 pub mod logging;
 pub mod memory;
 pub mod s3;
+pub mod sync;
+
+#[cfg(all(test, feature = "shuttle"))]
+mod interleavings;

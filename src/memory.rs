@@ -11,7 +11,8 @@
 //! (`cache::DiskCache::queue`): refused there means "not cached", never "wait".
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Buf, BytesMut};
 

@@ -3,8 +3,8 @@
 //! is held only to insert, clone out or remove an entry, never across I/O.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Open handles of type `T`, numbered from 1 (0 is never a handle).
 #[derive(Debug)]
@@ -25,7 +25,7 @@ impl<T> Default for HandleMap<T> {
 }
 
 impl<T: Clone> HandleMap<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, T>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, T>> {
         self.entries.lock().expect("handle map lock poisoned")
     }
 

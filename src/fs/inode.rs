@@ -13,8 +13,9 @@
 //! ([`InodeTable::observe`], [`InodeTable::upsert_child`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
+
+use crate::sync::{Mutex, MutexGuard};
 
 use super::names::Kind;
 
@@ -198,7 +199,7 @@ impl InodeTable {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TableState> {
+    fn lock(&self) -> MutexGuard<'_, TableState> {
         self.state.lock().expect("inode table lock poisoned")
     }
 
