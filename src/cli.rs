@@ -90,6 +90,10 @@ pub struct Args {
     #[arg(long, help_heading = "Mount options")]
     pub allow_other: bool,
 
+    /// Do not allow programs to be executed from the mount (fstab's noexec; ours, not Mountpoint's)
+    #[arg(long, help_heading = "Mount options")]
+    pub noexec: bool,
+
     /// Owner uid of files and directories [default: the mounting user]
     #[arg(long, help_heading = "Mount options", value_name = "UID")]
     pub uid: Option<u32>,
@@ -131,7 +135,7 @@ pub struct Args {
     pub cache: Option<PathBuf>,
 
     /// Maximum size of the data cache, in MiB [default: keep 5% of its filesystem free]
-    #[arg(long, help_heading = "Caching options", value_name = "MiB", requires = "cache", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Caching options", value_name = "MiB", requires = "cache", value_parser = clap::value_parser!(u64).range(1..=u64::MAX >> 20))]
     pub max_cache_size: Option<u64>,
 
     /// Size of the data cache's blocks, in bytes
@@ -331,7 +335,9 @@ impl Args {
         Some(crate::cache::CacheConfig {
             dir,
             block_size: self.cache_block_size,
-            max_bytes: self.max_cache_size.map(|mib| mib * 1024 * 1024),
+            max_bytes: self
+                .max_cache_size
+                .map(|mib| mib.saturating_mul(1024 * 1024)),
             bucket: self.bucket.clone(),
         })
     }
@@ -357,6 +363,7 @@ impl Args {
             allow_other: self.allow_other,
             allow_root: self.allow_root,
             auto_unmount: self.auto_unmount,
+            noexec: self.noexec,
             threads: usize::from(self.max_threads),
         }
     }
@@ -434,6 +441,17 @@ mod tests {
                 .metadata_ttl,
             Some(Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn huge_values_neither_panic_nor_wrap() {
+        let huge = u64::MAX.to_string();
+        assert!(parse(&["b", "/m", "--cache", "/c", "--max-cache-size", &huge]).is_err());
+        let most = (u64::MAX >> 20).to_string();
+        let args = parse(&["b", "/m", "--cache", "/c", "--max-cache-size", &most]).unwrap();
+        assert!(args.cache_config().unwrap().max_bytes.unwrap() >= u64::MAX >> 1);
+        let big_part = parse(&["b", "/m", "--part-size", "5368709120"]).unwrap();
+        let _ = big_part.fs_config(); // a 5 GiB part size builds a prefetch window
     }
 
     #[test]

@@ -10,6 +10,10 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// Message the child writes when the mount is live.
 const READY: &[u8] = b"ready";
 
+/// How long the parent waits for the child's report, as Mountpoint does; then it stops the
+/// child and says so.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The child's end of the start-up pipe: report success or the reason for failure.
 #[derive(Debug)]
 pub struct StartupReport {
@@ -70,10 +74,61 @@ fn detach() -> io::Result<()> {
     std::env::set_current_dir("/")
 }
 
-/// The parent's side: exit status for what the child reported.
-fn wait_for_child(mut pipe: File, child: libc::pid_t) -> i32 {
+/// Everything the child writes until it closes the pipe, or `None` if that takes longer
+/// than `timeout`.
+fn read_report(mut pipe: File, timeout: std::time::Duration) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let until = std::time::Instant::now() + timeout;
     let mut message = Vec::new();
-    let _ = pipe.read_to_end(&mut message);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut poll = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        if ready < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Some(message);
+        }
+        if ready == 0 {
+            continue; // the deadline is checked above
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => return Some(message),
+            Ok(n) => message.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(message),
+        }
+    }
+}
+
+/// The parent's side: exit status for what the child reported.
+fn wait_for_child(pipe: File, child: libc::pid_t) -> i32 {
+    let Some(message) = read_report(pipe, REPORT_TIMEOUT) else {
+        // SAFETY: signals to our own child; waitpid with a valid out-pointer.
+        unsafe {
+            libc::kill(child, libc::SIGTERM);
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            libc::kill(child, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(child, &mut status, 0);
+        }
+        eprintln!(
+            "mount-s3: the background process did not report within {}s; it was stopped (run with --foreground to see where it hangs)",
+            REPORT_TIMEOUT.as_secs()
+        );
+        return 1;
+    };
     if message == READY {
         return 0;
     }
@@ -88,4 +143,36 @@ fn wait_for_child(mut pipe: File, child: libc::pid_t) -> i32 {
         eprintln!("mount-s3: {}", String::from_utf8_lossy(&message).trim_end());
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds were just opened and are owned by nobody else.
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn a_report_is_read_to_its_end() {
+        let (read, mut write) = pipe();
+        write.write_all(b"ready").unwrap();
+        drop(write);
+        assert_eq!(read_report(read, Duration::from_secs(5)).unwrap(), READY);
+    }
+
+    #[test]
+    fn a_child_that_never_reports_is_given_up_on() {
+        let (read, mut write) = pipe();
+        write.write_all(b"half a mess").unwrap(); // and then nothing, pipe still open
+        let started = Instant::now();
+        assert_eq!(read_report(read, Duration::from_millis(300)), None);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(write);
+    }
 }

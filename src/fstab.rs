@@ -29,12 +29,13 @@ pub const HELPER_NAME: &str = "mount.mount-s3";
 const USAGE: &str = "usage: mount.mount-s3 SOURCE DIRECTORY [-o OPTIONS] [-s] [-f] [-n] [-v]";
 
 /// mount(8)'s generic options, accepted and ignored. mount-s3 always mounts
-/// `nosuid,nodev,noatime`, so those and their opposites change nothing; `_netdev`, `nofail`,
-/// `[no]auto` and `[no]user[s]` are for mount(8) and systemd, which act on them before the
-/// helper runs. `x-*` and `comment=*` are ignored too.
+/// `nosuid,nodev,noatime`, so those and their opposites change nothing (a mount never grants
+/// set-uid bits or device files, whatever the line says); `_netdev`, `nofail`, `[no]auto` and
+/// `[no]user[s]` are for mount(8) and systemd, which act on them before the helper runs.
+/// `x-*` and `comment=*` are ignored too. `noexec` is applied (`--noexec`), `exec` undoes it.
 const GENERIC_OPTIONS: &[&str] = &[
     "_netdev", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group", "defaults",
-    "nosuid", "nodev", "noexec", "exec", "suid", "dev", "noatime", "relatime", "async",
+    "nosuid", "nodev", "suid", "dev", "noatime", "relatime", "async",
 ];
 
 /// Flags that cannot be fstab options, and why.
@@ -312,6 +313,10 @@ impl Translation {
                 self.flags.remove("read-only");
                 return Ok(());
             }
+            "exec" => {
+                self.flags.remove("noexec");
+                return Ok(());
+            }
             _ => {}
         }
         if GENERIC_OPTIONS.contains(&name) || name.starts_with("x-") || name == "comment" {
@@ -511,10 +516,18 @@ mod tests {
             "/m",
             "-o",
             "_netdev,nofail,noauto,auto,user,nouser,users,owner,group,defaults,nosuid,nodev,\
-             noexec,exec,suid,dev,noatime,relatime,async,x-systemd.automount,\
+             suid,dev,noatime,relatime,async,x-systemd.automount,\
              x-systemd.requires=network-online.target,comment=\"a, b\"",
         ])
         .unwrap();
+        assert_eq!(argv, ["mount-s3", "--", "b", "/m"]);
+    }
+
+    #[test]
+    fn noexec_is_applied_and_exec_undoes_it() {
+        let argv = translate(&["b", "/m", "-o", "nosuid,noexec,nodev"]).unwrap();
+        assert_eq!(argv, ["mount-s3", "--noexec", "--", "b", "/m"]);
+        let argv = translate(&["b", "/m", "-o", "noexec,exec"]).unwrap();
         assert_eq!(argv, ["mount-s3", "--", "b", "/m"]);
     }
 

@@ -91,10 +91,13 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
             None => eprintln!("mount-s3: {message}"),
         }
     };
-    if let Err(e) = logging::init(target, args.debug) {
-        fail(report, format!("cannot open a log file: {e}"));
-        return Err(());
-    }
+    let log_control = match logging::init(target, args.debug) {
+        Ok((_, control)) => control,
+        Err(e) => {
+            fail(report, format!("cannot open a log file: {e}"));
+            return Err(());
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mount-s3-io")
@@ -114,13 +117,17 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         return Err(());
     }
     // Handlers go in before the mount, so a signal during start-up still unmounts cleanly.
+    // SIGTERM, SIGINT and SIGHUP unmount; SIGUSR2 cycles the log verbosity. (SIGPIPE is
+    // ignored by the Rust runtime: a closed socket is an error, not a death.)
     let signals = runtime.block_on(async {
         Ok::<_, std::io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined2())?,
         ))
     });
-    let Ok((mut sigterm, mut sigint)) = signals else {
+    let Ok((mut sigterm, mut sigint, mut sighup, mut sigusr2)) = signals else {
         fail(report, "cannot install signal handlers".to_string());
         return Err(());
     };
@@ -147,10 +154,17 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         report.ready();
     }
     let signalled = runtime.block_on(async {
-        tokio::select! {
-            _ = sigterm.recv() => Some("SIGTERM"),
-            _ = sigint.recv() => Some("SIGINT"),
-            _ = &mut mount.ended => None,
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break Some("SIGTERM"),
+                _ = sigint.recv() => break Some("SIGINT"),
+                _ = sighup.recv() => break Some("SIGHUP"),
+                _ = sigusr2.recv() => {
+                    let level = log_control.cycle();
+                    info!("SIGUSR2 received: log verbosity is now {level}");
+                }
+                _ = &mut mount.ended => break None,
+            }
         }
     });
     if let Some(name) = signalled {

@@ -63,6 +63,48 @@ fn sigint_unmounts_and_exits_zero() {
 }
 
 #[test]
+fn sighup_unmounts_and_exits_zero() {
+    signal_unmounts_and_exits_zero(libc::SIGHUP, "sighup");
+}
+
+/// SIGUSR2 cycles the log verbosity of a running mount (normal → debug → trace → normal):
+/// request lines appear once it is at debug, and the mount keeps serving throughout.
+#[test]
+fn sigusr2_cycles_the_log_verbosity() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-sigusr2");
+    s3.put(&bucket, "f.txt", b"still here".to_vec());
+    let mut mount = s3.mount_args(&bucket).mount();
+    let pid = mount.pid().expect("a foreground mount") as libc::pid_t;
+    assert_eq!(fs::read(mount.join("f.txt")).unwrap(), b"still here");
+    assert!(!mount.stderr().contains("HEAD ok"), "not at debug yet");
+    // SAFETY: a signal to the mount's own process.
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mount.stderr().contains("log verbosity is now debug") {
+        assert!(std::time::Instant::now() < deadline, "{}", mount.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s3.put(&bucket, "g.txt", b"seen at debug".to_vec());
+    assert_eq!(fs::read(mount.join("g.txt")).unwrap(), b"seen at debug");
+    assert!(mount.stderr().contains("HEAD ok"), "{}", mount.stderr());
+    for next in ["trace", "normal"] {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGUSR2) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !mount
+            .stderr()
+            .contains(&format!("log verbosity is now {next}"))
+        {
+            assert!(std::time::Instant::now() < deadline, "{}", mount.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(mount.process_running());
+    assert_eq!(fs::read(mount.join("f.txt")).unwrap(), b"still here");
+}
+
+#[test]
 fn daemon_mode_returns_once_mounted() {
     let s3 = S3Server::shared();
     let bucket = s3.new_bucket("cli-daemon");
@@ -339,4 +381,20 @@ fn write_permission_flags_are_accepted() {
         .args(["--allow-delete", "--allow-overwrite"])
         .mount_daemon();
     assert_eq!(fs::read(daemon.join("f.txt")).unwrap(), b"flags");
+}
+
+/// `--noexec` (fstab's `noexec`) is applied to the mount, like nosuid and nodev always are.
+#[test]
+fn noexec_is_a_mount_flag() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-noexec");
+    let mount = s3.mount_args(&bucket).args(["--noexec"]).mount();
+    let options = mount.entry().options;
+    for flag in ["noexec", "nosuid", "nodev"] {
+        assert!(options.split(',').any(|o| o == flag), "{flag} in {options}");
+    }
+    drop(mount);
+    let mount = s3.mount_args(&bucket).mount();
+    let options = mount.entry().options;
+    assert!(!options.split(',').any(|o| o == "noexec"), "{options}");
 }

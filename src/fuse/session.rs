@@ -29,6 +29,8 @@ pub struct MountConfig {
     pub allow_root: bool,
     /// Unmount when the process exits, even if killed.
     pub auto_unmount: bool,
+    /// Refuse to execute files from the mount (MS_NOEXEC).
+    pub noexec: bool,
     /// FUSE dispatch threads.
     pub threads: usize,
 }
@@ -50,6 +52,9 @@ impl MountConfig {
         ];
         if self.auto_unmount {
             options.push(MountOption::AutoUnmount);
+        }
+        if self.noexec {
+            options.push(MountOption::NoExec);
         }
         let mut config = Config::default();
         config.mount_options = options;
@@ -103,6 +108,9 @@ fn mount_direct(mount_point: &Path, config: &MountConfig) -> io::Result<Option<O
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
     if config.read_only {
         flags |= libc::MS_RDONLY;
+    }
+    if config.noexec {
+        flags |= libc::MS_NOEXEC;
     }
     let to_c = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let source = to_c(config.fs_name.as_bytes())?;

@@ -46,7 +46,8 @@ impl PrefetchConfig {
     /// stream does not need the small parts that keep `head` cheap.
     pub fn new(part_size: u64, budget: u64) -> Self {
         const MIB: u64 = 1024 * 1024;
-        let max_window = (budget / 4).clamp(2 * part_size, 256 * MIB);
+        // Not `clamp`: a part size over 128 MiB puts the lower bound above the upper one.
+        let max_window = (budget / 4).min(256 * MIB).max(part_size.saturating_mul(2));
         Self {
             initial: MIB.min(part_size),
             part_size,
@@ -345,6 +346,25 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn any_part_size_and_budget_make_a_window() {
+        for part in [
+            5 * MIB,
+            8 * MIB,
+            128 * MIB,
+            129 * MIB,
+            5 * 1024 * MIB,
+            u64::MAX / 2,
+        ] {
+            for budget in [0, 16 * MIB, 512 * MIB, u64::MAX] {
+                let config = PrefetchConfig::new(part, budget);
+                assert!(config.max_window >= config.part_size, "{part} {budget}");
+                assert!(config.max_part >= config.part_size);
+                assert!(config.initial <= config.part_size);
+            }
+        }
+    }
 
     #[test]
     fn parts_come_back_into_alignment() {
