@@ -191,7 +191,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             etag: None,
         };
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
-        self.negative.invalidate(&(parent.ino, name.to_string()));
+        self.forget_name(parent.ino, name);
         let options = WriteOptions {
             write_id: new_write_id(),
             // A name found missing stays ours only if nobody creates it meanwhile, unless

@@ -12,7 +12,7 @@
 //! a new inode and the old one keeps its version for the handles still reading it
 //! ([`InodeTable::observe`], [`InodeTable::upsert_child`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::sync::{Mutex, MutexGuard};
@@ -105,6 +105,14 @@ pub enum Observed {
     Gone,
 }
 
+/// The key of `name` in `parent` as a `kind`: an object key, or a directory's prefix.
+fn child_key(parent: &Inode, name: &str, kind: Kind) -> String {
+    match kind {
+        Kind::File => super::names::child_key(&parent.key, name),
+        Kind::Dir => super::names::child_prefix(&parent.key, name),
+    }
+}
+
 /// Expiry instant for a stat cached now for `ttl` (`None` when it never expires).
 fn expiry(ttl: Duration) -> Option<Instant> {
     Instant::now().checked_add(ttl)
@@ -114,6 +122,9 @@ fn expiry(ttl: Duration) -> Option<Instant> {
 struct TableState {
     inodes: HashMap<u64, Inode>,
     children: HashMap<(u64, String), u64>,
+    /// The local entries (new directories, files being written) of each directory, so that
+    /// listing a directory costs what it holds, not what the table holds.
+    locals: HashMap<u64, HashSet<u64>>,
     next_ino: u64,
 }
 
@@ -130,8 +141,30 @@ impl TableState {
         expires: Option<Instant>,
         lookups: u64,
     ) -> Inode {
-        let ino = self.next_ino;
-        self.next_ino += 1;
+        self.insert_as(None, parent, name, key, kind, stat, expires, lookups)
+    }
+
+    /// [`TableState::insert`], under number `wanted` when it is free (a number handed out
+    /// with a listing), else a fresh one.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_as(
+        &mut self,
+        wanted: Option<u64>,
+        parent: u64,
+        name: &str,
+        key: String,
+        kind: Kind,
+        stat: Stat,
+        expires: Option<Instant>,
+        lookups: u64,
+    ) -> Inode {
+        let ino = match wanted.filter(|w| !self.inodes.contains_key(w) && *w < self.next_ino) {
+            Some(wanted) => wanted,
+            None => {
+                self.next_ino += 1;
+                self.next_ino - 1
+            }
+        };
         let inode = Inode {
             ino,
             parent,
@@ -152,9 +185,32 @@ impl TableState {
     /// Removes `ino` and its name (if the name still stands for it).
     fn drop_inode(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.remove(&ino) {
+            self.unmark_local(inode.parent, ino);
             let index_key = (inode.parent, inode.name);
             if self.children.get(&index_key) == Some(&ino) {
                 self.children.remove(&index_key);
+            }
+        }
+    }
+
+    /// Sets `ino`'s local state, keeping the per-directory index of local entries.
+    fn set_local(&mut self, ino: u64, local: Option<Local>) -> Option<Inode> {
+        let inode = self.inodes.get_mut(&ino)?;
+        inode.local = local;
+        let (parent, copy) = (inode.parent, inode.clone());
+        if local.is_some() {
+            self.locals.entry(parent).or_default().insert(ino);
+        } else {
+            self.unmark_local(parent, ino);
+        }
+        Some(copy)
+    }
+
+    fn unmark_local(&mut self, parent: u64, ino: u64) {
+        if let Some(set) = self.locals.get_mut(&parent) {
+            set.remove(&ino);
+            if set.is_empty() {
+                self.locals.remove(&parent);
             }
         }
     }
@@ -191,6 +247,7 @@ impl InodeTable {
         let state = TableState {
             inodes: HashMap::from([(ROOT_INO, root)]),
             children: HashMap::new(),
+            locals: HashMap::new(),
             next_ino: ROOT_INO + 1,
         };
         Self {
@@ -238,6 +295,20 @@ impl InodeTable {
         stat: Stat,
         add_lookups: u64,
     ) -> Inode {
+        self.adopt(parent, name, kind, stat, None, add_lookups)
+    }
+
+    /// [`InodeTable::upsert_child`], where a new entry takes the number `ino` handed out
+    /// with a listing (see [`InodeTable::detached`]) when it is free.
+    pub fn adopt(
+        &self,
+        parent: &Inode,
+        name: &str,
+        kind: Kind,
+        stat: Stat,
+        ino: Option<u64>,
+        add_lookups: u64,
+    ) -> Inode {
         let expires = expiry(self.ttl);
         let mut state = self.lock();
         let index_key = (parent.ino, name.to_string());
@@ -256,11 +327,39 @@ impl InodeTable {
                 return inode.clone();
             }
         }
-        let key = match kind {
-            Kind::File => super::names::child_key(&parent.key, name),
-            Kind::Dir => super::names::child_prefix(&parent.key, name),
-        };
-        state.insert(parent.ino, name, key, kind, stat, expires, add_lookups)
+        let key = child_key(parent, name, kind);
+        state.insert_as(ino, parent.ino, name, key, kind, stat, expires, add_lookups)
+    }
+
+    /// Whether the table holds an entry for `name` in `parent` (fresh or not).
+    pub fn knows(&self, parent: u64, name: &str) -> bool {
+        self.lock()
+            .children
+            .contains_key(&(parent, name.to_string()))
+    }
+
+    /// A number for an entry the table does not hold (a listed name the kernel has not
+    /// looked up): never handed out twice.
+    pub fn allocate(&self) -> u64 {
+        let mut state = self.lock();
+        state.next_ino += 1;
+        state.next_ino - 1
+    }
+
+    /// What `name` in `parent` would be as inode `ino`, without putting it in the table.
+    pub fn detached(&self, parent: &Inode, name: &str, kind: Kind, stat: Stat, ino: u64) -> Inode {
+        Inode {
+            ino,
+            parent: parent.ino,
+            name: name.to_string(),
+            key: child_key(parent, name, kind),
+            kind,
+            stat,
+            expires: expiry(self.ttl),
+            local: None,
+            lookups: 0,
+            opens: 0,
+        }
     }
 
     /// Records a revalidation of `ino` (a HEAD found `stat`): the inode takes the stat,
@@ -350,6 +449,7 @@ impl InodeTable {
             return;
         };
         let old_key = (inode.parent, inode.name.clone());
+        let was_local = inode.local.is_some();
         inode.parent = new_parent;
         inode.name = new_name.to_string();
         inode.key = key;
@@ -361,6 +461,10 @@ impl InodeTable {
         state
             .children
             .insert((new_parent, new_name.to_string()), ino);
+        if was_local {
+            state.unmark_local(old_key.0, ino);
+            state.locals.entry(new_parent).or_default().insert(ino);
+        }
     }
 
     /// Replaces the stat of `ino` with one this mount made (a commit, a restored stat).
@@ -375,10 +479,7 @@ impl InodeTable {
 
     /// Marks `ino` as existing only here (or, with `None`, as real in S3 again).
     pub fn set_local(&self, ino: u64, local: Option<Local>) -> Option<Inode> {
-        let mut state = self.lock();
-        let inode = state.inodes.get_mut(&ino)?;
-        inode.local = local;
-        Some(inode.clone())
+        self.lock().set_local(ino, local)
     }
 
     /// Sets the size of a file being written (others see it grow).
@@ -393,8 +494,7 @@ impl InodeTable {
         let mut state = self.lock();
         let mut next = Some(ino);
         while let Some(ino) = next.take() {
-            if let Some(inode) = state.inodes.get_mut(&ino) {
-                inode.local = None;
+            if let Some(inode) = state.set_local(ino, None) {
                 if inode.parent != ino {
                     next = Some(inode.parent);
                 }
@@ -405,12 +505,16 @@ impl InodeTable {
     /// The local entries (new directories, files being written) directly in `parent`.
     pub fn local_children(&self, parent: u64) -> Vec<Inode> {
         let state = self.lock();
-        state
-            .children
+        let Some(locals) = state.locals.get(&parent) else {
+            return Vec::new();
+        };
+        locals
             .iter()
-            .filter(|((p, _), _)| *p == parent)
-            .filter_map(|(_, ino)| state.inodes.get(ino))
-            .filter(|inode| inode.local.is_some())
+            .filter_map(|ino| state.inodes.get(ino))
+            .filter(|inode| {
+                inode.local.is_some()
+                    && state.children.get(&(parent, inode.name.clone())) == Some(&inode.ino)
+            })
             .cloned()
             .collect()
     }

@@ -44,6 +44,20 @@ use write::aborts::PendingAborts;
 /// Most names remembered as missing at once.
 const NEGATIVE_CACHE_CAPACITY: u64 = 100_000;
 
+/// Most listed names remembered (with their stat and number) that the kernel has not looked
+/// up: a `find` over millions of keys keeps the inode table to what the kernel holds, and
+/// this bounded cache to about 20 MB.
+const LISTED_CACHE_CAPACITY: u64 = 100_000;
+
+/// A name a listing (or a check of ours) found, not (yet) in the inode table: what a lookup
+/// within the metadata TTL answers without asking S3, under the number readdir gave it.
+#[derive(Debug, Clone)]
+struct Listed {
+    ino: u64,
+    kind: Kind,
+    stat: Stat,
+}
+
 /// Attributes of one inode, as the kernel is told them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -70,6 +84,8 @@ pub struct DirEntry {
     pub name: String,
     /// Its attributes (inode number included).
     pub attr: Attr,
+    /// What the filesystem knows of it (the ETag too), for [`S3Filesystem::entry_looked_up`].
+    pub stat: Stat,
     /// Offset the kernel passes back to continue after this entry.
     pub next_offset: u64,
 }
@@ -106,6 +122,8 @@ pub struct S3Filesystem<S: ObjectStore> {
     inodes: inode::InodeTable,
     /// (parent inode, name) pairs known not to exist, for the metadata TTL.
     negative: Cache<(u64, String), ()>,
+    /// Names listed but not looked up by the kernel, for the metadata TTL (bounded).
+    listed: Cache<(u64, String), Listed>,
     /// Open files by handle number.
     files: HandleMap<OpenFile<S>>,
     /// Open directories by handle number.
@@ -136,9 +154,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// A filesystem whose reads go through `cache` when given.
     pub fn with_cache(store: Arc<S>, config: FsConfig, cache: Option<Arc<DiskCache>>) -> Self {
         let ttl = config.metadata_ttl;
+        let cache_ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
         let negative = Cache::builder()
             .max_capacity(NEGATIVE_CACHE_CAPACITY)
-            .time_to_live(ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600)))
+            .time_to_live(cache_ttl)
+            .build();
+        let listed = Cache::builder()
+            .max_capacity(LISTED_CACHE_CAPACITY)
+            .time_to_live(cache_ttl)
             .build();
         let budget = MemoryBudget::new(config.memory_limit);
         let prefetch = PrefetchConfig::new(config.part_size, config.memory_limit);
@@ -148,6 +171,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             store,
             config,
             negative,
+            listed,
             files: HandleMap::default(),
             dirs: HandleMap::default(),
             budget,
@@ -266,9 +290,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
         Ok(self.attr_of(&inode))
     }
 
-    /// What `name` in `parent` is now: a fresh cached entry, else what S3 says, recorded in
-    /// the table with `add_lookups` kernel lookups counted under the table's lock (1 for a
-    /// lookup reply, 0 otherwise). `bypass_negative` ignores a cached "missing".
+    /// What `name` in `parent` is now: a fresh cached entry (in the table, or listed), else
+    /// what S3 says, recorded with `add_lookups` kernel lookups counted under the table's
+    /// lock (1 for a lookup reply, 0 otherwise; see [`S3Filesystem::record`]).
+    /// `bypass_negative` ignores a cached "missing".
     async fn child(
         &self,
         parent: &Inode,
@@ -280,17 +305,15 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return Ok(Some(inode));
         }
         let cache_key = (parent.ino, name.to_string());
+        if let Some(listed) = self.listed.get(&cache_key) {
+            let inode = self.record(parent, name, listed.kind, listed.stat, add_lookups);
+            return Ok(Some(inode));
+        }
         if !bypass_negative && self.negative.contains_key(&cache_key) {
             return Ok(None);
         }
         match self.resolve(parent, name).await? {
-            Some((kind, stat)) => Ok(Some(self.inodes.upsert_child(
-                parent,
-                name,
-                kind,
-                stat,
-                add_lookups,
-            ))),
+            Some((kind, stat)) => Ok(Some(self.record(parent, name, kind, stat, add_lookups))),
             None => {
                 if !self.config.metadata_ttl.is_zero() {
                     self.negative.insert(cache_key, ());
@@ -298,6 +321,42 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 Ok(None)
             }
         }
+    }
+
+    /// Records that `name` in `parent` is a `kind` with `stat`. In the inode table when the
+    /// kernel will hold it (`add_lookups` > 0) or the table knows the name already; otherwise
+    /// only in the bounded listed cache, under a number of its own that a later lookup keeps:
+    /// the table holds what the kernel holds, however many names are listed.
+    fn record(
+        &self,
+        parent: &Inode,
+        name: &str,
+        kind: Kind,
+        stat: Stat,
+        add_lookups: u64,
+    ) -> Inode {
+        let cache_key = (parent.ino, name.to_string());
+        let listed = self.listed.get(&cache_key).filter(|l| l.kind == kind);
+        if add_lookups > 0 || self.inodes.knows(parent.ino, name) {
+            let ino = listed.map(|l| l.ino);
+            let inode = self
+                .inodes
+                .adopt(parent, name, kind, stat, ino, add_lookups);
+            self.listed.invalidate(&cache_key);
+            return inode;
+        }
+        let ino = listed.map_or_else(|| self.inodes.allocate(), |l| l.ino);
+        let inode = self.inodes.detached(parent, name, kind, stat.clone(), ino);
+        self.listed.insert(cache_key, Listed { ino, kind, stat });
+        inode
+    }
+
+    /// Forgets what is remembered of `name` in `parent` besides the inode table (it was
+    /// just changed here).
+    fn forget_name(&self, parent: u64, name: &str) {
+        let cache_key = (parent, name.to_string());
+        self.negative.invalidate(&cache_key);
+        self.listed.invalidate(&cache_key);
     }
 
     /// Asks S3 what `name` in `parent` is: a directory if any key lies under `name/` (which

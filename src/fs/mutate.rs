@@ -38,7 +38,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .inodes
             .set_local(inode.ino, Some(Local::Dir))
             .unwrap_or(inode);
-        self.negative.invalidate(&(parent.ino, name.to_string()));
+        self.forget_name(parent.ino, name);
         Ok(self.attr_of(&inode))
     }
 
@@ -84,6 +84,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 .map_err(|e| FsError::s3(&dir.key, e))?;
         }
         self.inodes.remove(dir.ino);
+        self.forget_name(parent.ino, name);
         Ok(())
     }
 
@@ -106,6 +107,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .await
             .map_err(|e| FsError::s3(&file.key, e))?;
         self.inodes.unlink(file.ino);
+        self.forget_name(parent.ino, name);
         Ok(())
     }
 
@@ -180,8 +182,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         self.inodes
             .rename(source.ino, new_parent.ino, new_name, target_key, stat);
-        self.negative
-            .invalidate(&(new_parent.ino, new_name.to_string()));
+        self.forget_name(parent.ino, name);
+        self.forget_name(new_parent.ino, new_name);
         self.inodes.make_real(new_parent.ino);
         Ok(())
     }

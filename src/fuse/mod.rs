@@ -475,7 +475,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                         }
                         // The kernel counts a lookup for every entry but `.` and `..`.
                         if entry.name != "." && entry.name != ".." {
-                            fs.add_lookup(entry.attr.ino);
+                            fs.entry_looked_up(ino.0, &entry);
                         }
                     }
                     reply.ok();

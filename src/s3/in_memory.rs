@@ -42,6 +42,8 @@ pub struct InMemoryStore {
     uploads: Mutex<BTreeMap<String, PendingUpload>>,
     /// LIST requests answered.
     lists: AtomicU64,
+    /// HEAD requests answered.
+    heads: AtomicU64,
 }
 
 impl InMemoryStore {
@@ -106,6 +108,11 @@ impl InMemoryStore {
         self.lists.load(Ordering::Relaxed)
     }
 
+    /// Number of HEAD requests answered so far.
+    pub fn head_calls(&self) -> u64 {
+        self.heads.load(Ordering::Relaxed)
+    }
+
     /// Number of multipart uploads neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.uploads.lock().expect("uploads lock poisoned").len()
@@ -133,6 +140,7 @@ fn info(key: &str, object: &StoredObject) -> ObjectInfo {
 
 impl ObjectStore for InMemoryStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.heads.fetch_add(1, Ordering::Relaxed);
         let objects = self.lock();
         objects
             .get(key)

@@ -1,6 +1,7 @@
-//! Directory listings: open, read in offset order, close. Listed entries seed the inode
-//! table with their stats, so `ls -l` costs no HEAD per file. The listing itself, page by
-//! page from ListObjectsV2, is [`stream`].
+//! Directory listings: open, read in offset order, close. Listed entries seed the stat
+//! caches (the inode table for names the kernel holds, the bounded listed cache for the
+//! rest), so `ls -l` costs no HEAD per file. The listing itself, page by page from
+//! ListObjectsV2, is [`stream`].
 
 mod stream;
 
@@ -57,6 +58,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             out.push(DirEntry {
                 name: name.to_string(),
                 attr: self.attr_of(&target),
+                stat: target.stat.clone(),
                 next_offset: offset,
             });
         }
@@ -76,14 +78,15 @@ impl<S: ObjectStore> S3Filesystem<S> {
             out.push(DirEntry {
                 name: inode.name.clone(),
                 attr: self.attr_of(&inode),
+                stat: inode.stat.clone(),
                 next_offset: offset,
             });
         }
         Ok(out)
     }
 
-    /// Puts a listed entry into the inode table (its stat comes free with the listing).
-    /// A local entry keeps the inode it has.
+    /// Records a listed entry (its stat comes free with the listing; see
+    /// [`S3Filesystem::record`]). A local entry keeps the inode it has.
     fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
         if entry.object.is_none() {
             if let Some(local) = self
@@ -99,13 +102,16 @@ impl<S: ObjectStore> S3Filesystem<S> {
             None => self.dir_stat(),
         };
         self.negative.invalidate(&(dir.ino, entry.name.clone()));
-        self.inodes
-            .upsert_child(dir, &entry.name, entry.kind, stat, 0)
+        self.record(dir, &entry.name, entry.kind, stat, 0)
     }
 
-    /// Counts one kernel lookup of `ino` (an entry a readdirplus reply carried).
-    pub fn add_lookup(&self, ino: u64) {
-        self.inodes.add_lookup(ino);
+    /// A readdirplus reply carried `entry` of directory `dir`: the kernel now holds it (one
+    /// lookup), so it goes into the inode table under the number the listing gave it.
+    pub fn entry_looked_up(&self, dir: u64, entry: &DirEntry) {
+        let Ok(dir) = self.dir_inode(dir) else {
+            return;
+        };
+        self.record(&dir, &entry.name, entry.attr.kind, entry.stat.clone(), 1);
     }
 
     /// Closes a directory handle.

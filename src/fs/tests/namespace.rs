@@ -186,15 +186,60 @@ async fn writes_are_refused_with_a_clear_errno() {
 
 #[tokio::test]
 async fn readdir_seeds_stat_cache_and_lookups_are_counted() {
-    let (_, fs) = setup(&[("a", b"12345"), ("b/c", b"")], ttl(60));
-    let listed = names_in(&fs, ROOT_INO).await;
-    assert_eq!(listed.len(), 4);
+    let (store, fs) = setup(&[("a", b"12345"), ("b/c", b"")], ttl(60));
     let before = fs.inodes.len();
+    let fh = fs.opendir(ROOT_INO).unwrap();
+    let entries = fs.readdir(ROOT_INO, fh, 0, 100).await.unwrap();
+    fs.releasedir(fh);
+    assert_eq!(entries.len(), 4);
+    assert_eq!(
+        fs.inodes.len(),
+        before,
+        "a listing does not grow the inode table"
+    );
+    let listed_a = entries.iter().find(|e| e.name == "a").unwrap().attr.ino;
+    let heads = store.head_calls();
     let a = fs.lookup(ROOT_INO, "a").await.unwrap();
-    assert_eq!(a.size, 5);
-    assert_eq!(fs.inodes.len(), before, "lookup reused the listed inode");
+    assert_eq!((a.ino, a.size), (listed_a, 5), "the listed number and stat");
+    assert_eq!(store.head_calls(), heads, "no HEAD for a listed name");
+    assert_eq!(fs.inodes.len(), before + 1, "the kernel holds it now");
     fs.forget(a.ino, 1);
     assert!(fs.inodes.get(a.ino).is_none());
+}
+
+#[tokio::test]
+async fn listing_many_keys_keeps_the_table_to_what_the_kernel_holds() {
+    let keys: Vec<(String, Vec<u8>)> = (0..20_000)
+        .map(|i| (format!("d{:02}/k{i:05}", i % 20), vec![1]))
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = keys.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    let (_, fs) = setup(&borrowed, ttl(60));
+    // `find`: look up each directory, list it with plain readdir (no lookup counted).
+    for d in 0..20 {
+        let dir = fs.lookup(ROOT_INO, &format!("d{d:02}")).await.unwrap();
+        let names = names_in(&fs, dir.ino).await;
+        assert_eq!(names.len(), 1000 + 2);
+    }
+    assert!(fs.inodes.len() <= 21, "{} inodes held", fs.inodes.len());
+    assert!(fs.listed.entry_count() <= LISTED_CACHE_CAPACITY);
+    // readdirplus: every entry the reply carried is held, until the kernel forgets it.
+    let dir = fs.lookup(ROOT_INO, "d00").await.unwrap();
+    let fh = fs.opendir(dir.ino).unwrap();
+    let entries = fs.readdir(dir.ino, fh, 2, 10).await.unwrap();
+    fs.releasedir(fh);
+    for entry in &entries {
+        fs.entry_looked_up(dir.ino, entry);
+    }
+    let held = fs.inodes.len();
+    assert!(held >= 21 + entries.len() - 1, "{held}");
+    for entry in &entries {
+        fs.forget(entry.attr.ino, 1);
+    }
+    assert!(
+        fs.inodes.len() <= 22,
+        "{} after forgetting",
+        fs.inodes.len()
+    );
 }
 
 /// The entries of directory `ino` read in kernel-sized batches (no sorting, no dedup).
