@@ -3,9 +3,11 @@
 //! writes share. A leaf: it imports nothing of ours, so `fs` and `cache` both use it.
 //!
 //! Prefetched parts reserve their bytes before their GET is sent and give them back when
-//! dropped. A reservation that does not fit is refused, never waited for: the reader then
-//! shrinks to fetching only what the kernel asked for, so many handles on many files slow
-//! down instead of growing the process.
+//! dropped. A reader's reservation that does not fit is refused, never waited for: the reader
+//! then shrinks to fetching only what the kernel asked for, so many handles on many files slow
+//! down instead of growing the process. A writer's part buffer waits for its bytes instead
+//! ([`MemoryBudget::reserve`]: back-pressure on the program writing), and while writers wait,
+//! readers are refused what the writers are waiting for, so they cannot starve them.
 //!
 //! The data cache bounds the fetched blocks waiting for its disk with a budget of its own
 //! (`cache::DiskCache::queue`): refused there means "not cached", never "wait".
@@ -41,6 +43,10 @@ pub struct MemoryBudget {
     peak: AtomicU64,
     /// Readers streaming (holding prefetched parts) now; windows shrink as they multiply.
     streams: AtomicUsize,
+    /// Bytes that waiting reservations want ([`MemoryBudget::reserve`]).
+    waiting: AtomicU64,
+    /// Woken whenever bytes are given back.
+    freed: tokio::sync::Notify,
 }
 
 impl MemoryBudget {
@@ -51,14 +57,40 @@ impl MemoryBudget {
             used: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             streams: AtomicUsize::new(0),
+            waiting: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Reserves `bytes` if they fit under the limit.
+    /// Reserves `bytes` if they fit under the limit, less what waiting writers want.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let waiting = self.waiting.load(Ordering::Acquire);
+        self.reserve_under(bytes, self.limit.saturating_sub(waiting))
+    }
+
+    /// Reserves `bytes`, waiting until they fit under the limit; `None` at once if they never
+    /// can (more than the whole limit). Cancel-safe: a dropped wait leaves nothing behind.
+    pub async fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        if bytes > self.limit {
+            return None;
+        }
+        let _waiting = Waiting::new(self, bytes);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(reservation) = self.reserve_under(bytes, self.limit) {
+                return Some(reservation);
+            }
+            freed.await;
+        }
+    }
+
+    /// Reserves `bytes` if `used` stays at most `ceiling`.
+    fn reserve_under(self: &Arc<Self>, bytes: u64, ceiling: u64) -> Option<Reservation> {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            let wanted = used.checked_add(bytes).filter(|&w| w <= self.limit)?;
+            let wanted = used.checked_add(bytes).filter(|&w| w <= ceiling)?;
             match self
                 .used
                 .compare_exchange_weak(used, wanted, Ordering::AcqRel, Ordering::Relaxed)
@@ -104,6 +136,25 @@ impl MemoryBudget {
     }
 }
 
+/// Bytes counted as wanted by a waiting reservation, until dropped.
+struct Waiting<'a> {
+    budget: &'a MemoryBudget,
+    bytes: u64,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(budget: &'a MemoryBudget, bytes: u64) -> Self {
+        budget.waiting.fetch_add(bytes, Ordering::AcqRel);
+        Self { budget, bytes }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.budget.waiting.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A reader counted as streaming (see [`MemoryBudget::stream`]).
 #[derive(Debug)]
 pub struct Streaming {
@@ -123,9 +174,23 @@ pub struct Reservation {
     bytes: u64,
 }
 
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Takes `other`'s bytes into this reservation (both of the same budget).
+    pub fn absorb(&mut self, mut other: Reservation) {
+        debug_assert!(Arc::ptr_eq(&self.budget, &other.budget));
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.freed.notify_waiters();
     }
 }
 
@@ -179,6 +244,33 @@ mod tests {
         let mut zeroed = page_aligned(PAGE * 3);
         zeroed.resize(PAGE * 3, 0);
         assert_eq!(zeroed.as_ptr() as usize % PAGE, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_waits_for_its_bytes_and_readers_cannot_starve_it() {
+        let budget = MemoryBudget::new(100);
+        let held = budget.try_reserve(80).unwrap();
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.reserve(50).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "50 more do not fit yet");
+        assert!(
+            budget.try_reserve(20).is_none(),
+            "a reader may not take the writer's room"
+        );
+        drop(held);
+        let got = waiter.await.unwrap().expect("the bytes, once freed");
+        assert_eq!(budget.used(), 50);
+        drop(got);
+        assert!(budget.reserve(101).await.is_none(), "never fits");
+        assert_eq!(budget.waiting.load(Ordering::Relaxed), 0);
+        // A wait that is given up leaves nothing counted.
+        let _all = budget.try_reserve(100).unwrap();
+        let gave_up = tokio::time::timeout(std::time::Duration::from_secs(1), budget.reserve(1));
+        assert!(gave_up.await.is_err());
+        assert_eq!(budget.waiting.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
-use super::files::{Place, TmpName};
+use super::files::{Place, TmpName, allocated, allocation_estimate};
 use super::index::{BlockId, Index};
 use super::{DiskCache, SUMS_BYTES, WHOLE, block, whole};
 use crate::memory::page_aligned;
@@ -113,7 +113,8 @@ impl DiskCache {
         }
         let object_id = self.object_id(key, etag);
         let hash = Self::object_hash(&object_id);
-        let total = size + whole::encoded_len(object_id.len(), size) as u64;
+        let total = allocation_estimate(size)
+            + allocation_estimate(whole::encoded_len(object_id.len(), size) as u64);
         let Some(_building) = Building::start(&self.building, hash) else {
             return false;
         };
@@ -147,11 +148,19 @@ impl DiskCache {
             let mut accounting = self.lock_index();
             accounting.unreserve(total);
             if matches!(placed, Ok(true)) {
-                accounting.insert((hash, WHOLE), total);
-                (0..blocks)
+                // What the disk really gave both files, if it says.
+                let on_disk = [Place::Whole(hash), Place::Sums(hash)]
+                    .iter()
+                    .map(|&place| self.files.stat(place).map(|s| allocated(&s)))
+                    .sum::<std::io::Result<u64>>()
+                    .map_or(total, |bytes| bytes.max(total));
+                accounting.insert((hash, WHOLE), on_disk);
+                let copied = (0..blocks)
                     .map(|index| (hash, index))
                     .filter(|id| accounting.remove(id).is_some())
-                    .collect()
+                    .collect();
+                self.evict_locked(&mut accounting, self.max_bytes);
+                copied
             } else {
                 Vec::new()
             }

@@ -54,8 +54,20 @@ pub struct Found {
     pub place: Place,
     /// Last modified (the scan indexes oldest first).
     pub mtime: SystemTime,
-    /// Bytes.
+    /// Bytes the disk gives it (allocated blocks, not its length).
     pub len: u64,
+}
+
+/// Bytes the disk gives a file of `stat` (its allocated 512-byte blocks): what the size
+/// bound counts, since a 100-byte block file takes a whole filesystem block.
+pub fn allocated(stat: &rustix::fs::Stat) -> u64 {
+    (stat.st_blocks as u64).saturating_mul(512)
+}
+
+/// What a new file of `len` bytes will take on disk at least: whole 4 KiB blocks (the
+/// smallest filesystem block in use; the real figure is read back once it is written).
+pub fn allocation_estimate(len: u64) -> u64 {
+    len.next_multiple_of(4096)
 }
 
 /// Descriptors of the cache's directories.
@@ -246,6 +258,12 @@ impl CacheFiles {
         Ok(rustix::fs::renameat(&self.tmp, tmp.0.as_str(), dir, name)?)
     }
 
+    /// Bytes the disk gives the file `tmp` (see [`allocated`]).
+    pub fn tmp_allocated(&self, tmp: &TmpName) -> io::Result<u64> {
+        let stat = rustix::fs::statat(&self.tmp, tmp.0.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(allocated(&stat))
+    }
+
     /// Deletes a file of `tmp/`.
     pub fn remove_tmp(&self, tmp: &TmpName) {
         let _ = rustix::fs::unlinkat(&self.tmp, tmp.0.as_str(), AtFlags::empty());
@@ -344,7 +362,7 @@ impl CacheFiles {
             if name.ends_with(".sum") {
                 continue; // counted with its data file
             }
-            let sidecar = self.stat(Place::Sums(hash)).map_or(0, |s| s.st_size as u64);
+            let sidecar = self.stat(Place::Sums(hash)).map_or(0, |s| allocated(&s));
             if let Some(mut data) = describe(&self.objects, name, Place::Whole(hash)) {
                 data.len += sidecar;
                 found.push(data);
@@ -398,6 +416,6 @@ fn describe(dir: &OwnedFd, name: &str, place: Place) -> Option<Found> {
     Some(Found {
         place,
         mtime,
-        len: stat.st_size as u64,
+        len: allocated(&stat),
     })
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
-use super::files::{Place, TmpName};
+use super::files::{Place, TmpName, allocation_estimate};
 use super::{DiskCache, QUEUE_BYTES, WHOLE, block};
 use crate::memory::{Reservation, page_aligned};
 
@@ -36,7 +36,8 @@ impl DiskCache {
         let object_id = self.object_id(key, etag);
         let id = Self::block_id(&object_id, index);
         let header = block::encode_header(&object_id, index, data);
-        let size = (header.len() + data.len()) as u64;
+        // The bound counts what the disk gives the file, not its length.
+        let size = allocation_estimate((header.len() + data.len()) as u64);
         if size > self.max_bytes || self.lock_index().contains(&id) {
             return;
         }
@@ -66,9 +67,15 @@ impl DiskCache {
                 self.files.remove_tmp(&tmp);
                 return Ok(());
             }
+            // What the disk really took (more than estimated on some filesystems): counted,
+            // and the bound restored at once if it is passed.
+            let on_disk = self.files.tmp_allocated(&tmp).unwrap_or(size).max(size);
             match self.files.place(&tmp, Place::Block(id)) {
                 Ok(()) => {
-                    accounting.insert(id, size);
+                    accounting.insert(id, on_disk);
+                    if on_disk > size {
+                        self.evict_locked(&mut accounting, self.max_bytes);
+                    }
                     Ok(())
                 }
                 Err(e) => {

@@ -37,9 +37,13 @@ fn block_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Total size of the files at `paths`.
+/// Bytes the disk gives the files at `paths` (allocated blocks: what the bound counts).
 fn bytes_of(paths: &[PathBuf]) -> u64 {
-    paths.iter().map(|p| fs::metadata(p).unwrap().len()).sum()
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().blocks() * 512)
+        .sum()
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -533,4 +537,29 @@ fn nothing_outside_the_cache_subdirectory_is_touched_or_followed() {
         fs::read(victim.path().join("precious")).unwrap(),
         b"keep me"
     );
+}
+
+#[test]
+fn the_bound_counts_what_the_disk_gives_small_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = 64 * 1024;
+    let cache = DiskCache::open(config(tmp.path(), Some(max))).unwrap();
+    // 100-byte objects: each block file is far smaller than the filesystem block it takes.
+    for i in 0..200 {
+        cache.put(&format!("k{i}"), "e", 0, &[i as u8; 100]);
+        let on_disk: u64 = block_files(tmp.path())
+            .iter()
+            .map(|p| {
+                use std::os::unix::fs::MetadataExt;
+                fs::metadata(p).unwrap().blocks() * 512
+            })
+            .sum();
+        assert!(
+            on_disk <= max,
+            "{on_disk} bytes on disk after {i} blocks, bound {max}"
+        );
+        assert!(cache.used() <= max);
+    }
+    assert!(block_files(tmp.path()).len() <= (max / 4096) as usize);
+    assert!(cache.get("k199", "e", 100, 0).is_some());
 }

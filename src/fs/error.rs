@@ -47,6 +47,17 @@ pub enum FsError {
         /// The errno of the original failure.
         errno: i32,
     },
+    /// The memory target cannot hold what a writer needs (ENOMEM): other writers hold it and
+    /// do not give it back, or it is smaller than one part.
+    #[error(
+        "the memory target ({limit} bytes) cannot give a writer the {wanted} bytes it needs; raise --memory-target or write fewer files at once"
+    )]
+    OutOfMemory {
+        /// Bytes wanted.
+        wanted: u64,
+        /// The budget's limit.
+        limit: u64,
+    },
     /// The name is longer than NAME_MAX.
     #[error("file name too long")]
     NameTooLong,
@@ -118,6 +129,7 @@ impl FsError {
             FsError::CrossDevice => libc::EXDEV,
             FsError::TaskFailed(_) => libc::EIO,
             FsError::Stale => libc::ESTALE,
+            FsError::OutOfMemory { .. } => libc::ENOMEM,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,
@@ -134,7 +146,10 @@ impl FsError {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            FsError::ObjectChanged { .. } | FsError::S3 { .. } | FsError::TaskFailed(_)
+            FsError::ObjectChanged { .. }
+                | FsError::S3 { .. }
+                | FsError::TaskFailed(_)
+                | FsError::OutOfMemory { .. }
         )
     }
 }

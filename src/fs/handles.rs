@@ -96,7 +96,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 write_id: new_write_id(),
                 if_none_match: false,
             };
-            return Ok(self.start_upload(&inode, false, caller, options));
+            let writer = self.new_writer(&inode.key, options).await?;
+            return Ok(self.start_upload(&inode, false, caller, writer));
         }
         let inode = if mode.direct || !inode.is_fresh() {
             match self.revalidate(&inode).await? {
@@ -185,6 +186,15 @@ impl<S: ObjectStore> S3Filesystem<S> {
             Some(_) if self.config.allow_overwrite => false,
             Some(_) => return Err(FsError::Exists),
         };
+        let options = WriteOptions {
+            write_id: new_write_id(),
+            // A name found missing stays ours only if nobody creates it meanwhile, unless
+            // the mount may overwrite and the program did not ask for O_EXCL.
+            if_none_match: exclusive || (new && !self.config.allow_overwrite),
+        };
+        let writer = self
+            .new_writer(&names::child_key(&parent.key, name), options)
+            .await?;
         let stat = Stat {
             size: 0,
             mtime: SystemTime::now(),
@@ -192,27 +202,29 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
         self.forget_name(parent.ino, name);
-        let options = WriteOptions {
-            write_id: new_write_id(),
-            // A name found missing stays ours only if nobody creates it meanwhile, unless
-            // the mount may overwrite and the program did not ask for O_EXCL.
-            if_none_match: exclusive || (new && !self.config.allow_overwrite),
-        };
-        let fh = self.start_upload(&inode, new, caller, options);
+        let fh = self.start_upload(&inode, new, caller, writer);
         let inode = self.inode(inode.ino)?;
         Ok((self.attr_of(&inode), fh))
     }
 
-    /// `caller` is the thread id the kernel reports for the request.
-    fn start_upload(&self, inode: &Inode, new: bool, caller: u32, options: WriteOptions) -> u64 {
+    /// An uploader of `key`, holding the first bytes of its first part from the memory
+    /// budget (ENOMEM if the budget cannot give them).
+    async fn new_writer(&self, key: &str, options: WriteOptions) -> Result<FileWriter<S>, FsError> {
         let writer = FileWriter::new(
             self.store.clone(),
-            inode.key.clone(),
+            key.to_string(),
             self.config.part_size,
             self.budget.clone(),
             options,
             self.aborts.clone(),
         );
+        writer.reserve_first().await?;
+        Ok(writer)
+    }
+
+    /// Makes `writer` the writing handle of `inode`; `caller` is the thread id the kernel
+    /// reports for the open.
+    fn start_upload(&self, inode: &Inode, new: bool, caller: u32, writer: FileWriter<S>) -> u64 {
         self.inodes
             .set_local(inode.ino, Some(Local::Writing { new }));
         self.inodes.set_size(inode.ino, 0);

@@ -49,6 +49,7 @@ impl<S: ObjectStore> FileReader<S> {
             etag: (!etag.is_empty()).then_some(etag),
             size,
             counters,
+            budget: budget.clone(),
         });
         let prefetcher = Prefetcher::new(source.clone(), config, budget);
         Self {

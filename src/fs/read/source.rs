@@ -2,7 +2,10 @@
 //!
 //! With a cache, a range is split into cache blocks; the cached ones are read from disk and
 //! each run of missing blocks is one block-aligned GET, whose blocks are then stored in the
-//! background (the read does not wait for the disk). Without a cache, a range is one GET.
+//! background (the read does not wait for the disk). The bytes a block-aligned GET fetches
+//! beyond what the read asked for come from the memory budget, held until the blocks are on
+//! disk; when the budget is short, only the asked-for bytes are fetched and nothing is cached.
+//! Without a cache, a range is one GET.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use bytes::Bytes;
 use crate::cache::DiskCache;
 use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
+use crate::memory::MemoryBudget;
 use crate::s3::ObjectStore;
 
 /// One pinned object version and the ways to read it.
@@ -29,6 +33,8 @@ pub struct ObjectSource<S: ObjectStore> {
     pub size: u64,
     /// Mount-wide counters.
     pub counters: Arc<ReadCounters>,
+    /// The mount's memory budget.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl<S: ObjectStore> ObjectSource<S> {
@@ -89,6 +95,7 @@ impl<S: ObjectStore> ObjectSource<S> {
         // copy. The run's blocks are stored as slices of the same body.
         let mut pieces = Vec::new();
         let mut fetched = Vec::new();
+        let mut held = Vec::new();
         let mut at = 0;
         while at < blocks.len() {
             if let Some(block) = blocks[at].take() {
@@ -102,9 +109,17 @@ impl<S: ObjectStore> ObjectSource<S> {
             }
             let start = (first + run_start as u64) * block_size;
             let end = ((first + at as u64) * block_size).min(self.size);
+            let wanted = range.start.max(start)..range.end.min(end);
+            let extra = (end - start) - (wanted.end - wanted.start);
+            let Some(reservation) = self.budget.try_reserve(extra) else {
+                // No room for whole blocks: the asked-for bytes only, not cached.
+                pieces.push(self.get(wanted).await?);
+                continue;
+            };
+            held.push(reservation);
             let bytes = self.get(start..end).await?;
-            let wanted_from = (range.start.max(start) - start) as usize;
-            let wanted_to = (range.end.min(end) - start) as usize;
+            let wanted_from = (wanted.start - start) as usize;
+            let wanted_to = (wanted.end - start) as usize;
             pieces.push(bytes.slice(wanted_from..wanted_to));
             for offset in 0..at - run_start {
                 let from = offset * block_size as usize;
@@ -122,7 +137,7 @@ impl<S: ObjectStore> ObjectSource<S> {
                 for (index, block) in fetched {
                     cache.put(&key, &etag, index, &block);
                 }
-                drop(queued); // written: the copy below is not waiting blocks
+                drop((queued, held)); // written: the copy below is not waiting blocks
                 // These may have been the object's last missing blocks.
                 if let Some(copy) = cache.pending_copy(&key, &etag, size) {
                     copy.run();

@@ -31,6 +31,17 @@ pub use resolve::new_write_id;
 /// Most parts uploading at once per handle.
 const MAX_PARTS_IN_FLIGHT: usize = 4;
 
+/// A part buffer reserves its bytes from the memory budget in steps of this as it fills, so
+/// a small file holds little of the budget.
+const RESERVE_STEP: usize = 1024 * 1024;
+
+/// How long an open for writing waits for its first [`RESERVE_STEP`], and a write for the
+/// bytes it needs, before answering ENOMEM (the memory target is held by other writers that
+/// do not progress: a program writing many files at once round-robin with too small a
+/// `--memory-target`). Parts in flight give their bytes back within a request deadline.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the object looks like once committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -40,6 +51,7 @@ pub struct Committed {
     pub etag: String,
 }
 
+/// A part being uploaded; it holds its bytes in the budget until it is done.
 type PartTask = JoinHandle<Result<PartTag, FsError>>;
 
 /// Where an upload stands.
@@ -60,12 +72,12 @@ struct UploadState {
     written: u64,
     /// Bytes not yet sent as a part.
     buffer: BytesMut,
-    /// Budget held for `buffer`'s part, if the budget had room.
+    /// Budget held for `buffer`'s bytes (rounded up to [`RESERVE_STEP`]).
     buffer_reservation: Option<Reservation>,
     upload_id: Option<String>,
     /// Number of the next part to send (1-based).
     next_part: i32,
-    in_flight: VecDeque<(PartTask, Option<Reservation>)>,
+    in_flight: VecDeque<PartTask>,
     done: Vec<PartTag>,
 }
 
@@ -120,6 +132,47 @@ impl<S: ObjectStore> FileWriter<S> {
         &self.key
     }
 
+    /// Reserves the first bytes of the first part, waiting a little for them: an open for
+    /// writing is refused with ENOMEM when the memory target is held by other writers.
+    pub async fn reserve_first(&self) -> Result<(), FsError> {
+        let step = RESERVE_STEP.min(part_size_for(1, self.part_size) as usize) as u64;
+        let reserved = tokio::time::timeout(OPEN_WAIT, self.budget.reserve(step)).await;
+        let Ok(Some(reservation)) = reserved else {
+            return Err(FsError::OutOfMemory {
+                wanted: step,
+                limit: self.budget.limit(),
+            });
+        };
+        self.state.lock().await.buffer_reservation = Some(reservation);
+        Ok(())
+    }
+
+    /// Makes sure the budget holds `len` bytes for the buffer (the bytes it will hold, up to
+    /// a step more), waiting for them: back-pressure on the program writing.
+    async fn hold_for_buffer(&self, state: &mut UploadState, len: usize) -> Result<(), FsError> {
+        let target = part_size_for(state.next_part, self.part_size) as usize;
+        let need = len.next_multiple_of(RESERVE_STEP).min(target) as u64;
+        let held = state
+            .buffer_reservation
+            .as_ref()
+            .map_or(0, Reservation::bytes);
+        if need <= held {
+            return Ok(());
+        }
+        let more = tokio::time::timeout(BUDGET_WAIT, self.budget.reserve(need - held)).await;
+        let Ok(Some(more)) = more else {
+            return Err(FsError::OutOfMemory {
+                wanted: need,
+                limit: self.budget.limit(),
+            });
+        };
+        match &mut state.buffer_reservation {
+            Some(reservation) => reservation.absorb(more),
+            None => state.buffer_reservation = Some(more),
+        }
+        Ok(())
+    }
+
     /// Appends `data` at `offset`, which must be the current end. Returns the new size.
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u64, FsError> {
         let mut state = self.state.lock().await;
@@ -149,9 +202,14 @@ impl<S: ObjectStore> FileWriter<S> {
             let target = part_size_for(state.next_part, self.part_size) as usize;
             if state.buffer.capacity() == 0 {
                 state.buffer.reserve(target);
-                state.buffer_reservation = self.budget.try_reserve(target as u64);
             }
             let take = rest.len().min(target - state.buffer.len());
+            let filled = state.buffer.len() + take;
+            if let Err(e) = self.hold_for_buffer(&mut state, filled).await {
+                warn!(key = %self.key, "{e}; upload aborted");
+                self.fail(&mut state, libc::ENOMEM).await;
+                return Err(e);
+            }
             state.buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if state.buffer.len() == target {
@@ -184,15 +242,16 @@ impl<S: ObjectStore> FileWriter<S> {
         let key = self.key.clone();
         let upload_id = state.upload_id.clone().expect("created above");
         let task = tokio::spawn(async move {
+            let _held = reservation; // given back when the part is sent (or fails)
             let part = store.upload_part(&key, &upload_id, number, data).await;
             part.map_err(|e| FsError::s3(&key, e))
         });
-        state.in_flight.push_back((task, reservation));
+        state.in_flight.push_back(task);
         Ok(())
     }
 
     async fn finish_oldest(state: &mut UploadState) -> Result<(), FsError> {
-        if let Some((task, _reservation)) = state.in_flight.pop_front() {
+        if let Some(task) = state.in_flight.pop_front() {
             let tag = task.await.map_err(FsError::task)??;
             state.done.push(tag);
         }
@@ -317,7 +376,7 @@ impl<S: ObjectStore> FileWriter<S> {
         state.status = Status::Failed(errno);
         state.buffer = BytesMut::new();
         state.buffer_reservation = None;
-        for (task, _) in state.in_flight.drain(..) {
+        for task in state.in_flight.drain(..) {
             task.abort();
         }
         if let Some(upload_id) = state.upload_id.take() {

@@ -95,3 +95,68 @@ async fn budget_is_returned_after_commit() {
     assert_eq!(budget.used(), 0);
     assert!(budget.peak() <= (MAX_PARTS_IN_FLIGHT as u64 + 1) * PART);
 }
+
+#[tokio::test]
+async fn many_writers_stay_within_the_budget_and_all_land() {
+    let store = Arc::new(InMemoryStore::new());
+    // Room for three parts: 16 writers of three parts each must take turns.
+    let budget = MemoryBudget::new(3 * PART);
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, budget) = (store.clone(), budget.clone());
+            tokio::spawn(async move {
+                let w = writer_with(&store, &format!("f{i}"), budget);
+                w.reserve_first().await.unwrap();
+                let data = pattern((3 * PART + i) as usize);
+                write_in_chunks(&w, &data, 256 * 1024).await;
+                w.commit().await.unwrap();
+                data
+            })
+        })
+        .collect();
+    for (i, w) in writers.into_iter().enumerate() {
+        let data = w.await.unwrap();
+        assert_eq!(store.get(&format!("f{i}")).unwrap().as_ref(), &data[..]);
+    }
+    assert!(
+        budget.peak() <= 3 * PART,
+        "peak {} over the limit",
+        budget.peak()
+    );
+    assert_eq!(budget.used(), 0);
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_held_by_idle_writers_is_enomem_not_a_hang() {
+    let store = Arc::new(InMemoryStore::new());
+    let budget = MemoryBudget::new(2 * MIB);
+    let a = writer_with(&store, "a", budget.clone());
+    a.reserve_first().await.unwrap();
+    let b = writer_with(&store, "b", budget.clone());
+    b.reserve_first().await.unwrap();
+    // A third writer cannot even start while the other two hold everything.
+    let c = writer_with(&store, "c", budget.clone());
+    assert_eq!(c.reserve_first().await.unwrap_err().errno(), libc::ENOMEM);
+    // A writer that needs more than the others leave it gets ENOMEM too, its upload gone.
+    let err = a.write(0, &pattern(2 * MIB as usize)).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOMEM);
+    assert_eq!(store.open_uploads(), 0);
+    // Once a writer is done, the others go on.
+    b.write(0, b"small").await.unwrap();
+    b.commit().await.unwrap();
+    let c = writer_with(&store, "c", budget.clone());
+    c.reserve_first().await.unwrap();
+    c.write(0, b"c").await.unwrap();
+    c.commit().await.unwrap();
+    assert_eq!(budget.used(), 0);
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_a_step_refuses_every_writer_at_once() {
+    let store = Arc::new(InMemoryStore::new());
+    let w = writer_with(&store, "obj", MemoryBudget::new(1024));
+    let started = std::time::Instant::now();
+    assert_eq!(w.reserve_first().await.unwrap_err().errno(), libc::ENOMEM);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
