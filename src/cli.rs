@@ -126,6 +126,10 @@ pub struct Args {
     #[arg(long, help_heading = "Client options", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_deadline: u64,
 
+    /// Seconds without a byte from S3 (no answer to a request, a GET body that stops) after which a connection counts as dead; requests then fail at once until S3 answers again (ours, not Mountpoint's)
+    #[arg(long, help_heading = "Client options", value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub no_progress_timeout: u64,
+
     /// Memory for prefetched data across all open files, in MiB [default: 1/8 of RAM, 64-512]
     #[arg(long, help_heading = "Client options", value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_target: Option<u64>,
@@ -351,6 +355,7 @@ impl Args {
             no_sign_request: self.no_sign_request,
             profile: self.profile.clone(),
             upload_checksums: self.upload_checksums == "crc32c",
+            read_timeout: Duration::from_secs(self.no_progress_timeout),
             ..S3Config::new(self.bucket.clone())
         }
     }

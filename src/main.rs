@@ -16,6 +16,7 @@ use mount_s3::fuse::FuseAdapter;
 use mount_s3::fuse::session::LiveMount;
 use mount_s3::logging::{self, LogTarget};
 use mount_s3::s3::deadline::WithDeadline;
+use mount_s3::s3::health::WithHealth;
 use mount_s3::s3::sdk::SdkStore;
 use mount_s3::s3::{ObjectStore, S3Error};
 
@@ -112,6 +113,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     let fs_config = args.fs_config();
     let store = runtime.block_on(SdkStore::new(&args.s3_config()));
     let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
+    let store = WithHealth::new(store);
     if let Err(message) = runtime.block_on(check_bucket(&store, args, &fs_config.prefix)) {
         fail(report, message);
         return Err(());

@@ -533,6 +533,60 @@ fn refusing_server_gives_eio_and_the_mount_recovers() {
     dead_server(Liveness::Refuse);
 }
 
+/// A server that accepts connections and never answers, from the start, with the default
+/// flags: a program's read of an object the mount never saw, and a write, each get EIO within
+/// 30 s in all, however many requests their calls need; a file the cache holds still reads at
+/// once; once the server answers, both work with no remount.
+#[test]
+fn blackholed_from_the_start_fails_within_thirty_seconds_and_recovers() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("faults-blackhole-start");
+    let unseen = pseudo_random_bytes(11, MIB);
+    let cached = pseudo_random_bytes(12, MIB);
+    s3.put(&bucket, "unseen.bin", unseen.clone());
+    s3.put(&bucket, "cached.bin", cached.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+    let cache_arg = cache.path().to_str().unwrap().to_string();
+    let mount = proxied_mount(s3, &bucket, &proxy, &["--cache", &cache_arg]);
+    assert_eq!(fs::read(mount.join("cached.bin")).unwrap(), cached);
+    thread::sleep(Duration::from_millis(500)); // the blocks land in the background
+    let bound = Duration::from_secs(30);
+    proxy.set_liveness(Liveness::Blackhole);
+
+    let t = Instant::now();
+    let read = fs::read(mount.join("unseen.bin"));
+    let read_took = t.elapsed();
+    let t = Instant::now();
+    let write = File::create(mount.join("new.bin"))
+        .and_then(|mut f| f.write_all(b"lost?").map(|()| f))
+        .and_then(close);
+    let write_took = t.elapsed();
+    let t = Instant::now();
+    let again = fs::read(mount.join("cached.bin"));
+    let cached_took = t.elapsed();
+    eprintln!(
+        "black hole from the start: read {:?} in {read_took:?}, write {write:?} in \
+         {write_took:?}, cached read in {cached_took:?}",
+        read.as_ref().map(Vec::len)
+    );
+    let err = read.expect_err("a read with no server");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(read_took < bound, "the read took {read_took:?}");
+    let err = write.expect_err("a write with no server");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(write_took < bound, "the write took {write_took:?}");
+    assert_eq!(again.expect("the cached file reads"), cached);
+    assert!(cached_took < Duration::from_secs(2), "{cached_took:?}");
+
+    proxy.set_liveness(Liveness::Alive);
+    assert_eq!(fs::read(mount.join("unseen.bin")).unwrap(), unseen);
+    let mut w = File::create(mount.join("new.bin")).expect("create once the server is back");
+    w.write_all(b"landed").unwrap();
+    close(w).expect("close once the server is back");
+    assert_eq!(s3.get(&bucket, "new.bin"), b"landed");
+}
+
 #[test]
 fn debug_log_never_shows_credentials() {
     let s3 = S3Server::shared();

@@ -21,7 +21,8 @@ pub struct S3Config {
     pub max_attempts: u32,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
-    /// Time allowed between bytes of a response.
+    /// Time allowed for the first byte of a response, and between bytes of a GET body: the
+    /// no-progress timeout (`--no-progress-timeout`), after which a connection is dead.
     pub read_timeout: Duration,
     /// Send a CRC32C with every uploaded part and object (`--upload-checksums crc32c`).
     pub upload_checksums: bool,
@@ -39,7 +40,7 @@ impl S3Config {
             profile: None,
             max_attempts: 4,
             connect_timeout: Duration::from_secs(3),
-            read_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(5),
             upload_checksums: true,
         }
     }

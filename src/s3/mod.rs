@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod error;
 #[cfg(test)]
 pub mod faulty;
+pub mod health;
 #[cfg(test)]
 pub mod in_memory;
 pub mod sdk;

@@ -81,7 +81,20 @@ impl SdkStore {
             .await
             .map_err(|e| BodyError::Request(classify(e)))?;
         let limit = out.len() + (range.end - range.start) as usize;
-        while let Some(chunk) = response.body.next().await {
+        loop {
+            // A body that stops for the no-progress timeout is a dead connection (it is
+            // resumed on another); one that keeps coming, however slowly, is not cut.
+            let next = tokio::time::timeout(self.no_progress, response.body.next()).await;
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(BodyError::Stream(format!(
+                        "no byte for {}s",
+                        self.no_progress.as_secs()
+                    )));
+                }
+            };
             let chunk = chunk.map_err(|e| BodyError::Stream(e.to_string()))?;
             if out.len() + chunk.len() > limit {
                 return Err(BodyError::Request(S3Error::Network(format!(

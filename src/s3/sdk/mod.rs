@@ -28,6 +28,9 @@ use bytes::Bytes;
 
 use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error, WriteOptions};
 
+/// Longest wait between two attempts of a request.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Region used when neither the command line nor the provider chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
 
@@ -40,6 +43,8 @@ pub struct SdkStore {
     checksum: Option<ChecksumAlgorithm>,
     /// Attempts for a GET whose body breaks (the SDK retries only until the headers).
     max_attempts: u32,
+    /// Longest wait for the next byte of a GET body.
+    no_progress: std::time::Duration,
 }
 
 impl SdkStore {
@@ -65,7 +70,13 @@ impl SdkStore {
             // Flexible checksums in trailers are refused by several S3-compatible servers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+            // Backoff at most 2 s between attempts: with the no-progress timeout per attempt,
+            // a dead server fails a request in well under 30 s (see `s3::health`).
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
             .timeout_config(timeouts);
         if shared.region().is_none() {
             builder = builder.region(Region::new(FALLBACK_REGION));
@@ -78,6 +89,7 @@ impl SdkStore {
             bucket: config.bucket.clone(),
             checksum: config.upload_checksums.then_some(ChecksumAlgorithm::Crc32C),
             max_attempts: config.max_attempts,
+            no_progress: config.read_timeout,
         }
     }
 }
