@@ -122,8 +122,10 @@ fn expiry(ttl: Duration) -> Option<Instant> {
 struct TableState {
     inodes: HashMap<u64, Inode>,
     children: HashMap<(u64, String), u64>,
-    /// The local entries (new directories, files being written) of each directory, so that
-    /// listing a directory costs what it holds, not what the table holds.
+    /// The entries of each directory that are kept whatever the kernel forgets: local ones
+    /// (new directories, files being written), and directories that hold kept entries
+    /// (the index is by parent number, so the whole chain up to the root must stay). Listing
+    /// a directory costs what it holds, not what the table holds.
     locals: HashMap<u64, HashSet<u64>>,
     next_ino: u64,
 }
@@ -185,7 +187,8 @@ impl TableState {
     /// Removes `ino` and its name (if the name still stands for it).
     fn drop_inode(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.remove(&ino) {
-            self.unmark_local(inode.parent, ino);
+            self.locals.remove(&ino);
+            self.unkeep(inode.parent, ino);
             let index_key = (inode.parent, inode.name);
             if self.children.get(&index_key) == Some(&ino) {
                 self.children.remove(&index_key);
@@ -199,19 +202,49 @@ impl TableState {
         inode.local = local;
         let (parent, copy) = (inode.parent, inode.clone());
         if local.is_some() {
-            self.locals.entry(parent).or_default().insert(ino);
-        } else {
-            self.unmark_local(parent, ino);
+            self.keep(parent, ino);
+        } else if !self.locals.contains_key(&ino) {
+            self.unkeep(parent, ino);
         }
         Some(copy)
     }
 
-    fn unmark_local(&mut self, parent: u64, ino: u64) {
-        if let Some(set) = self.locals.get_mut(&parent) {
-            set.remove(&ino);
-            if set.is_empty() {
-                self.locals.remove(&parent);
-            }
+    /// Records `ino` as a kept entry of `parent`, and `parent` as one of its own parent's,
+    /// up to the root.
+    fn keep(&mut self, parent: u64, ino: u64) {
+        if parent == ino {
+            return; // the root
+        }
+        let set = self.locals.entry(parent).or_default();
+        let first = set.is_empty();
+        set.insert(ino);
+        if first && let Some(grandparent) = self.inodes.get(&parent).map(|p| p.parent) {
+            self.keep(grandparent, parent);
+        }
+    }
+
+    /// `ino` is no longer a kept entry of `parent`; a directory left holding no kept entry
+    /// is no longer kept itself, and goes if the kernel does not hold it either.
+    fn unkeep(&mut self, parent: u64, ino: u64) {
+        let Some(set) = self.locals.get_mut(&parent) else {
+            return;
+        };
+        set.remove(&ino);
+        if !set.is_empty() {
+            return;
+        }
+        self.locals.remove(&parent);
+        let Some(dir) = self.inodes.get(&parent) else {
+            return;
+        };
+        if dir.local.is_some() || parent == ROOT_INO {
+            return;
+        }
+        let (grandparent, unheld) = (dir.parent, dir.lookups == 0 && dir.opens == 0);
+        if unheld {
+            self.drop_inode(parent);
+        } else {
+            self.unkeep(grandparent, parent);
         }
     }
 }
@@ -427,7 +460,8 @@ impl InodeTable {
         let mut state = self.lock();
         if let Some(inode) = state.inodes.get_mut(&ino) {
             inode.opens = inode.opens.saturating_sub(1);
-            if inode.opens == 0 && inode.lookups == 0 && inode.local.is_none() && ino != ROOT_INO {
+            let unheld = inode.opens == 0 && inode.lookups == 0 && inode.local.is_none();
+            if unheld && ino != ROOT_INO && !state.locals.contains_key(&ino) {
                 state.drop_inode(ino);
             }
         }
@@ -461,9 +495,9 @@ impl InodeTable {
         state
             .children
             .insert((new_parent, new_name.to_string()), ino);
-        if was_local {
-            state.unmark_local(old_key.0, ino);
-            state.locals.entry(new_parent).or_default().insert(ino);
+        if was_local || state.locals.contains_key(&ino) {
+            state.unkeep(old_key.0, ino);
+            state.keep(new_parent, ino);
         }
     }
 
@@ -502,7 +536,14 @@ impl InodeTable {
         }
     }
 
-    /// The local entries (new directories, files being written) directly in `parent`.
+    /// Whether `parent` holds local entries (new directories, files being written), here
+    /// or deeper down.
+    pub fn has_local_children(&self, parent: u64) -> bool {
+        self.lock().locals.contains_key(&parent)
+    }
+
+    /// The entries directly in `parent` that exist whatever S3 says: local ones (new
+    /// directories, files being written) and directories holding such entries deeper down.
     pub fn local_children(&self, parent: u64) -> Vec<Inode> {
         let state = self.lock();
         let Some(locals) = state.locals.get(&parent) else {
@@ -511,10 +552,7 @@ impl InodeTable {
         locals
             .iter()
             .filter_map(|ino| state.inodes.get(ino))
-            .filter(|inode| {
-                inode.local.is_some()
-                    && state.children.get(&(parent, inode.name.clone())) == Some(&inode.ino)
-            })
+            .filter(|inode| state.children.get(&(parent, inode.name.clone())) == Some(&inode.ino))
             .cloned()
             .collect()
     }
@@ -556,6 +594,9 @@ impl InodeTable {
             // Local entries live until they are removed or become real; open ones until
             // their last handle closes.
             return;
+        }
+        if state.locals.contains_key(&ino) {
+            return; // holds local entries, indexed by its number: kept while they are
         }
         state.drop_inode(ino);
     }

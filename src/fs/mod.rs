@@ -369,7 +369,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.store.list(&prefix, true, None, 1)
         );
         let page = list.map_err(|e| FsError::s3(&prefix, e))?;
-        if !page.objects.is_empty() || !page.common_prefixes.is_empty() {
+        // A directory that holds entries made here (new directories, files being written)
+        // is one whatever S3 says: its last key may have gone since.
+        let holds_local = self
+            .inodes
+            .known_child(parent.ino, name)
+            .is_some_and(|d| d.kind == Kind::Dir && self.inodes.has_local_children(d.ino));
+        if holds_local || !page.objects.is_empty() || !page.common_prefixes.is_empty() {
             return Ok(Some((Kind::Dir, self.dir_stat())));
         }
         match head {

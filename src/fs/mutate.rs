@@ -56,8 +56,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if dir.kind != Kind::Dir {
             return Err(FsError::NotADirectory);
         }
-        if !self.inodes.local_children(dir.ino).is_empty() {
-            return Err(FsError::NotEmpty);
+        if self.inodes.has_local_children(dir.ino) {
+            return Err(FsError::NotEmpty); // entries made here, in it or deeper down
         }
         let page = self
             .store

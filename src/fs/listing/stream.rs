@@ -153,8 +153,15 @@ impl DirStream {
             .collect();
         for name in settled {
             if let Some(entry) = self.pending.remove(&name) {
-                self.extras.remove(&name);
-                self.ready.push_back(entry);
+                // A directory shadows a file of the same name, a local one too (another
+                // client's object named as a directory made here); otherwise S3's entry wins.
+                let local = self.extras.remove(&name);
+                match local {
+                    Some(local) if local.kind == Kind::Dir && entry.kind == Kind::File => {
+                        self.ready.push_back(local);
+                    }
+                    _ => self.ready.push_back(entry),
+                }
             }
         }
         if done {
@@ -265,8 +272,8 @@ mod tests {
         assert_eq!(names, vec!["a", "both", "new"]);
         assert_eq!(
             got[1].kind,
-            Kind::File,
-            "S3's entry wins over the local one"
+            Kind::Dir,
+            "a directory made here shadows an object of the same name"
         );
     }
 

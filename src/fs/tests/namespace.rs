@@ -11,23 +11,6 @@ fn ttl(secs: u64) -> FsConfig {
     }
 }
 
-async fn names_in(fs: &S3Filesystem<InMemoryStore>, ino: u64) -> Vec<(String, Kind)> {
-    let fh = fs.opendir(ino).unwrap();
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(ino, fh, offset, 7).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        offset = batch.last().unwrap().next_offset;
-        out.extend(batch.into_iter().map(|e| (e.name, e.attr.kind)));
-    }
-    fs.releasedir(fh);
-    out.sort();
-    out
-}
-
 #[tokio::test]
 async fn lookup_files_dirs_and_shadowing() {
     let (_, fs) = setup(

@@ -348,3 +348,58 @@ async fn read_only_refuses_every_change() {
         .unwrap_err();
     assert_eq!(err.errno(), libc::EROFS);
 }
+
+/// The entries of `ino` without `.` and `..`.
+async fn entries_in(fs: &S3Filesystem<InMemoryStore>, ino: u64) -> Vec<(String, Kind)> {
+    let mut names = names_in(fs, ino).await;
+    names.retain(|(name, _)| name != "." && name != "..");
+    names
+}
+
+/// Found by the reference model: three ways a directory made by mkdir was lost.
+#[tokio::test]
+async fn a_new_directory_survives_its_parents_last_key_the_kernel_forgetting_and_an_object_of_its_name()
+ {
+    let zero = FsConfig {
+        metadata_ttl: Duration::ZERO,
+        allow_delete: true,
+        ..FsConfig::default()
+    };
+    // Its parent's last key goes.
+    let (_, fs) = setup(&[("a/a", b"x")], zero.clone());
+    let a = fs.lookup(ROOT_INO, "a").await.unwrap();
+    fs.mkdir(a.ino, "new").await.unwrap();
+    fs.unlink(a.ino, "a").await.unwrap();
+    let a = fs
+        .lookup(ROOT_INO, "a")
+        .await
+        .expect("the parent holds a new directory");
+    assert_eq!(
+        entries_in(&fs, a.ino).await,
+        [("new".to_string(), Kind::Dir)]
+    );
+    // The kernel forgets the real parent (memory pressure, drop_caches).
+    let (_, fs) = setup(&[("b/", b"")], zero.clone());
+    let b = fs.lookup(ROOT_INO, "b").await.unwrap();
+    fs.mkdir(b.ino, "new").await.unwrap();
+    fs.forget(b.ino, 1);
+    let b = fs.lookup(ROOT_INO, "b").await.unwrap();
+    assert_eq!(
+        entries_in(&fs, b.ino).await,
+        [("new".to_string(), Kind::Dir)]
+    );
+    assert_eq!(
+        fs.mkdir(b.ino, "new").await.unwrap_err().errno(),
+        libc::EEXIST
+    );
+    // Another client puts an object named as the new directory: the directory shadows it.
+    let (store, fs) = setup(&[], zero);
+    fs.mkdir(ROOT_INO, "c").await.unwrap();
+    store.put("c", b"object".to_vec());
+    assert_eq!(
+        entries_in(&fs, ROOT_INO).await,
+        [("c".to_string(), Kind::Dir)]
+    );
+    assert_eq!(fs.lookup(ROOT_INO, "c").await.unwrap().kind, Kind::Dir);
+    fs.rmdir(ROOT_INO, "c").await.unwrap();
+}
