@@ -496,6 +496,43 @@ mod tests {
         );
     }
 
+    /// Tokens a command line is built from: every long flag, values of every shape.
+    fn token() -> impl proptest::strategy::Strategy<Value = String> {
+        use clap::CommandFactory;
+        use proptest::prelude::*;
+        let flags: Vec<String> = Args::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        prop_oneof![
+            proptest::sample::select(flags),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("0".to_string()),
+            Just("-f".to_string()),
+            Just("--".to_string()),
+            Just("indefinite".to_string()),
+            "[a-z0-9.:/=_-]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_command_lines_never_panic(words in proptest::collection::vec(token(), 0..12)) {
+            let argv = std::iter::once("mount-s3".to_string()).chain(words);
+            if let Ok(mut args) = Args::try_parse_from(argv) {
+                // validate() creates a log directory: not where a random line says.
+                args.log_directory = None;
+                let _ = args.validate();
+                let fs = args.fs_config();
+                let _ = crate::fs::read::prefetch::PrefetchConfig::new(fs.part_size, fs.memory_limit);
+                let _ = (args.cache_config(), args.s3_config(), args.mount_config());
+            }
+        }
+    }
+
     #[test]
     fn mountinfo_escapes() {
         assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");

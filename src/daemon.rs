@@ -140,7 +140,8 @@ fn wait_for_child(pipe: File, child: libc::pid_t) -> i32 {
             "mount-s3: the background process exited before the mount was ready (status {status})"
         );
     } else {
-        eprintln!("mount-s3: {}", String::from_utf8_lossy(&message).trim_end());
+        let message = String::from_utf8_lossy(&message);
+        eprintln!("mount-s3: {}", crate::logging::one_line(message.trim_end()));
     }
     1
 }

@@ -21,6 +21,7 @@ use std::path::Path;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::Args;
+use crate::logging::one_line;
 
 /// The file name mount(8) looks for: `mount.` + the fstab type.
 pub const HELPER_NAME: &str = "mount.mount-s3";
@@ -72,18 +73,19 @@ pub fn dispatch(argv: Vec<OsString>, stderr: &mut dyn Write) -> Dispatch {
     let command = match HelperCommand::parse(&argv[1..]) {
         Ok(command) => command,
         Err(message) => {
-            let _ = writeln!(stderr, "{HELPER_NAME}: {message}");
+            let _ = writeln!(stderr, "{HELPER_NAME}: {}", one_line(&message));
             return Dispatch::Exit(2);
         }
     };
     for option in &command.ignored {
         let _ = writeln!(
             stderr,
-            "{HELPER_NAME}: ignoring unknown option '{option}' (-s)"
+            "{HELPER_NAME}: ignoring unknown option '{}' (-s)",
+            one_line(option)
         );
     }
     if command.verbose {
-        let _ = writeln!(stderr, "{HELPER_NAME}: {}", command.shown());
+        let _ = writeln!(stderr, "{HELPER_NAME}: {}", one_line(&command.shown()));
     }
     if !command.fake {
         return Dispatch::Run(command.argv);
@@ -96,7 +98,7 @@ pub fn dispatch(argv: Vec<OsString>, stderr: &mut dyn Write) -> Dispatch {
             let _ = writeln!(
                 stderr,
                 "{HELPER_NAME}: {}",
-                first.trim_start_matches("error: ")
+                one_line(first.trim_start_matches("error: "))
             );
             return Dispatch::Exit(2);
         }
@@ -104,7 +106,7 @@ pub fn dispatch(argv: Vec<OsString>, stderr: &mut dyn Write) -> Dispatch {
     match args.validate() {
         Ok(()) => Dispatch::Exit(0),
         Err(message) => {
-            let _ = writeln!(stderr, "{HELPER_NAME}: {message}");
+            let _ = writeln!(stderr, "{HELPER_NAME}: {}", one_line(&message));
             Dispatch::Exit(1)
         }
     }
@@ -656,5 +658,26 @@ mod tests {
         assert_eq!(code, Dispatch::Exit(2), "{err}");
         assert!(err.contains("--uid"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_fstab_lines_never_panic(
+            source in "(s3://)?[a-z0-9./_-]{0,20}|\\PC{0,20}",
+            options in proptest::collection::vec("[a-z_-]{1,16}(=(\\PC{0,12}|\"[^\"]{0,8}\"?))?|\\PC{0,10}", 0..8),
+            flags in proptest::collection::vec(proptest::sample::select(vec!["-s", "-f", "-n", "-v", "-o", "-t", "-x", "--"]), 0..4),
+        ) {
+            let mut argv: Vec<OsString> = vec![HELPER_NAME.into(), source.into(), "/nonexistent".into()];
+            argv.push("-o".into());
+            argv.push(options.join(",").into());
+            argv.extend(flags.into_iter().map(OsString::from));
+            let mut sink = Vec::new();
+            if let Dispatch::Run(argv) = dispatch(argv, &mut sink) {
+                let _ = Args::try_parse_from(argv);
+            }
+            let text = String::from_utf8_lossy(&sink);
+            proptest::prop_assert!(text.lines().all(|l| l.starts_with(HELPER_NAME)), "{}", text);
+        }
     }
 }

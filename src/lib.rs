@@ -18,3 +18,5 @@ pub mod sync;
 
 #[cfg(all(test, feature = "shuttle"))]
 mod interleavings;
+#[cfg(test)]
+mod testing;

@@ -48,13 +48,13 @@ fn main() -> ExitCode {
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             eprintln!(
                 "mount-s3: {} (see mount-s3 --help)",
-                first.trim_start_matches("error: ")
+                logging::one_line(first.trim_start_matches("error: "))
             );
             return ExitCode::from(2);
         }
     };
     if let Err(message) = args.validate() {
-        eprintln!("mount-s3: {message}");
+        eprintln!("mount-s3: {}", logging::one_line(&message));
         return ExitCode::FAILURE;
     }
     let report = if args.foreground {
@@ -89,7 +89,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         }
         match report {
             Some(report) => report.failed(&message),
-            None => eprintln!("mount-s3: {message}"),
+            None => eprintln!("mount-s3: {}", logging::one_line(&message)),
         }
     };
     let log_control = match logging::init(target, args.debug) {
@@ -114,7 +114,7 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
     let store = runtime.block_on(SdkStore::new(&args.s3_config()));
     let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
     let store = WithHealth::new(store);
-    if let Err(message) = runtime.block_on(check_bucket(&store, args, &fs_config.prefix)) {
+    if let Err(message) = runtime.block_on(check_bucket(store.inner(), args, &fs_config.prefix)) {
         fail(report, message);
         return Err(());
     }

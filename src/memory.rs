@@ -174,19 +174,6 @@ pub struct Reservation {
     bytes: u64,
 }
 
-impl Reservation {
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Takes `other`'s bytes into this reservation (both of the same budget).
-    pub fn absorb(&mut self, mut other: Reservation) {
-        debug_assert!(Arc::ptr_eq(&self.budget, &other.budget));
-        self.bytes += std::mem::take(&mut other.bytes);
-    }
-}
-
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);

@@ -163,8 +163,8 @@ fn decode_block(path: &Path) -> BlockFile {
     }
 }
 
-/// Paths and sizes of the files under `DIR/blocks/<shard>/` now (files may vanish while
-/// this looks: eviction runs concurrently).
+/// Paths and disk sizes (allocated blocks) of the files under `DIR/blocks/<shard>/` now
+/// (files may vanish while this looks: eviction runs concurrently).
 fn block_paths(cache: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(layout(cache).join("blocks")) else {
@@ -177,7 +177,7 @@ fn block_paths(cache: &Path) -> Vec<(PathBuf, u64)> {
         for e in entries.flatten() {
             if let Ok(md) = e.metadata() {
                 if md.is_file() {
-                    out.push((e.path(), md.len()));
+                    out.push((e.path(), allocated(&md)));
                 }
             }
         }
@@ -194,8 +194,14 @@ fn flat_dir_bytes(dir: &Path) -> u64 {
         .flatten()
         .filter_map(|e| e.metadata().ok())
         .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .map(|m| allocated(&m))
         .sum()
+}
+
+/// Bytes the disk gives a file (its allocated blocks): what the cache's bound counts.
+fn allocated(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
 }
 
 /// All block files of the cache, decoded.

@@ -279,4 +279,26 @@ mod tests {
             Err(Rejected::Malformed)
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        /// A block file is whatever the disk holds: any bytes decode to an error or to the
+        /// header of exactly the block asked for, never a panic.
+        #[test]
+        fn untrusted_block_files_decode_or_are_rejected(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            flip in proptest::prelude::any::<usize>(),
+            index in 0u64..4,
+        ) {
+            let _ = decode_header(&bytes, "id", index);
+            let mut good = encode("id", 1, &bytes);
+            if !good.is_empty() {
+                let at = flip % good.len();
+                good[at] ^= 0x5a;
+            }
+            if let Ok(data) = decode(&good, "id", 1) {
+                proptest::prop_assert_eq!(data, &bytes[..], "a changed file served other bytes");
+            }
+        }
+    }
 }

@@ -278,4 +278,17 @@ mod tests {
         );
         assert_eq!(decode(&[], "id"), Err(Rejected::Malformed));
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        /// Any sidecar bytes decode to an error or to a verified sidecar, never a panic.
+        #[test]
+        fn untrusted_sidecars_decode_or_are_rejected(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            if let Ok(sums) = decode(&bytes, "id") {
+                let _ = sums.verify(0, &bytes);
+            }
+        }
+    }
 }

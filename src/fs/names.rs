@@ -110,4 +110,19 @@ mod tests {
         assert_eq!(child_key("a/", "b"), "a/b");
         assert_eq!(child_prefix("", "b"), "b/");
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_keys_become_valid_names_or_none(prefix in "([a-z]{0,3}/){0,2}", key in "\\PC{0,30}|[a/.]{0,8}") {
+            let key = format!("{prefix}{key}");
+            if let Some(name) = file_name(&prefix, &key) {
+                proptest::prop_assert!(is_valid_name(name), "{:?}", name);
+            }
+            if let Some(name) = dir_name(&prefix, &key) {
+                proptest::prop_assert!(is_valid_name(name), "{:?}", name);
+            }
+            let _ = check_new_name(&key);
+        }
+    }
 }

@@ -57,6 +57,11 @@ impl<W: Write> Drop for EscapedEvent<W> {
     }
 }
 
+/// `text` as one line for a terminal: every control character (a newline too) escaped.
+pub fn one_line(text: &str) -> String {
+    String::from_utf8_lossy(&escape_line(text.trim_end_matches('\n').as_bytes())).into_owned()
+}
+
 /// `text` with every control character but a final newline written as `\n`, `\t`, `\r` or
 /// `\xNN`.
 pub fn escape_line(text: &[u8]) -> Vec<u8> {

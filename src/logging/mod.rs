@@ -19,6 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use escape::Escaping;
+pub use escape::one_line;
 use syslog::SyslogWriter;
 
 /// Where to send logs.

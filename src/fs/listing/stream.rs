@@ -297,4 +297,41 @@ mod tests {
         let again = stream.entries_from(&store, 0, 5).await.unwrap();
         assert_eq!(first, again);
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        /// Keys come from S3: whatever they are, a listing in pages of any size hands out
+        /// each valid name once, never a name that cannot be a file name.
+        #[test]
+        fn untrusted_keys_list_as_valid_names_once(
+            keys in proptest::collection::vec("(d/)?([a./]{0,4}|\\PC{0,6})", 0..30),
+            page in 1usize..5,
+            batch in 1usize..7,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let store = InMemoryStore::new();
+                for key in &keys {
+                    store.put(key, "x");
+                }
+                let mut stream = DirStream::with_extras("d/", Vec::new(), page);
+                let mut names = Vec::new();
+                loop {
+                    let got = stream.entries_from(&store, names.len(), batch).await.unwrap();
+                    let n = got.len();
+                    names.extend(got.into_iter().map(|e| e.name));
+                    if n < batch {
+                        break;
+                    }
+                }
+                for name in &names {
+                    assert!(names::is_valid_name(name), "{name:?}");
+                }
+                let mut unique = names.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), names.len(), "{names:?}");
+            });
+        }
+    }
 }

@@ -217,7 +217,7 @@ impl<S: ObjectStore> Prefetcher<S> {
             at = part.range.start + to as u64;
             if part.served_to == part.range.end {
                 // The reader finished a part: let the window grow.
-                self.window = (self.window * 2).min(self.max_window());
+                self.window = self.window.saturating_mul(2).min(self.max_window());
             }
         }
         if at < range.end {
@@ -276,8 +276,9 @@ impl<S: ObjectStore> Prefetcher<S> {
     /// Size of the part after the one just issued: doubling to `part_size`, then, while the
     /// window has grown enough to hold four of them, on to `max_part`.
     fn grown_part(&self) -> u64 {
-        let doubled = self.next_part * 2;
-        let long_stream = doubled <= self.config.max_part && 4 * doubled <= self.window;
+        let doubled = self.next_part.saturating_mul(2);
+        let long_stream =
+            doubled <= self.config.max_part && doubled.saturating_mul(4) <= self.window;
         if doubled <= self.config.part_size || long_stream {
             doubled
         } else {
@@ -319,8 +320,8 @@ impl<S: ObjectStore> Prefetcher<S> {
 /// `Prefetcher::max_window`.
 pub(super) fn window_share(config: &PrefetchConfig, streams: usize) -> u64 {
     let streams = streams.max(2) as u64;
-    (config.max_window * 2 / streams)
-        .max(2 * config.part_size)
+    (config.max_window.saturating_mul(2) / streams)
+        .max(config.part_size.saturating_mul(2))
         .min(config.max_window)
 }
 
@@ -384,5 +385,22 @@ mod tests {
         assert_eq!(aligned_end(3 * MIB + 5, 8 * MIB), 8 * MIB);
         assert_eq!(aligned_end(8 * MIB, 8 * MIB), 16 * MIB);
         assert_eq!(aligned_end(u64::MAX - 3, 8), u64::MAX);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_sizes_make_aligned_parts_without_overflow(
+            start in proptest::prelude::any::<u64>(),
+            size in 1u64..,
+            part in proptest::prelude::any::<u64>(),
+            budget in proptest::prelude::any::<u64>(),
+            streams in proptest::prelude::any::<usize>(),
+        ) {
+            let end = aligned_end(start, size);
+            proptest::prop_assert!(end >= start);
+            let config = PrefetchConfig::new(part.max(1), budget);
+            let _ = window_share(&config, streams);
+        }
     }
 }

@@ -392,3 +392,42 @@ async fn a_replaced_object_never_reads_old_blocks() {
     fx.store.put("k", new.clone());
     assert_eq!(read_all(&fx.reader("k").await, 1 << 20).await, new);
 }
+
+proptest::proptest! {
+    #![proptest_config(crate::testing::fuzz_config())]
+    /// Offsets and lengths come from the kernel: any of them gives the object's bytes there
+    /// (fewer at its end, none past it), through prefetch and the cache alike, never a panic.
+    #[test]
+    fn untrusted_read_offsets_and_lengths_give_the_objects_bytes(
+        size in 0usize..300_000,
+        reads in proptest::collection::vec(
+            (proptest::prop_oneof![0u64..400_000, proptest::prelude::any::<u64>()],
+             proptest::prop_oneof![0u32..200_000, proptest::prelude::any::<u32>()]),
+            1..12),
+        cached in proptest::prelude::any::<bool>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        runtime.block_on(async {
+            let mut fixture = Fixture::new(PrefetchConfig::new(5 * MIB, 64 * MIB), 64 * MIB);
+            if cached {
+                let config = crate::cache::CacheConfig {
+                    dir: tmp.path().to_path_buf(),
+                    block_size: 64 * 1024,
+                    max_bytes: Some(64 * MIB),
+                    bucket: "b".into(),
+                };
+                fixture.cache = Some(Arc::new(crate::cache::DiskCache::open(config).unwrap()));
+            }
+            let data = pattern(size, 7);
+            fixture.store.put("k", data.clone());
+            let reader = fixture.reader("k").await;
+            for (offset, len) in reads {
+                let got = reader.read(offset, len).await.unwrap();
+                let start = offset.min(size as u64) as usize;
+                let end = offset.saturating_add(u64::from(len)).min(size as u64) as usize;
+                assert_eq!(got.as_ref(), &data[start..end.max(start)], "read of {len} at {offset}");
+            }
+        });
+    }
+}

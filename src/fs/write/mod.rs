@@ -31,16 +31,17 @@ pub use resolve::new_write_id;
 /// Most parts uploading at once per handle.
 const MAX_PARTS_IN_FLIGHT: usize = 4;
 
-/// A part buffer reserves its bytes from the memory budget in steps of this as it fills, so
-/// a small file holds little of the budget.
-const RESERVE_STEP: usize = 1024 * 1024;
-
-/// How long an open for writing waits for its first [`RESERVE_STEP`], and a write for the
-/// bytes it needs, before answering ENOMEM (the memory target is held by other writers that
-/// do not progress: a program writing many files at once round-robin with too small a
-/// `--memory-target`). Parts in flight give their bytes back within a request deadline.
+/// How long an open for writing waits for its first part buffer, and a write for its next
+/// one, before answering ENOMEM: the memory target is held by writers that do not progress
+/// (a program writing many files round-robin with too small a `--memory-target`). Parts in
+/// flight give their bytes back within a request deadline, and writers that write get theirs
+/// in turn.
+///
+/// A writer reserves a whole part buffer before it fills it, never a piece of one: writers
+/// that each held part of a buffer and waited for the rest could wait on each other forever.
+/// While it waits it holds nothing but parts in flight, which give their bytes back by
+/// themselves, so writers that keep writing always progress.
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the object looks like once committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ struct UploadState {
     written: u64,
     /// Bytes not yet sent as a part.
     buffer: BytesMut,
-    /// Budget held for `buffer`'s bytes (rounded up to [`RESERVE_STEP`]).
+    /// Budget held for `buffer`'s part (the whole part, from its first byte on).
     buffer_reservation: Option<Reservation>,
     upload_id: Option<String>,
     /// Number of the next part to send (1-based).
@@ -132,44 +133,29 @@ impl<S: ObjectStore> FileWriter<S> {
         &self.key
     }
 
-    /// Reserves the first bytes of the first part, waiting a little for them: an open for
-    /// writing is refused with ENOMEM when the memory target is held by other writers.
+    /// Reserves the first part buffer, waiting for it (see [`BUDGET_WAIT`]): an open for
+    /// writing is ENOMEM at once when the memory target is smaller than one part, and after
+    /// the wait when other writers hold it all.
     pub async fn reserve_first(&self) -> Result<(), FsError> {
-        let step = RESERVE_STEP.min(part_size_for(1, self.part_size) as usize) as u64;
-        let reserved = tokio::time::timeout(OPEN_WAIT, self.budget.reserve(step)).await;
-        let Ok(Some(reservation)) = reserved else {
-            return Err(FsError::OutOfMemory {
-                wanted: step,
-                limit: self.budget.limit(),
-            });
-        };
-        self.state.lock().await.buffer_reservation = Some(reservation);
-        Ok(())
+        let mut state = self.state.lock().await;
+        self.hold_for_buffer(&mut state).await
     }
 
-    /// Makes sure the budget holds `len` bytes for the buffer (the bytes it will hold, up to
-    /// a step more), waiting for them: back-pressure on the program writing.
-    async fn hold_for_buffer(&self, state: &mut UploadState, len: usize) -> Result<(), FsError> {
-        let target = part_size_for(state.next_part, self.part_size) as usize;
-        let need = len.next_multiple_of(RESERVE_STEP).min(target) as u64;
-        let held = state
-            .buffer_reservation
-            .as_ref()
-            .map_or(0, Reservation::bytes);
-        if need <= held {
+    /// Makes sure the budget holds the whole current part buffer, waiting for it:
+    /// back-pressure on the program writing.
+    async fn hold_for_buffer(&self, state: &mut UploadState) -> Result<(), FsError> {
+        if state.buffer_reservation.is_some() {
             return Ok(());
         }
-        let more = tokio::time::timeout(BUDGET_WAIT, self.budget.reserve(need - held)).await;
-        let Ok(Some(more)) = more else {
+        let target = part_size_for(state.next_part, self.part_size);
+        let reserved = tokio::time::timeout(BUDGET_WAIT, self.budget.reserve(target)).await;
+        let Ok(Some(reservation)) = reserved else {
             return Err(FsError::OutOfMemory {
-                wanted: need,
+                wanted: target,
                 limit: self.budget.limit(),
             });
         };
-        match &mut state.buffer_reservation {
-            Some(reservation) => reservation.absorb(more),
-            None => state.buffer_reservation = Some(more),
-        }
+        state.buffer_reservation = Some(reservation);
         Ok(())
     }
 
@@ -204,8 +190,7 @@ impl<S: ObjectStore> FileWriter<S> {
                 state.buffer.reserve(target);
             }
             let take = rest.len().min(target - state.buffer.len());
-            let filled = state.buffer.len() + take;
-            if let Err(e) = self.hold_for_buffer(&mut state, filled).await {
+            if let Err(e) = self.hold_for_buffer(&mut state).await {
                 warn!(key = %self.key, "{e}; upload aborted");
                 self.fail(&mut state, libc::ENOMEM).await;
                 return Err(e);

@@ -35,4 +35,15 @@ mod tests {
         let total: u64 = (1..=MAX_PARTS).map(|n| part_size_for(n, 5 * MIB)).sum();
         assert!(total >= MAX_OBJECT_SIZE, "{total}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_part_numbers_and_sizes_stay_within_s3s_limits(
+            number in proptest::prelude::any::<i32>(),
+            base in proptest::prelude::any::<u64>(),
+        ) {
+            proptest::prop_assert!(part_size_for(number, base) <= MAX_SINGLE_OBJECT);
+        }
+    }
 }

@@ -62,4 +62,22 @@ mod tests {
         assert_eq!(encode_copy_source("a/b c+d.txt"), "a/b%20c%2Bd.txt");
         assert_eq!(encode_copy_source("ünï"), "%C3%BCn%C3%AF");
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::fuzz_config())]
+        #[test]
+        fn untrusted_listed_keys_decode_without_panic(raw in "\\PC{0,40}|[%+0-9a-fA-Fzg]{0,20}") {
+            let _ = url_decode(&raw);
+        }
+
+        #[test]
+        fn untrusted_encoded_bytes_decode_to_what_was_sent(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(url_decode(&encoded), String::from_utf8_lossy(&bytes).into_owned());
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                // What the copy source header carries decodes back to the key.
+                proptest::prop_assert_eq!(url_decode(&encode_copy_source(text)), text);
+            }
+        }
+    }
 }
