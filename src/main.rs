@@ -119,7 +119,8 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         return Err(());
     }
     // Handlers go in before the mount, so a signal during start-up still unmounts cleanly.
-    // SIGTERM, SIGINT and SIGHUP unmount; SIGUSR2 cycles the log verbosity. (SIGPIPE is
+    // SIGTERM, SIGINT and SIGHUP unmount; SIGUSR2 cycles the log verbosity; SIGUSR1 logs a
+    // status line (handles, inodes, memory, commits, tasks). (SIGPIPE is
     // ignored by the Rust runtime: a closed socket is an error, not a death.)
     let signals = runtime.block_on(async {
         Ok::<_, std::io::Error>((
@@ -127,9 +128,10 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
             signal(SignalKind::user_defined2())?,
+            signal(SignalKind::user_defined1())?,
         ))
     });
-    let Ok((mut sigterm, mut sigint, mut sighup, mut sigusr2)) = signals else {
+    let Ok((mut sigterm, mut sigint, mut sighup, mut sigusr2, mut sigusr1)) = signals else {
         fail(report, "cannot install signal handlers".to_string());
         return Err(());
     };
@@ -165,6 +167,11 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
                     let level = log_control.cycle();
                     info!("SIGUSR2 received: log verbosity is now {level}");
                 }
+                _ = sigusr1.recv() => info!(
+                    alive_tasks = runtime.metrics().num_alive_tasks(),
+                    "status: {}",
+                    fs.status()
+                ),
                 _ = &mut mount.ended => break None,
             }
         }

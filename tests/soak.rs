@@ -1,7 +1,15 @@
-//! Soak: 64 threads read and write through the mount for a bounded time (60 s, or
-//! `SOAK_SECONDS`) behind a proxy that injects 1% transient faults. No reader may get a
-//! wrong byte, every committed file must match on the server, the mount's open file
-//! descriptors must come back to where they were, and its memory must stay under 1 GiB.
+//! Soak: 64 threads read and write through the mount for a bounded time behind a proxy that
+//! injects 1% transient faults, while another thread lists a prefix of many keys, another
+//! client overwrites the objects being read, and SIGUSR2 changes the log verbosity half-way.
+//! No reader may get a wrong byte (a read gives one version whole, or EIO), every committed
+//! file must match on the server (no lost write), no multipart upload may be left, the
+//! mount's descriptors must come back to where they were, and its memory must stay within
+//! `--memory-target` + 128 MiB. Every report interval it prints RSS, descriptors, threads
+//! and the mount's own status line (handles, inodes, memory, tasks; asked with SIGUSR1).
+//!
+//! CI runs 60 s over 2,000 listed keys. The hour on a developer's machine:
+//! `SOAK_SECONDS=3600 SOAK_LIST_KEYS=100000 cargo test --release --test soak -- --nocapture`
+//! (`SOAK_REPORT_SECONDS`, default 300, or a third of the run when shorter).
 
 mod common;
 
@@ -13,6 +21,33 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{FaultPlan, FaultProxy, Rng, S3Server, close, pseudo_random_bytes, summary_fields};
+
+/// The mount's memory target here (MiB), and what its RSS may reach beyond it.
+const MEMORY_TARGET_MIB: u64 = 256;
+const RSS_SLACK_MIB: u64 = 128;
+
+/// Seconds of the run, keys listed, seconds between reports, from the environment.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Threads of `pid`.
+fn thread_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The last status line the mount logged (SIGUSR1), without its time stamp.
+fn last_status(log: &str) -> String {
+    log.lines()
+        .rfind(|l| l.contains("status: "))
+        .and_then(|l| l.split_once("mount_s3: "))
+        .map_or_else(|| "(no status line)".to_string(), |(_, s)| s.to_string())
+}
 
 const MIB: usize = 1024 * 1024;
 const READERS: usize = 32;
@@ -47,10 +82,9 @@ fn wrong_bytes(got: &[u8], want: &[u8]) -> u64 {
 
 #[test]
 fn soak_64_threads_under_one_percent_faults() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let seconds = setting("SOAK_SECONDS", 60);
+    let list_keys = setting("SOAK_LIST_KEYS", 2000) as usize;
+    let report_every = setting("SOAK_REPORT_SECONDS", 300.min(seconds / 3).max(5));
     let s3 = S3Server::shared();
     let bucket = s3.new_bucket("soak");
     let objects: Vec<(String, Vec<u8>)> = (0..OBJECTS)
@@ -61,13 +95,26 @@ fn soak_64_threads_under_one_percent_faults() {
             )
         })
         .collect();
-    let expected: Vec<Vec<u8>> = objects.iter().map(|(_, b)| b.clone()).collect();
+    // Every version each object has had: another client overwrites them during the run.
+    let versions: Vec<Mutex<Vec<Vec<u8>>>> = objects
+        .iter()
+        .map(|(_, b)| Mutex::new(vec![b.clone()]))
+        .collect();
     s3.put_many(&bucket, objects, 4);
+    let listed: Vec<(String, Vec<u8>)> = (0..list_keys)
+        .map(|i| (format!("big/k{i:06}"), vec![b'x']))
+        .collect();
+    s3.put_many(&bucket, listed, 16);
 
     let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
     // Close idle client connections after 2 s, as servers do, so pooled connections end.
     proxy.set_idle_timeout(Some(Duration::from_secs(2)));
-    let mount = s3.mount_args(&bucket).endpoint(&proxy.url()).mount();
+    let target = MEMORY_TARGET_MIB.to_string();
+    let mount = s3
+        .mount_args(&bucket)
+        .endpoint(&proxy.url())
+        .args(["--memory-target", &target])
+        .mount();
     let pid = mount.pid().expect("foreground mount");
     fs::create_dir(mount.join("w")).unwrap();
     // Warm up (one listing, one read), then the baseline.
@@ -88,6 +135,9 @@ fn soak_64_threads_under_one_percent_faults() {
     let failed = AtomicU64::new(0);
     let odd: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let failed_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let lost = AtomicU64::new(0);
+    let listings = AtomicU64::new(0);
+    let overwrites = AtomicU64::new(0);
     let max_rss = AtomicU64::new(rss_before);
     let max_fds = AtomicU64::new(fds_before as u64);
     let started = Instant::now();
@@ -105,12 +155,76 @@ fn soak_64_threads_under_one_percent_faults() {
                 thread::sleep(Duration::from_secs(1));
             }
         });
+        // Reports: RSS, descriptors, threads and the mount's status line.
+        scope.spawn(|| {
+            let mut next = report_every;
+            while !done.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(1));
+                let at = started.elapsed().as_secs();
+                if at < next {
+                    continue;
+                }
+                next += report_every;
+                // SAFETY: a signal to the mount's own process.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+                thread::sleep(Duration::from_millis(300));
+                eprintln!(
+                    "soak t={at}s: RSS {} MiB, {} fds, {} threads; {}",
+                    rss_kib(pid) / 1024,
+                    fd_count(pid),
+                    thread_count(pid),
+                    last_status(&mount.stderr())
+                );
+            }
+        });
+        // Listings of the big prefix, each checked whole.
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match fs::read_dir(mount.join("big")).map(|d| d.count()) {
+                    Ok(n) if n == list_keys => {}
+                    Ok(n) => odd
+                        .lock()
+                        .unwrap()
+                        .push(format!("listed {n} of {list_keys}")),
+                    Err(e) => note_error("list big/".to_string(), e),
+                }
+                listings.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Another client overwrites the objects being read.
+        scope.spawn(|| {
+            let mut rng = Rng::new(4242);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(2));
+                let i = rng.below(OBJECTS as u64) as usize;
+                let n = overwrites.fetch_add(1, Ordering::Relaxed);
+                let data = pseudo_random_bytes(1_000_000 + n, object_size(i + n as usize));
+                versions[i].lock().unwrap().push(data.clone());
+                s3.put(&bucket, &format!("r/{i:02}"), data);
+            }
+        });
+        // Half-way, the log verbosity goes to debug, then on to trace and back to normal.
+        scope.spawn(|| {
+            thread::sleep(Duration::from_secs(seconds / 2));
+            for _ in 0..3 {
+                // SAFETY: a signal to the mount's own process.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR2) };
+                thread::sleep(Duration::from_secs(2));
+            }
+        });
         let workers: Vec<_> = (0..READERS + WRITERS)
             .map(|t| {
-                let (stop, reads, writes, read_bytes, written_bytes, wrong) =
-                    (&stop, &reads, &writes, &read_bytes, &written_bytes, &wrong);
-                let (expected, mount, s3, bucket, note_error, failed_keys) =
-                    (&expected, &mount, &s3, &bucket, &note_error, &failed_keys);
+                let (stop, reads, writes, read_bytes, written_bytes, wrong, lost) = (
+                    &stop,
+                    &reads,
+                    &writes,
+                    &read_bytes,
+                    &written_bytes,
+                    &wrong,
+                    &lost,
+                );
+                let (versions, mount, s3, bucket, note_error, failed_keys) =
+                    (&versions, &mount, &s3, &bucket, &note_error, &failed_keys);
                 scope.spawn(move || {
                     let mut rng = Rng::new(t as u64 + 100);
                     let mut n = 0;
@@ -122,19 +236,25 @@ fn soak_64_threads_under_one_percent_faults() {
                                 .and_then(|mut f| f.read_to_end(&mut got));
                             reads.fetch_add(1, Ordering::Relaxed);
                             read_bytes.fetch_add(got.len() as u64, Ordering::Relaxed);
-                            let want = &expected[i];
-                            match r {
-                                Ok(_) => {
-                                    wrong.fetch_add(wrong_bytes(&got, want), Ordering::Relaxed);
-                                }
-                                Err(e) => {
-                                    let m = got.len().min(want.len());
-                                    wrong.fetch_add(
-                                        wrong_bytes(&got[..m], &want[..m]),
-                                        Ordering::Relaxed,
-                                    );
-                                    note_error(format!("read r/{i:02}"), e);
-                                }
+                            // Whole: exactly one version; cut short by EIO: a prefix of one.
+                            let whole = r.is_ok();
+                            let off = versions[i]
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .map(|want| {
+                                    if whole {
+                                        wrong_bytes(&got, want)
+                                    } else {
+                                        let m = got.len().min(want.len());
+                                        wrong_bytes(&got[..m], &want[..m])
+                                    }
+                                })
+                                .min()
+                                .unwrap_or(0);
+                            wrong.fetch_add(off, Ordering::Relaxed);
+                            if let Err(e) = r {
+                                note_error(format!("read r/{i:02}"), e);
                             }
                         } else {
                             let name = format!("w/{t:02}-{n}");
@@ -152,7 +272,9 @@ fn soak_64_threads_under_one_percent_faults() {
                                 Ok(()) => {
                                     written_bytes.fetch_add(len as u64, Ordering::Relaxed);
                                     let got = s3.get(bucket, &name);
-                                    wrong.fetch_add(wrong_bytes(&got, &data), Ordering::Relaxed);
+                                    if got != data {
+                                        lost.fetch_add(1, Ordering::Relaxed);
+                                    }
                                 }
                                 Err(e) => {
                                     s3.assert_no_object(bucket, &name, "after a failed write");
@@ -188,13 +310,18 @@ fn soak_64_threads_under_one_percent_faults() {
         failed.load(Ordering::Relaxed),
     );
     eprintln!(
-        "soak {elapsed:?}: {} reads ({} MiB), {} writes ({} MiB), {wrong} wrong bytes, \
+        "soak {elapsed:?}: {} reads ({} MiB), {} writes ({} MiB), {} listings of {list_keys} \
+         keys, {} overwrites by another client; {wrong} wrong bytes, {} lost writes, \
          {failed} failed operations; {} faults injected; fds {fds_before} before, max {}, \
-         {fds_after} after; RSS {} MiB before, max {max_rss_mib} MiB; proxy: {stats}",
+         {fds_after} after; RSS {} MiB before, max {max_rss_mib} MiB (target \
+         {MEMORY_TARGET_MIB}); proxy: {stats}",
         reads.load(Ordering::Relaxed),
         read_bytes.load(Ordering::Relaxed) / MIB as u64,
         writes.load(Ordering::Relaxed),
         written_bytes.load(Ordering::Relaxed) / MIB as u64,
+        listings.load(Ordering::Relaxed),
+        overwrites.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
         stats.faults_total(),
         max_fds.load(Ordering::Relaxed),
         rss_before / 1024,
@@ -219,26 +346,35 @@ fn soak_64_threads_under_one_percent_faults() {
     );
     assert_eq!(open_handles, 0, "handles still open at unmount");
     assert_eq!(wrong, 0, "wrong bytes");
+    assert_eq!(
+        lost.load(Ordering::Relaxed),
+        0,
+        "writes reported landed that did not"
+    );
+    assert!(
+        log.contains("log verbosity is now debug") && log.contains("log verbosity is now normal"),
+        "SIGUSR2 half-way did not cycle the verbosity"
+    );
     let odd = odd.into_inner().unwrap();
     assert!(odd.is_empty(), "errors other than EIO: {odd:?}");
     assert!(
         fds_after <= fds_before + 8,
         "mount-s3 holds {fds_after} fds after the soak, {fds_before} before"
     );
-    assert!(max_rss_mib < 1024, "mount-s3 RSS reached {max_rss_mib} MiB");
+    assert!(
+        max_rss_mib <= MEMORY_TARGET_MIB + RSS_SLACK_MIB,
+        "mount-s3 RSS reached {max_rss_mib} MiB with --memory-target {MEMORY_TARGET_MIB}"
+    );
     let settle = Instant::now() + Duration::from_secs(15);
     let mut uploads = s3.multipart_uploads(&bucket);
     while !uploads.is_empty() && Instant::now() < settle {
         thread::sleep(Duration::from_millis(200));
         uploads = s3.multipart_uploads(&bucket);
     }
-    // Failed writes must have aborted theirs; an upload left for a committed file comes
-    // from a lost CreateMultipartUpload response (a known product bug, see tests/faults.rs).
     let failed_keys = failed_keys.into_inner().unwrap();
-    let not_aborted: Vec<&String> = uploads.iter().filter(|k| failed_keys.contains(k)).collect();
-    eprintln!("multipart uploads left: {uploads:?}");
-    assert!(
-        not_aborted.is_empty(),
-        "failed writes left their multipart uploads: {not_aborted:?}"
+    eprintln!(
+        "multipart uploads left: {uploads:?} (failed writes: {})",
+        failed_keys.len()
     );
+    assert!(uploads.is_empty(), "orphan multipart uploads: {uploads:?}");
 }

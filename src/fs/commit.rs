@@ -122,7 +122,7 @@ impl CommitsInFlight {
         InFlight(&self.0)
     }
 
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.0.load(Ordering::Acquire)
     }
 }

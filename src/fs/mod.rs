@@ -110,6 +110,44 @@ pub trait KernelCache: Send + Sync + std::fmt::Debug {
     fn inode_changed(&self, ino: u64);
 }
 
+/// What the mount holds at one moment (see [`S3Filesystem::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Open file and directory handles.
+    pub open_handles: usize,
+    /// Inodes in the table (what the kernel holds, and entries made here).
+    pub inodes: usize,
+    /// Listed names remembered outside the table.
+    pub listed: u64,
+    /// Bytes of the memory budget reserved now, its limit, and the most reserved at once.
+    pub memory_used: u64,
+    /// The budget's limit.
+    pub memory_limit: u64,
+    /// The most reserved at once.
+    pub memory_peak: u64,
+    /// Commits under way.
+    pub commits_in_flight: usize,
+    /// Multipart uploads whose abort failed and is being retried.
+    pub aborts_owed: usize,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "open_handles={} inodes={} listed={} memory_used={} memory_limit={} memory_peak={} commits_in_flight={} aborts_owed={}",
+            self.open_handles,
+            self.inodes,
+            self.listed,
+            self.memory_used,
+            self.memory_limit,
+            self.memory_peak,
+            self.commits_in_flight,
+            self.aborts_owed
+        )
+    }
+}
+
 /// Open directory handles share their listing state behind an async lock (the kernel sends one
 /// readdir at a time per handle, so it is never contended for long).
 type DirHandle = Arc<tokio::sync::Mutex<DirStream>>;
@@ -209,6 +247,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub fn disable_whole_copies(&self) {
         if let Some(cache) = &self.cache {
             cache.disable_whole_copies();
+        }
+    }
+
+    /// What the mount holds now, for the status line (SIGUSR1) and the soak benchmark.
+    pub fn status(&self) -> Status {
+        Status {
+            open_handles: self.open_handles(),
+            inodes: self.inodes.len(),
+            listed: self.listed.entry_count(),
+            memory_used: self.budget.used(),
+            memory_limit: self.budget.limit(),
+            memory_peak: self.budget.peak(),
+            commits_in_flight: self.commits.count(),
+            aborts_owed: self.aborts.owed(),
         }
     }
 
