@@ -181,6 +181,30 @@ impl Drop for Reservation {
     }
 }
 
+/// The mount's `--memory-target`, cut in two. `data` holds prefetched parts, upload part
+/// buffers and a cache miss's extra block bytes; `reads` holds what a read fetches for itself
+/// when `data` refused it a part (at most the kernel's request). Reads wait for `reads` in
+/// turn: what holds it is other reads' GETs, which end by themselves, so a wait always ends;
+/// a read could not wait on `data`, held by readers' parts that only their own reads free.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    /// Parts, part buffers, cache blocks.
+    pub data: Arc<MemoryBudget>,
+    /// Reads' own bytes.
+    pub reads: Arc<MemoryBudget>,
+}
+
+impl Budgets {
+    /// `limit` bytes in all: an eighth (at most 32 MiB) for reads, the rest for data.
+    pub fn split(limit: u64) -> Self {
+        let reads = (limit / 8).min(32 << 20);
+        Self {
+            data: MemoryBudget::new(limit - reads),
+            reads: MemoryBudget::new(reads),
+        }
+    }
+}
+
 /// Default budget: an eighth of the machine's memory, at most 512 MiB and at least 64 MiB.
 pub fn default_limit() -> u64 {
     const MIB: u64 = 1024 * 1024;
@@ -258,6 +282,15 @@ mod tests {
         let gave_up = tokio::time::timeout(std::time::Duration::from_secs(1), budget.reserve(1));
         assert!(gave_up.await.is_err());
         assert_eq!(budget.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_split_adds_up_to_the_target() {
+        for limit in [0, 1, 100, 64 << 20, 256 << 20, 4 << 30, u64::MAX] {
+            let b = Budgets::split(limit);
+            assert_eq!(b.data.limit() + b.reads.limit(), limit);
+            assert!(b.reads.limit() <= 32 << 20);
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             inode.stat.etag.clone().unwrap_or_default(),
             inode.stat.size,
             self.prefetch,
-            self.budget.clone(),
+            &self.budgets,
             self.counters.clone(),
         );
         self.consider_whole_copy(&reader);
@@ -214,7 +214,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.store.clone(),
             key.to_string(),
             self.config.part_size,
-            self.budget.clone(),
+            self.budgets.data.clone(),
             options,
             self.aborts.clone(),
         );

@@ -31,7 +31,7 @@ pub use mutate::RenameMode;
 pub use names::Kind;
 
 use crate::cache::DiskCache;
-use crate::memory::MemoryBudget;
+use crate::memory::{Budgets, MemoryBudget};
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
 use commit::CommitsInFlight;
 use counters::{CounterSnapshot, ReadCounters};
@@ -119,12 +119,14 @@ pub struct Status {
     pub inodes: usize,
     /// Listed names remembered outside the table.
     pub listed: u64,
-    /// Bytes of the memory budget reserved now, its limit, and the most reserved at once.
+    /// Bytes of the memory budget reserved now (both shares).
     pub memory_used: u64,
-    /// The budget's limit.
+    /// The budget's limit (`--memory-target`).
     pub memory_limit: u64,
-    /// The most reserved at once.
+    /// The most reserved at once for parts, part buffers and cache blocks.
     pub memory_peak: u64,
+    /// The most reserved at once for reads' own bytes.
+    pub reads_peak: u64,
     /// Commits under way.
     pub commits_in_flight: usize,
     /// Multipart uploads whose abort failed and is being retried.
@@ -135,13 +137,14 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "open_handles={} inodes={} listed={} memory_used={} memory_limit={} memory_peak={} commits_in_flight={} aborts_owed={}",
+            "open_handles={} inodes={} listed={} memory_used={} memory_limit={} memory_peak={} reads_peak={} commits_in_flight={} aborts_owed={}",
             self.open_handles,
             self.inodes,
             self.listed,
             self.memory_used,
             self.memory_limit,
             self.memory_peak,
+            self.reads_peak,
             self.commits_in_flight,
             self.aborts_owed
         )
@@ -166,8 +169,9 @@ pub struct S3Filesystem<S: ObjectStore> {
     files: HandleMap<OpenFile<S>>,
     /// Open directories by handle number.
     dirs: HandleMap<DirHandle>,
-    /// Memory for prefetched data, shared by all handles.
-    budget: Arc<MemoryBudget>,
+    /// Memory for data (parts, part buffers, cache blocks; reads' own bytes), shared by all
+    /// handles.
+    budgets: Budgets,
     /// Mount-wide read counters.
     counters: Arc<ReadCounters>,
     prefetch: PrefetchConfig,
@@ -201,8 +205,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .max_capacity(LISTED_CACHE_CAPACITY)
             .time_to_live(cache_ttl)
             .build();
-        let budget = MemoryBudget::new(config.memory_limit);
-        let prefetch = PrefetchConfig::new(config.part_size, config.memory_limit);
+        let budgets = Budgets::split(config.memory_limit);
+        let prefetch = PrefetchConfig::new(config.part_size, budgets.data.limit());
         let store_for_aborts = store.clone();
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
@@ -212,7 +216,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             listed,
             files: HandleMap::default(),
             dirs: HandleMap::default(),
-            budget,
+            budgets,
             counters: Arc::new(ReadCounters::default()),
             prefetch,
             cache,
@@ -256,9 +260,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
             open_handles: self.open_handles(),
             inodes: self.inodes.len(),
             listed: self.listed.entry_count(),
-            memory_used: self.budget.used(),
-            memory_limit: self.budget.limit(),
-            memory_peak: self.budget.peak(),
+            memory_used: self.budgets.data.used() + self.budgets.reads.used(),
+            memory_limit: self.budgets.data.limit() + self.budgets.reads.limit(),
+            memory_peak: self.budgets.data.peak(),
+            reads_peak: self.budgets.reads.peak(),
             commits_in_flight: self.commits.count(),
             aborts_owed: self.aborts.owed(),
         }
@@ -274,9 +279,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.cache.as_deref()
     }
 
-    /// The prefetch memory budget.
+    /// The memory budget for parts, part buffers and cache blocks.
     pub fn budget(&self) -> &MemoryBudget {
-        &self.budget
+        &self.budgets.data
     }
 
     /// The settings this filesystem was built with.

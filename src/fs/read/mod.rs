@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::counters::ReadCounters;
 use super::error::FsError;
 use crate::cache::DiskCache;
-use crate::memory::MemoryBudget;
+use crate::memory::Budgets;
 use crate::s3::ObjectStore;
 use prefetch::{PrefetchConfig, Prefetcher};
 use source::ObjectSource;
@@ -39,7 +39,7 @@ impl<S: ObjectStore> FileReader<S> {
         etag: String,
         size: u64,
         config: PrefetchConfig,
-        budget: Arc<MemoryBudget>,
+        budgets: &Budgets,
         counters: Arc<ReadCounters>,
     ) -> Self {
         let source = Arc::new(ObjectSource {
@@ -49,9 +49,10 @@ impl<S: ObjectStore> FileReader<S> {
             etag: (!etag.is_empty()).then_some(etag),
             size,
             counters,
-            budget: budget.clone(),
+            budget: budgets.data.clone(),
+            reads: budgets.reads.clone(),
         });
-        let prefetcher = Prefetcher::new(source.clone(), config, budget);
+        let prefetcher = Prefetcher::new(source.clone(), config, budgets.data.clone());
         Self {
             source,
             prefetcher: tokio::sync::Mutex::new(prefetcher),

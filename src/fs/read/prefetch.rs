@@ -187,7 +187,13 @@ impl<S: ObjectStore> Prefetcher<S> {
         self.parts.back().map_or(self.last_end, |p| p.range.end)
     }
 
+    /// Fetches `range` for this read alone, its bytes held in the reads' share of the budget
+    /// (waiting for it in turn) until the read has them.
     async fn fetch_direct(&self, range: Range<u64>) -> Result<Bytes, FsError> {
+        let reads = &self.source.reads;
+        let _held = reads
+            .reserve((range.end - range.start).min(reads.limit()))
+            .await;
         self.source.fetch(range).await
     }
 

@@ -33,8 +33,10 @@ pub struct ObjectSource<S: ObjectStore> {
     pub size: u64,
     /// Mount-wide counters.
     pub counters: Arc<ReadCounters>,
-    /// The mount's memory budget.
+    /// The mount's memory budget for parts and cache blocks.
     pub budget: Arc<MemoryBudget>,
+    /// The share of the budget for reads' own bytes ([`crate::memory::Budgets`]).
+    pub reads: Arc<MemoryBudget>,
 }
 
 impl<S: ObjectStore> ObjectSource<S> {

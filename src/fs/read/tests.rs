@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::memory::MemoryBudget;
 use crate::s3::in_memory::InMemoryStore;
 
 const KIB: u64 = 1024;
@@ -31,6 +32,7 @@ struct Fixture {
     store: Arc<InMemoryStore>,
     cache: Option<Arc<crate::cache::DiskCache>>,
     budget: Arc<MemoryBudget>,
+    reads: Arc<MemoryBudget>,
     counters: Arc<ReadCounters>,
     config: PrefetchConfig,
 }
@@ -41,6 +43,7 @@ impl Fixture {
             store: Arc::new(InMemoryStore::new()),
             cache: None,
             budget: MemoryBudget::new(budget),
+            reads: MemoryBudget::new(budget / 8),
             counters: Arc::new(ReadCounters::default()),
             config,
         }
@@ -59,7 +62,10 @@ impl Fixture {
             info.etag,
             info.size,
             self.config,
-            self.budget.clone(),
+            &Budgets {
+                data: self.budget.clone(),
+                reads: self.reads.clone(),
+            },
             self.counters.clone(),
         )
     }
@@ -252,6 +258,34 @@ async fn overwrite_under_handle_is_an_error_not_new_bytes() {
     let err = reader.read(0, 10).await.unwrap_err();
     assert!(matches!(err, FsError::ObjectChanged { .. }));
     assert_eq!(err.errno(), libc::EIO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_refused_a_part_take_turns_in_the_reads_share() {
+    // No room for parts at all: every read fetches its own bytes, from a share that holds
+    // three of them; sixteen readers must take turns in it, and all get their bytes.
+    let chunk = 128 * 1024;
+    let mut fx = Fixture::new(PrefetchConfig::new(8 * MIB, 8 * MIB), 0);
+    fx.reads = MemoryBudget::new(3 * chunk);
+    let fx = Arc::new(fx);
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let fx = fx.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("obj{i}");
+            let data = pattern(MIB as usize + i as usize, i);
+            fx.store.put(&key, data.clone());
+            let reader = fx.reader(&key).await;
+            assert_eq!(read_all(&reader, chunk as u32).await, data, "reader {i}");
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(fx.budget.peak(), 0, "no part fitted");
+    let peak = fx.reads.peak();
+    assert!(peak > 0 && peak <= 3 * chunk, "reads peak {peak}");
+    assert_eq!(fx.reads.used(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

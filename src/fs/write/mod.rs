@@ -186,15 +186,17 @@ impl<S: ObjectStore> FileWriter<S> {
         let mut rest = data;
         while !rest.is_empty() {
             let target = part_size_for(state.next_part, self.part_size) as usize;
-            if state.buffer.capacity() == 0 {
-                state.buffer.reserve(target);
-            }
-            let take = rest.len().min(target - state.buffer.len());
+            // The bytes are held in the budget before the buffer is allocated, so writers
+            // waiting for the budget hold no memory.
             if let Err(e) = self.hold_for_buffer(&mut state).await {
                 warn!(key = %self.key, "{e}; upload aborted");
                 self.fail(&mut state, libc::ENOMEM).await;
                 return Err(e);
             }
+            if state.buffer.capacity() == 0 {
+                state.buffer.reserve(target);
+            }
+            let take = rest.len().min(target - state.buffer.len());
             state.buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if state.buffer.len() == target {
