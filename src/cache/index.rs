@@ -29,6 +29,11 @@ impl Index {
         self.used
     }
 
+    /// Bytes of the blocks in place: [`Index::used`] less the blocks still being written.
+    pub fn stored(&self) -> u64 {
+        self.used - self.reserved
+    }
+
     /// Number of blocks held.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -126,6 +131,7 @@ mod tests {
         index.insert((1, 0), 10);
         index.reserve(5);
         assert_eq!(index.used(), 15);
+        assert_eq!(index.stored(), 10, "a block being written is not readable yet");
         assert_eq!(index.pop_oldest(), Some((1, 0)));
         assert_eq!(index.pop_oldest(), None, "a reservation is not a block");
         assert_eq!(index.used(), 5);

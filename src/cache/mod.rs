@@ -191,9 +191,15 @@ impl DiskCache {
         self.config.block_size
     }
 
-    /// Bytes held on disk now.
+    /// Bytes held on disk now, blocks being written included.
     pub fn used(&self) -> u64 {
         self.lock_index().used()
+    }
+
+    /// Bytes of the blocks in place, readable now (what [`DiskCache::used`] counts, less the
+    /// blocks still being written).
+    pub fn stored(&self) -> u64 {
+        self.lock_index().stored()
     }
 
     /// The bound in force.

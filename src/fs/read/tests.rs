@@ -360,10 +360,11 @@ fn cached_fixture(dir: &std::path::Path) -> Fixture {
     fx
 }
 
-/// Waits for the background cache writes of a read to land.
+/// Waits for the background cache writes of a read to land (in place, not only reserved:
+/// counting reservations let a read race the blocks it meant to find).
 async fn settle(fx: &Fixture, blocks: u64) {
     for _ in 0..200 {
-        if fx.cache.as_ref().unwrap().used() >= blocks * MIB {
+        if fx.cache.as_ref().unwrap().stored() >= blocks * MIB {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
