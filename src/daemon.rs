@@ -35,7 +35,7 @@ impl StartupReport {
 /// Forks. In the parent this never returns: it waits for the child's report and exits. In
 /// the child it returns the report handle, after starting a new session and pointing stdin,
 /// stdout and stderr at /dev/null.
-pub fn fork_background() -> io::Result<StartupReport> {
+pub fn fork_background(mounted: &str) -> io::Result<StartupReport> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -56,7 +56,7 @@ pub fn fork_background() -> io::Result<StartupReport> {
         }
         child => {
             drop(write_end);
-            std::process::exit(wait_for_child(File::from(read_end), child))
+            std::process::exit(wait_for_child(File::from(read_end), child, mounted))
         }
     }
 }
@@ -113,7 +113,7 @@ fn read_report(mut pipe: File, timeout: std::time::Duration) -> Option<Vec<u8>> 
 }
 
 /// The parent's side: exit status for what the child reported.
-fn wait_for_child(pipe: File, child: libc::pid_t) -> i32 {
+fn wait_for_child(pipe: File, child: libc::pid_t, mounted: &str) -> i32 {
     let Some(message) = read_report(pipe, REPORT_TIMEOUT) else {
         // SAFETY: signals to our own child; waitpid with a valid out-pointer.
         unsafe {
@@ -130,6 +130,7 @@ fn wait_for_child(pipe: File, child: libc::pid_t) -> i32 {
         return 1;
     };
     if message == READY {
+        println!("{mounted}");
         return 0;
     }
     if message.is_empty() {

@@ -20,6 +20,9 @@ use mount_s3::s3::health::WithHealth;
 use mount_s3::s3::sdk::SdkStore;
 use mount_s3::s3::{ObjectStore, S3Error};
 
+/// How often `--log-metrics` logs the counters (as Mountpoint).
+const METRICS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the bucket check before calling the endpoint unreachable.
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -35,6 +38,15 @@ fn main() -> ExitCode {
     let argv = match mount_s3::fstab::dispatch(argv, &mut std::io::stderr()) {
         mount_s3::fstab::Dispatch::Run(argv) => argv,
         mount_s3::fstab::Dispatch::Exit(code) => return ExitCode::from(code),
+    };
+    // Mountpoint's own fstab form: `mount-s3 BUCKET DIRECTORY -o OPTIONS`.
+    let argv = match mount_s3::cli::options_form::translate(&argv) {
+        None => argv,
+        Some(Ok(translated)) => translated,
+        Some(Err(message)) => {
+            eprintln!("mount-s3: {}", logging::one_line(&message));
+            return ExitCode::from(2);
+        }
     };
     let mut args = match Args::try_parse_from(argv) {
         Ok(args) => args,
@@ -57,10 +69,11 @@ fn main() -> ExitCode {
         eprintln!("mount-s3: {}", logging::one_line(&message));
         return ExitCode::FAILURE;
     }
+    let mounted = mounted_line(&args);
     let report = if args.foreground {
         None
     } else {
-        match daemon::fork_background() {
+        match daemon::fork_background(&mounted) {
             Ok(report) => Some(report),
             Err(e) => {
                 eprintln!("mount-s3: cannot start in the background: {e}");
@@ -68,7 +81,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match run(&args, report) {
+    match run(&args, report, &mounted) {
         Ok(()) => ExitCode::SUCCESS,
         Err(()) => ExitCode::FAILURE,
     }
@@ -76,7 +89,7 @@ fn main() -> ExitCode {
 
 /// Everything after the fork. Start-up errors go to the parent (or stderr in the foreground)
 /// as one line; later errors go to the log.
-fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
+fn run(args: &Args, report: Option<StartupReport>, mounted: &str) -> Result<(), ()> {
     let target = match (&args.log_directory, args.foreground) {
         (Some(dir), _) => LogTarget::Directory(dir),
         (None, true) => LogTarget::Stderr,
@@ -92,7 +105,8 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
             None => eprintln!("mount-s3: {}", logging::one_line(&message)),
         }
     };
-    let log_control = match logging::init(target, args.debug) {
+    let log_options = args.log_options();
+    let log_control = match logging::init(target, log_options) {
         Ok((_, control)) => control,
         Err(e) => {
             fail(report, format!("cannot open a log file: {e}"));
@@ -110,8 +124,27 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
             return Err(());
         }
     };
+    for flag in args.ignored_flags() {
+        warn!("accepted but not applied: {flag}");
+    }
+    // vars_os: `vars` panics on a variable that is not UTF-8.
+    let environment = std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    });
+    for name in mount_s3::cli::unread_environment(environment) {
+        warn!("{name} is set but not read by mount-s3 (see README)");
+    }
     let fs_config = args.fs_config();
-    let store = runtime.block_on(SdkStore::new(&args.s3_config()));
+    let store = match runtime.block_on(SdkStore::new(&args.s3_config())) {
+        Ok(store) => store,
+        Err(message) => {
+            fail(report, message);
+            return Err(());
+        }
+    };
     let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
     let store = WithHealth::new(store);
     if let Err(message) = runtime.block_on(check_bucket(store.inner(), args, &fs_config.prefix)) {
@@ -154,10 +187,14 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
         }
     };
     info!(bucket = %args.bucket, mount_point = %args.mount_point.display(), "mounted");
-    if let Some(report) = report {
-        report.ready();
+    match report {
+        Some(report) => report.ready(),
+        None => println!("{mounted}"),
     }
     let signalled = runtime.block_on(async {
+        // --log-metrics: the counters every 5 s (the first tick is at once: skipped).
+        let mut metrics_tick = tokio::time::interval(METRICS_INTERVAL);
+        metrics_tick.tick().await;
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break Some("SIGTERM"),
@@ -170,6 +207,11 @@ fn run(args: &Args, report: Option<StartupReport>) -> Result<(), ()> {
                 _ = sigusr1.recv() => info!(
                     alive_tasks = runtime.metrics().num_alive_tasks(),
                     "status: {}",
+                    fs.status()
+                ),
+                _ = metrics_tick.tick(), if log_options.metrics => info!(
+                    alive_tasks = runtime.metrics().num_alive_tasks(),
+                    "metrics: {}",
                     fs.status()
                 ),
                 _ = &mut mount.ended => break None,
@@ -244,6 +286,19 @@ fn keep_large_buffers_in_heap() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// What a successful mount prints on stdout, as Mountpoint does.
+fn mounted_line(args: &Args) -> String {
+    let prefix = match args.prefix.as_deref() {
+        Some(p) if !p.is_empty() => format!(" with prefix {p}"),
+        _ => String::new(),
+    };
+    logging::one_line(&format!(
+        "bucket {}{prefix} is mounted at {}",
+        args.bucket,
+        args.mount_point.display()
+    ))
 }
 
 /// One cheap listing proves the endpoint, the credentials and the bucket before mounting.

@@ -647,7 +647,7 @@ fn bound_under_load(
             "--max-cache-size".to_string(),
             max_mib.to_string(),
             "--cache-block-size".to_string(),
-            block.to_string(),
+            (block / 1024).to_string(),
         ])
         .mount();
 
@@ -922,7 +922,7 @@ fn partly_cached_object_fetches_only_missing_blocks() {
     let args = s3
         .mount_args(&bucket)
         .args(block_cache(cache.path()))
-        .args(["--cache-block-size", "1048576"]);
+        .args(["--cache-block-size", "1024"]);
 
     let mount = args.clone().mount();
     {

@@ -55,7 +55,7 @@ fn a_block_cut_with_another_size_is_never_served() {
             "--cache",
             &arg(cache.path()),
             "--cache-block-size",
-            "4194304",
+            "4096", // KiB
         ])
         .mount();
     let file = File::open(mount.join("big.bin")).unwrap();
@@ -117,6 +117,52 @@ fn a_handle_of_an_older_version_never_reads_the_newer_ones_pages() {
 
 /// An overwrite whose upload fails leaves the old object, and the file shows it again: its
 /// size and its bytes, not the size that was being written.
+/// Found by the hour soak: the kernel's attributes of an inode can outlive ours (its TTL runs
+/// from our last reply, and an open's HEAD refreshes ours without telling it). An open that
+/// then finds a longer new version must not be read with the old size: the file was cut
+/// short, with no error.
+#[test]
+fn a_longer_new_version_is_never_cut_to_the_old_size() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("safety-kernel-size");
+    let old = pseudo_random_bytes(31, MIB);
+    let new = pseudo_random_bytes(32, 3 * MIB);
+    s3.put(&bucket, "f.bin", old.clone());
+    let mount = s3.mount_args(&bucket).args(["--metadata-ttl", "2"]).mount();
+    let path = mount.join("f.bin");
+    let start = Instant::now();
+    let at = |secs: f64| {
+        let until = Duration::from_secs_f64(secs);
+        if let Some(wait) = until.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+    };
+    assert_eq!(fs::metadata(&path).unwrap().len(), MIB as u64); // both trust it until 2 s
+    at(1.0);
+    // An O_DIRECT open asks S3 again: ours is good until 3 s, the kernel's still until 2 s.
+    drop(
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .unwrap(),
+    );
+    at(2.3);
+    // The kernel asks; we answer from what is still fresh: it trusts the old size to 4.3 s.
+    assert_eq!(fs::metadata(&path).unwrap().len(), MIB as u64);
+    s3.put(&bucket, "f.bin", new.clone());
+    at(3.3);
+    // Ours expired: the open finds the new version while the kernel still has the old size.
+    let got = fs::read(&path).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "too slow to test the window: {:?}",
+        start.elapsed()
+    );
+    assert_bytes_eq(&got, &new, "a read after the object grew");
+}
+
 #[test]
 fn a_failed_overwrite_shows_the_old_object_again() {
     let s3 = S3Server::shared();

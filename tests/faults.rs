@@ -600,7 +600,13 @@ fn debug_log_never_shows_credentials() {
         s3,
         &bucket,
         &proxy,
-        &["--debug", "--log-directory", log_dir, "--allow-delete"],
+        &[
+            "--debug",
+            "--debug-crt",
+            "--log-directory",
+            log_dir,
+            "--allow-delete",
+        ],
     );
     // Errors go to the log too: a 403, a 500 and a reset among the first requests.
     proxy.script([
@@ -632,6 +638,10 @@ fn debug_log_never_shows_credentials() {
     assert!(
         text.lines().count() >= 5,
         "the debug log has almost nothing in it:\n{text}"
+    );
+    assert!(
+        text.contains("aws_smithy_runtime"),
+        "--debug-crt shows the SDK's debug lines:\n{text}"
     );
     let lower = text.to_ascii_lowercase();
     for needle in [

@@ -398,3 +398,165 @@ fn noexec_is_a_mount_flag() {
     let options = mount.entry().options;
     assert!(!options.split(',').any(|o| o == "noexec"), "{options}");
 }
+
+/// Mountpoint's flags that change requests, seen from the server's side of the tests' proxy:
+/// every request carries requester pays, the expected owner and the User-Agent prefix; the
+/// requests that make objects (PUT, CreateMultipartUpload, CopyObject) carry the storage
+/// class and a Content-Type from the extension; parts carry neither. (`--sse` is checked on
+/// the SDK's own requests in `s3::sdk::headers`: SeaweedFS answers 500 to SSE-S3.)
+#[test]
+fn mountpoint_request_flags_reach_the_server() {
+    use common::{FaultPlan, FaultProxy, RecordedRequest, pseudo_random_bytes};
+    use std::io::Write;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-request-flags");
+    s3.put(&bucket, "seen.bin", b"seen".to_vec());
+    let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+    proxy.record_requests();
+    let mount = s3
+        .mount_args(&bucket)
+        .endpoint(&proxy.url())
+        .args([
+            "--storage-class",
+            "STANDARD",
+            "--requester-pays",
+            "--expected-bucket-owner",
+            "111122223333",
+            "--user-agent-prefix",
+            "flags-test/1",
+            "--infer-content-type",
+            "--allow-delete",
+        ])
+        .mount();
+    let small = b"{\"a\": 1}".to_vec();
+    let large = pseudo_random_bytes(11, 12 * 1024 * 1024);
+    for (name, data) in [("small.json", &small), ("large.html", &large)] {
+        let mut f = fs::File::create(mount.join(name)).unwrap();
+        f.write_all(data).unwrap();
+        f.sync_all()
+            .unwrap_or_else(|e| panic!("commit {name}: {e}; log:\n{}", mount.stderr()));
+    }
+    assert_eq!(fs::read(mount.join("seen.bin")).unwrap(), b"seen");
+    fs::rename(mount.join("small.json"), mount.join("moved.json")).unwrap();
+    drop(mount);
+    assert_eq!(s3.get(&bucket, "moved.json"), small);
+    assert_eq!(s3.get(&bucket, "large.html"), large);
+
+    let requests = proxy.recorded();
+    assert!(requests.len() >= 6, "{requests:?}");
+    for r in &requests {
+        assert_eq!(
+            r.header("x-amz-request-payer"),
+            Some("requester"),
+            "{}",
+            r.line
+        );
+        assert_eq!(
+            r.header("x-amz-expected-bucket-owner"),
+            Some("111122223333"),
+            "{}",
+            r.line
+        );
+        let agent = r.header("user-agent").unwrap_or_default();
+        assert!(agent.starts_with("flags-test/1 "), "{}: {agent}", r.line);
+    }
+    let find = |what: &str, pick: &dyn Fn(&RecordedRequest) -> bool| {
+        requests
+            .iter()
+            .find(|r| pick(r))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {what} among {requests:#?}"))
+    };
+    let put = find("PUT of small.json", &|r| {
+        r.line.starts_with("PUT ")
+            && r.line.contains("/small.json")
+            && !r.line.contains("partNumber")
+    });
+    let create = find("CreateMultipartUpload of large.html", &|r| {
+        r.line.starts_with("POST ") && r.line.contains("/large.html?uploads")
+    });
+    let part = find("UploadPart of large.html", &|r| {
+        r.line.starts_with("PUT ") && r.line.contains("partNumber=")
+    });
+    let copy = find("CopyObject to moved.json", &|r| {
+        r.line.starts_with("PUT ") && r.header("x-amz-copy-source").is_some()
+    });
+    for (r, content_type) in [
+        (&put, Some("application/json")),
+        (&create, Some("text/html")),
+        (&copy, None),
+    ] {
+        assert_eq!(
+            r.header("x-amz-storage-class"),
+            Some("STANDARD"),
+            "{}",
+            r.line
+        );
+        if content_type.is_some() {
+            assert_eq!(r.header("content-type"), content_type, "{}", r.line);
+        }
+    }
+    assert_eq!(part.header("x-amz-storage-class"), None, "{}", part.line);
+}
+
+/// Mountpoint's success line, and its short flags.
+#[test]
+fn a_mount_says_where_it_is_like_mountpoint() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-mounted-line");
+    let logs = tempfile::tempdir().unwrap();
+    let mount = s3
+        .mount_args(&bucket)
+        .args(["-d", "-l", logs.path().to_str().unwrap()])
+        .mount_daemon();
+    let stdout = mount.stdout();
+    assert_eq!(
+        stdout.trim_end(),
+        format!("bucket {bucket} is mounted at {}", mount.path().display())
+    );
+    drop(mount);
+    let logged: usize = fs::read_dir(logs.path()).unwrap().flatten().count();
+    assert_eq!(logged, 1, "-l names the log directory");
+}
+
+/// Mountpoint's own fstab form, `mount-s3 BUCKET DIRECTORY -o OPTIONS`, mounts for real (in
+/// the background, as Mountpoint does in that form), with its escaping; a bad list is refused.
+#[test]
+fn mountpoints_dash_o_form_mounts() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("cli-dash-o");
+    s3.put(&bucket, "a,b/x.txt", b"comma".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let options = format!(
+        "_netdev,nofail,ro,endpoint-url={},force-path-style,prefix=a\\,b/,x-systemd.automount",
+        s3.endpoint()
+    );
+    let status = common::isolated_command(work.path())
+        .env("AWS_ACCESS_KEY_ID", s3.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+        .env("AWS_REGION", s3.region())
+        .arg(&bucket)
+        .arg(dir.path())
+        .args(["-o", &options])
+        .status()
+        .unwrap();
+    let path = fs::canonicalize(dir.path()).unwrap();
+    let entry = mount_entry(&path);
+    let read = fs::read(path.join("x.txt"));
+    common::unmount(&path);
+    common::reap_daemons(&path, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let entry = entry.expect("mounted");
+    assert!(entry.is_read_only(), "ro: {entry:?}");
+    assert_eq!(
+        read.unwrap(),
+        b"comma",
+        "the escaped comma reached --prefix"
+    );
+
+    let (status, _, stderr) = run_mount_s3_raw(&[&bucket, "/tmp", "-o", "ro,rw"], REFUSE_TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("'ro' and 'rw'"), "{stderr}");
+}

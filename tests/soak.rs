@@ -225,6 +225,7 @@ fn soak_64_threads_under_one_percent_faults() {
                 );
                 let (versions, mount, s3, bucket, note_error, failed_keys) =
                     (&versions, &mount, &s3, &bucket, &note_error, &failed_keys);
+                let odd = &odd;
                 scope.spawn(move || {
                     let mut rng = Rng::new(t as u64 + 100);
                     let mut n = 0;
@@ -253,6 +254,15 @@ fn soak_64_threads_under_one_percent_faults() {
                                 .min()
                                 .unwrap_or(0);
                             wrong.fetch_add(off, Ordering::Relaxed);
+                            if off > 0 {
+                                let sizes: Vec<usize> =
+                                    versions[i].lock().unwrap().iter().map(Vec::len).collect();
+                                odd.lock().unwrap().push(format!(
+                                    "read r/{i:02}: {off} wrong bytes in {} read ({}), versions of {sizes:?} bytes",
+                                    got.len(),
+                                    if whole { "whole" } else { "cut by an error" }
+                                ));
+                            }
                             if let Err(e) = r {
                                 note_error(format!("read r/{i:02}"), e);
                             }
@@ -345,7 +355,8 @@ fn soak_64_threads_under_one_percent_faults() {
         "{alive_tasks} tasks still alive at unmount"
     );
     assert_eq!(open_handles, 0, "handles still open at unmount");
-    assert_eq!(wrong, 0, "wrong bytes");
+    let odd = odd.into_inner().unwrap();
+    assert_eq!(wrong, 0, "wrong bytes: {odd:?}");
     assert_eq!(
         lost.load(Ordering::Relaxed),
         0,
@@ -355,7 +366,6 @@ fn soak_64_threads_under_one_percent_faults() {
         log.contains("log verbosity is now debug") && log.contains("log verbosity is now normal"),
         "SIGUSR2 half-way did not cycle the verbosity"
     );
-    let odd = odd.into_inner().unwrap();
     assert!(odd.is_empty(), "errors other than EIO: {odd:?}");
     assert!(
         fds_after <= fds_before + 8,

@@ -131,7 +131,11 @@ mod tests {
         index.insert((1, 0), 10);
         index.reserve(5);
         assert_eq!(index.used(), 15);
-        assert_eq!(index.stored(), 10, "a block being written is not readable yet");
+        assert_eq!(
+            index.stored(),
+            10,
+            "a block being written is not readable yet"
+        );
         assert_eq!(index.pop_oldest(), Some((1, 0)));
         assert_eq!(index.pop_oldest(), None, "a reservation is not a block");
         assert_eq!(index.used(), 5);

@@ -15,16 +15,21 @@ pub struct FsConfig {
     pub dir_mode: u16,
     /// Permission bits of files.
     pub file_mode: u16,
-    /// How long a stat (and a negative lookup) is trusted, here and in the kernel.
+    /// How long a stat is trusted, here and in the kernel.
     pub metadata_ttl: Duration,
+    /// How long a "no such file" is trusted (`--negative-metadata-ttl`); `None`: the
+    /// metadata TTL.
+    pub negative_ttl: Option<Duration>,
     /// Refuse every change (the kernel also gets the `ro` mount flag).
     pub read_only: bool,
     /// unlink and rename may delete objects (`--allow-delete`).
     pub allow_delete: bool,
     /// Writes and renames may replace existing objects (`--allow-overwrite`).
     pub allow_overwrite: bool,
-    /// Largest ranged GET (`--part-size`).
-    pub part_size: u64,
+    /// Part size of ranged GETs (`--read-part-size`, else `--part-size`).
+    pub read_part_size: u64,
+    /// First part size of multipart uploads (`--write-part-size`, else `--part-size`).
+    pub write_part_size: u64,
     /// Bytes of prefetched data the whole mount may hold (`--memory-target`).
     pub memory_limit: u64,
     /// With a data cache: let the kernel read objects the cache holds whole directly (FUSE
@@ -32,6 +37,13 @@ pub struct FsConfig {
     pub passthrough: bool,
     /// Keys asked for per ListObjectsV2 page (1000; smaller in tests, to exercise paging).
     pub list_page_size: usize,
+}
+
+impl FsConfig {
+    /// How long a "no such file" is trusted.
+    pub fn negative_ttl(&self) -> Duration {
+        self.negative_ttl.unwrap_or(self.metadata_ttl)
+    }
 }
 
 impl Default for FsConfig {
@@ -43,10 +55,12 @@ impl Default for FsConfig {
             dir_mode: 0o755,
             file_mode: 0o644,
             metadata_ttl: Duration::from_secs(1),
+            negative_ttl: None,
             read_only: false,
             allow_delete: false,
             allow_overwrite: false,
-            part_size: 8 * 1024 * 1024,
+            read_part_size: 8 * 1024 * 1024,
+            write_part_size: 8 * 1024 * 1024,
             memory_limit: 512 * 1024 * 1024,
             passthrough: false,
             list_page_size: crate::fs::listing::PAGE_SIZE,

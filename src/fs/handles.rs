@@ -101,6 +101,17 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
         let inode = if mode.direct || !inode.is_fresh() {
             match self.revalidate(&inode).await? {
+                Observed::Current(current)
+                    if inode.stat.etag.is_some() && current.stat.etag != inode.stat.etag =>
+                {
+                    // The object changed since the kernel last got this inode's attributes,
+                    // and it may still trust them (its TTL runs from our last reply, which
+                    // can be later than our last HEAD): with the old size it would cut the
+                    // new version short. The name moves to a fresh inode; ESTALE makes the
+                    // kernel look it up again, with the new attributes, and retry the open.
+                    self.inodes.move_name(ino);
+                    return Err(FsError::Stale);
+                }
                 Observed::Current(inode) => inode,
                 Observed::Moved { .. } => return Err(FsError::Stale),
                 Observed::Gone => return Err(FsError::NotFound),
@@ -213,7 +224,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let writer = FileWriter::new(
             self.store.clone(),
             key.to_string(),
-            self.config.part_size,
+            self.config.write_part_size,
             self.budgets.data.clone(),
             options,
             self.aborts.clone(),

@@ -199,14 +199,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let cache_ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
         let negative = Cache::builder()
             .max_capacity(NEGATIVE_CACHE_CAPACITY)
-            .time_to_live(cache_ttl)
+            .time_to_live(
+                config
+                    .negative_ttl()
+                    .min(Duration::from_secs(1000 * 365 * 24 * 3600)),
+            )
             .build();
         let listed = Cache::builder()
             .max_capacity(LISTED_CACHE_CAPACITY)
             .time_to_live(cache_ttl)
             .build();
         let budgets = Budgets::split(config.memory_limit);
-        let prefetch = PrefetchConfig::new(config.part_size, budgets.data.limit());
+        let prefetch = PrefetchConfig::new(config.read_part_size, budgets.data.limit());
         let store_for_aborts = store.clone();
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
@@ -372,7 +376,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         match self.resolve(parent, name).await? {
             Some((kind, stat)) => Ok(Some(self.record(parent, name, kind, stat, add_lookups))),
             None => {
-                if !self.config.metadata_ttl.is_zero() {
+                if !self.config.negative_ttl().is_zero() {
                     self.negative.insert(cache_key, ());
                 }
                 Ok(None)

@@ -1,6 +1,20 @@
 //! How to reach the bucket: plain data built by `cli`, consumed by `s3::sdk`.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The checksum sent with every upload (`--upload-checksums`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadChecksums {
+    /// CRC32C of every part and PUT (Mountpoint's default).
+    Crc32c,
+    /// None, for servers that refuse checksums.
+    Off,
+}
+
+/// Attempts per request unless `AWS_MAX_ATTEMPTS` says otherwise. Mountpoint's default is
+/// 10; ours is 4 so that a dead server fails a call within 30 s (see `s3::health`).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 
 /// Connection settings for the S3 client.
 #[derive(Debug, Clone)]
@@ -24,8 +38,29 @@ pub struct S3Config {
     /// Time allowed for the first byte of a response, and between bytes of a GET body: the
     /// no-progress timeout (`--no-progress-timeout`), after which a connection is dead.
     pub read_timeout: Duration,
-    /// Send a CRC32C with every uploaded part and object (`--upload-checksums crc32c`).
-    pub upload_checksums: bool,
+    /// The checksum of every uploaded part and object (`--upload-checksums`).
+    pub upload_checksums: UploadChecksums,
+    /// `x-amz-request-payer: requester` on every request (`--requester-pays`).
+    pub requester_pays: bool,
+    /// `x-amz-expected-bucket-owner` on every request (`--expected-bucket-owner`).
+    pub expected_bucket_owner: Option<String>,
+    /// Prepended to every request's User-Agent (`--user-agent-prefix`).
+    pub user_agent_prefix: Option<String>,
+    /// Server-side encryption of new objects: `aws:kms`, `aws:kms:dsse` or `AES256` (`--sse`).
+    pub sse: Option<String>,
+    /// KMS key ARN for `--sse aws:kms*` (`--sse-kms-key-id`).
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class of new objects (`--storage-class`).
+    pub storage_class: Option<String>,
+    /// A Content-Type for new objects from their extension (`--infer-content-type`).
+    pub infer_content_type: bool,
+    /// S3 Transfer Acceleration endpoints (`--transfer-acceleration`).
+    pub transfer_acceleration: bool,
+    /// Dual-stack (IPv4 and IPv6) endpoints (`--dual-stack`).
+    pub dual_stack: bool,
+    /// PEM bundle of the certificate authorities to trust instead of the system's
+    /// (`--ca-bundle`, `AWS_CA_BUNDLE`).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl S3Config {
@@ -38,10 +73,20 @@ impl S3Config {
             force_path_style: false,
             no_sign_request: false,
             profile: None,
-            max_attempts: 4,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(5),
-            upload_checksums: true,
+            upload_checksums: UploadChecksums::Crc32c,
+            requester_pays: false,
+            expected_bucket_owner: None,
+            user_agent_prefix: None,
+            sse: None,
+            sse_kms_key_id: None,
+            storage_class: None,
+            infer_content_type: false,
+            transfer_acceleration: false,
+            dual_stack: false,
+            ca_bundle: None,
         }
     }
 }

@@ -150,6 +150,36 @@ struct Shared {
     stats: Mutex<ProxyStats>,
     /// Close a client connection that sends nothing for this long (None: never).
     idle_timeout: Mutex<Option<Duration>>,
+    /// Request heads seen, when [`FaultProxy::record_requests`] asked for them.
+    recorded: Mutex<Option<Vec<RecordedRequest>>>,
+}
+
+/// A request as the server got it: its request line and its headers (names lowercased).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub line: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (lowercase), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn parse(raw: &[u8]) -> RecordedRequest {
+        let text = String::from_utf8_lossy(raw);
+        let mut lines = text.split("\r\n");
+        let line = lines.next().unwrap_or_default().to_string();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        RecordedRequest { line, headers }
+    }
 }
 
 impl Shared {
@@ -226,6 +256,7 @@ impl FaultProxy {
             targeted: Mutex::new(Vec::new()),
             stats: Mutex::new(ProxyStats::default()),
             idle_timeout: Mutex::new(None),
+            recorded: Mutex::new(None),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -281,6 +312,21 @@ impl FaultProxy {
 
     pub fn stats(&self) -> ProxyStats {
         self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// From now on, keeps the head of every request (see [`FaultProxy::recorded`]).
+    pub fn record_requests(&self) {
+        *self.shared.recorded.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// The requests recorded since [`FaultProxy::record_requests`], in arrival order.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .recorded
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
     }
 }
 
@@ -498,6 +544,9 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         let body = read_body(&mut client_r, &head)?;
         let method = head.first_line.split(' ').next().unwrap_or("").to_string();
+        if let Some(recorded) = shared.recorded.lock().unwrap().as_mut() {
+            recorded.push(RecordedRequest::parse(&head.raw));
+        }
         {
             let mut st = shared.stats.lock().unwrap();
             st.requests += 1;

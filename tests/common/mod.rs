@@ -27,10 +27,10 @@ mod process;
 mod run;
 mod server;
 
-pub use binary::{mount_s3_binary, mount_s3_processes_for};
+pub use binary::{isolated_command, mount_s3_binary, mount_s3_processes_for, reap_daemons};
 pub use client::{error_text, http_status, make_client, runtime, unique_bucket_name};
 pub use data::{PseudoRandomReader, Rng, pseudo_random_bytes};
-pub use faults::{Fault, FaultPlan, FaultProxy, Liveness, ProxyStats};
+pub use faults::{Fault, FaultPlan, FaultProxy, Liveness, ProxyStats, RecordedRequest};
 pub use fileio::{
     assert_bytes_eq, close, expect_errno, my_uid_gid, pread_full, read_from, write_and_close,
 };

@@ -299,6 +299,11 @@ impl Mount {
         read_text(&self.stderr_path)
     }
 
+    /// Everything mount-s3 wrote on stdout so far (the daemon's parent, in daemon mode).
+    pub fn stdout(&self) -> String {
+        read_text(&self.stderr_path.with_file_name("mount-s3.stdout"))
+    }
+
     /// Whether the mount point is in the mount table.
     pub fn is_mounted(&self) -> bool {
         mount_entry(&self.mountpoint).is_some()

@@ -25,7 +25,8 @@ fn faulty(keys: &[(&str, &[u8])], allow_overwrite: bool) -> (Arc<Store>, S3Files
         metadata_ttl: Duration::from_secs(60),
         allow_overwrite,
         allow_delete: true,
-        part_size: PART,
+        read_part_size: PART,
+        write_part_size: PART,
         ..FsConfig::default()
     };
     (store.clone(), S3Filesystem::new(store, config))

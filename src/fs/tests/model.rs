@@ -367,7 +367,8 @@ fn config() -> FsConfig {
         metadata_ttl: Duration::ZERO,
         allow_delete: true,
         allow_overwrite: true,
-        part_size: 5 * 1024 * 1024,
+        read_part_size: 5 * 1024 * 1024,
+        write_part_size: 5 * 1024 * 1024,
         list_page_size: 2,
         ..FsConfig::default()
     }
@@ -502,7 +503,14 @@ impl Harness {
             }
             Op::Read(path, reads) => {
                 let ino = self.walk(path).await?.ino;
-                return self.read(ino, reads).await;
+                // ESTALE: the kernel looks the name up again and retries the open once.
+                return match self.read(ino, reads).await {
+                    Err(Errno(libc::ESTALE)) => {
+                        let ino = self.walk(path).await?.ino;
+                        self.read(ino, reads).await
+                    }
+                    other => other,
+                };
             }
             Op::Write(path, data, chunk) => return self.write(path, &data.bytes(), *chunk).await,
             Op::Unlink(path) => {

@@ -27,7 +27,8 @@ fn config(ttl: Duration) -> FsConfig {
         metadata_ttl: ttl,
         allow_delete: true,
         allow_overwrite: true,
-        part_size: 5 * 1024 * 1024,
+        read_part_size: 5 * 1024 * 1024,
+        write_part_size: 5 * 1024 * 1024,
         ..FsConfig::default()
     }
 }
@@ -61,6 +62,38 @@ async fn a_handle_of_an_older_version_keeps_its_inode() {
     // With nothing open, a later change updates the inode in place.
     store.put("f", b"three".to_vec());
     assert_eq!(fs.getattr(new.ino).await.unwrap().size, 5);
+}
+
+/// Found by the hour soak (1.4 MB of wrong bytes): an open that finds a newer version than
+/// the kernel was last told about must not read it under the old inode, whose size the
+/// kernel may still trust (it cut the new, longer version short).
+#[tokio::test]
+async fn an_open_that_finds_a_newer_version_sends_the_kernel_to_a_fresh_inode() {
+    let (store, fs) = setup(&[("f", b"short")], config(Duration::ZERO));
+    let old = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(old.size, 5);
+    store.put("f", b"a longer second version".to_vec());
+    let err = fs.open(old.ino, READ, me()).await.unwrap_err();
+    assert_eq!(
+        err.errno(),
+        libc::ESTALE,
+        "the kernel must look the name up again"
+    );
+    let new = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_ne!(new.ino, old.ino);
+    assert_eq!(
+        new.size, 23,
+        "the kernel learns the new size from the lookup"
+    );
+    let fh = fs.open(new.ino, READ, me()).await.unwrap();
+    assert_eq!(
+        fs.read(fh, 0, 100).await.unwrap().as_ref(),
+        b"a longer second version"
+    );
+    fs.release(fh).await;
+    // Unchanged: an open revalidates and goes ahead on the same inode.
+    let again = fs.open(new.ino, READ, me()).await.unwrap();
+    fs.release(again).await;
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@ fn setup_writable(
         metadata_ttl: Duration::from_secs(60),
         allow_delete: delete,
         allow_overwrite: overwrite,
-        part_size: 5 * 1024 * 1024,
+        read_part_size: 5 * 1024 * 1024,
+        write_part_size: 5 * 1024 * 1024,
         ..FsConfig::default()
     };
     setup(keys, config)

@@ -72,6 +72,9 @@ impl SdkStore {
                 .key(to)
                 .copy_source(source)
                 .copy_source_if_match(if_match)
+                .set_server_side_encryption(self.new_object.sse.clone())
+                .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
+                .set_storage_class(self.new_object.storage_class.clone())
                 .send()
                 .await
                 .map_err(classify)?;

@@ -7,14 +7,17 @@
 //! One job per file: client set-up and the trait's entry points (here); single-request
 //! object calls (`objects`); the resuming ranged GET (`get`); multipart uploads with their
 //! own retry and the abort of strays (`multipart`); server-side copies (`copy`); how keys
-//! are encoded on the wire (`keys`); what an SDK error means (`errors`).
+//! are encoded on the wire (`keys`); what an SDK error means (`errors`); the headers the
+//! command line adds (`headers`); the trust store of `--ca-bundle` (`tls`).
 
 mod copy;
 mod errors;
 mod get;
+mod headers;
 mod keys;
 mod multipart;
 mod objects;
+mod tls;
 
 use std::ops::Range;
 
@@ -26,6 +29,7 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
+use super::config::UploadChecksums;
 use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error, WriteOptions};
 
 /// Longest wait between two attempts of a request.
@@ -41,6 +45,8 @@ pub struct SdkStore {
     bucket: String,
     /// CRC32C on uploads, or none.
     checksum: Option<ChecksumAlgorithm>,
+    /// Encryption, storage class and Content-Type of new objects.
+    new_object: headers::NewObject,
     /// Attempts for a GET whose body breaks (the SDK retries only until the headers).
     max_attempts: u32,
     /// Longest wait for the next byte of a GET body.
@@ -48,9 +54,25 @@ pub struct SdkStore {
 }
 
 impl SdkStore {
-    /// Builds the client from `config` and the default provider chain. Makes no request.
-    pub async fn new(config: &S3Config) -> Self {
+    /// Builds the client from `config` and the default provider chain. Makes no request;
+    /// fails only on an unusable `--ca-bundle`.
+    pub async fn new(config: &S3Config) -> Result<Self, String> {
+        let http = match &config.ca_bundle {
+            Some(bundle) => Some(tls::client_trusting(bundle)?),
+            None => None,
+        };
+        Ok(Self::with_http_client(config, http).await)
+    }
+
+    /// [`SdkStore::new`] over `http` (the SDK's default HTTPS client when `None`).
+    async fn with_http_client(
+        config: &S3Config,
+        http: Option<aws_sdk_s3::config::SharedHttpClient>,
+    ) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(http) = http {
+            loader = loader.http_client(http);
+        }
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -81,18 +103,34 @@ impl SdkStore {
         if shared.region().is_none() {
             builder = builder.region(Region::new(FALLBACK_REGION));
         }
+        if let Some(every) = headers::EveryRequest::from_config(config) {
+            builder = builder.interceptor(every);
+        }
+        if config.transfer_acceleration {
+            builder = builder.accelerate(true);
+        }
+        if config.dual_stack {
+            builder = builder.use_dual_stack(true);
+        }
         if let Some(url) = &config.endpoint_url {
             builder = builder.endpoint_url(url);
         }
         Self {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
-            checksum: config.upload_checksums.then_some(ChecksumAlgorithm::Crc32C),
+            checksum: match config.upload_checksums {
+                UploadChecksums::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+                UploadChecksums::Off => None,
+            },
+            new_object: headers::NewObject::from_config(config),
             max_attempts: config.max_attempts,
             no_progress: config.read_timeout,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 impl ObjectStore for SdkStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {

@@ -87,6 +87,10 @@ impl SdkStore {
                 .key(key)
                 .metadata(WRITE_ID_METADATA, &options.write_id)
                 .set_checksum_algorithm(self.checksum.clone())
+                .set_server_side_encryption(self.new_object.sse.clone())
+                .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
+                .set_storage_class(self.new_object.storage_class.clone())
+                .set_content_type(self.new_object.content_type(key))
                 .customize()
                 .config_override(
                     aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),

@@ -117,6 +117,10 @@ impl SdkStore {
             .metadata(WRITE_ID_METADATA, &options.write_id)
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
             .set_checksum_algorithm(self.checksum.clone())
+            .set_server_side_encryption(self.new_object.sse.clone())
+            .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
+            .set_storage_class(self.new_object.storage_class.clone())
+            .set_content_type(self.new_object.content_type(key))
             .send()
             .await
             .map_err(classify)?;

@@ -1,0 +1,148 @@
+//! The config of each layer, built from the validated flags: the filesystem's, the data
+//! cache's, the S3 client's, the kernel mount's and the log's.
+
+use std::time::Duration;
+
+use super::values::Ttl;
+use super::{Args, CACHE_DEFAULT_TTL, MINIMAL_TTL};
+use crate::fs::FsConfig;
+use crate::fuse::session::MountConfig;
+use crate::logging::LogOptions;
+use crate::s3::S3Config;
+use crate::s3::config::{DEFAULT_MAX_ATTEMPTS, UploadChecksums};
+
+impl Args {
+    /// Part size of ranged GETs (`--read-part-size`, else `--part-size`).
+    pub fn read_part_size(&self) -> u64 {
+        self.read_part_size.unwrap_or(self.part_size)
+    }
+
+    /// Part size of multipart uploads (`--write-part-size`, else `--part-size`).
+    pub fn write_part_size(&self) -> u64 {
+        self.write_part_size.unwrap_or(self.part_size)
+    }
+
+    /// The metadata TTL in force: the flag, else 60 s with a cache, else minimal.
+    pub fn metadata_ttl(&self) -> Duration {
+        match self.metadata_ttl {
+            Some(ttl) => ttl.duration(),
+            None if self.cache_config().is_some() => CACHE_DEFAULT_TTL,
+            None => MINIMAL_TTL,
+        }
+    }
+
+    /// The filesystem's settings.
+    pub fn fs_config(&self) -> FsConfig {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let metadata_ttl = self.metadata_ttl();
+        FsConfig {
+            prefix: self.prefix.clone().unwrap_or_default(),
+            uid: self.uid.unwrap_or(uid),
+            gid: self.gid.unwrap_or(gid),
+            dir_mode: self.dir_mode,
+            file_mode: self.file_mode,
+            metadata_ttl,
+            negative_ttl: self.negative_metadata_ttl.map(Ttl::duration),
+            read_only: self.read_only,
+            allow_delete: self.allow_delete,
+            allow_overwrite: self.allow_overwrite,
+            read_part_size: self.read_part_size(),
+            write_part_size: self.write_part_size(),
+            passthrough: self.cache_config().is_some() && !self.no_passthrough,
+            list_page_size: crate::fs::listing::PAGE_SIZE,
+            memory_limit: self
+                .memory_target
+                .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),
+        }
+    }
+
+    /// The data cache's settings, if `--cache` was given (and `--max-cache-size` is not 0,
+    /// which turns the cache off, as in Mountpoint).
+    pub fn cache_config(&self) -> Option<crate::cache::CacheConfig> {
+        let dir = self.cache.clone()?;
+        if self.max_cache_size == Some(0) {
+            return None;
+        }
+        Some(crate::cache::CacheConfig {
+            dir,
+            block_size: self.cache_block_size.saturating_mul(1024),
+            max_bytes: self
+                .max_cache_size
+                .map(|mib| mib.saturating_mul(1024 * 1024)),
+            bucket: self.bucket.clone(),
+        })
+    }
+
+    /// The S3 client's settings. `AWS_MAX_ATTEMPTS` sets the attempts per request, as for
+    /// Mountpoint and the AWS CLI.
+    pub fn s3_config(&self) -> S3Config {
+        let max_attempts = max_attempts(std::env::var("AWS_MAX_ATTEMPTS").ok().as_deref());
+        S3Config {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            force_path_style: self.force_path_style,
+            no_sign_request: self.no_sign_request,
+            profile: self.profile.clone(),
+            max_attempts,
+            upload_checksums: match self.upload_checksums.as_str() {
+                "off" => UploadChecksums::Off,
+                _ => UploadChecksums::Crc32c,
+            },
+            read_timeout: Duration::from_secs(self.no_progress_timeout),
+            requester_pays: self.requester_pays,
+            expected_bucket_owner: self.expected_bucket_owner.clone(),
+            user_agent_prefix: self.user_agent_prefix.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            storage_class: self.storage_class.clone(),
+            infer_content_type: self.infer_content_type,
+            transfer_acceleration: self.transfer_acceleration,
+            dual_stack: self.dual_stack,
+            ca_bundle: self.ca_bundle.clone(),
+            ..S3Config::new(self.bucket.clone())
+        }
+    }
+
+    /// The kernel mount's settings.
+    pub fn mount_config(&self) -> MountConfig {
+        MountConfig {
+            fs_name: self.bucket.clone(),
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            allow_root: self.allow_root,
+            auto_unmount: self.auto_unmount,
+            noexec: self.noexec,
+            threads: usize::from(self.max_threads),
+        }
+    }
+
+    /// What the log shows: nothing (`--no-log`), our debug lines (`--debug`), the SDK's
+    /// (`--debug-crt`), the counters every 5 s (`--log-metrics`).
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            off: self.no_log,
+            debug: self.debug,
+            sdk_debug: self.debug_crt,
+            metrics: self.log_metrics,
+        }
+    }
+}
+
+/// Attempts per request from `AWS_MAX_ATTEMPTS` (1 to 100), else ours; an unreadable value is
+/// warned about, not ignored silently.
+pub(super) fn max_attempts(env: Option<&str>) -> u32 {
+    let Some(value) = env else {
+        return DEFAULT_MAX_ATTEMPTS;
+    };
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => n,
+        _ => {
+            tracing::warn!(
+                "AWS_MAX_ATTEMPTS={} is not a number from 1 to 100; using {DEFAULT_MAX_ATTEMPTS}",
+                value.escape_debug()
+            );
+            DEFAULT_MAX_ATTEMPTS
+        }
+    }
+}

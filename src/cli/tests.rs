@@ -1,0 +1,375 @@
+//! The command line's tests: defaults, values, refusals, and random lines that must not panic.
+
+use super::validate::unescape_mountinfo;
+use super::values::Ttl;
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+    Args::try_parse_from(std::iter::once("mount-s3").chain(args.iter().copied()))
+}
+
+#[test]
+fn s3_uris_become_bucket_and_prefix() {
+    let dir = std::env::temp_dir();
+    let d = dir.to_str().unwrap();
+    let mut args = parse(&["s3://bucket/a/b/", d]).unwrap();
+    args.validate().unwrap();
+    assert_eq!(args.bucket, "bucket");
+    assert_eq!(args.fs_config().prefix, "a/b/");
+    assert_eq!(args.s3_config().bucket, "bucket");
+    let mut whole = parse(&["s3://bucket", d]).unwrap();
+    whole.validate().unwrap();
+    assert_eq!(
+        (whole.bucket.as_str(), whole.prefix.as_deref()),
+        ("bucket", None)
+    );
+    let mut both = parse(&["s3://bucket/a/", d, "--prefix", "b/"]).unwrap();
+    assert!(both.validate().unwrap_err().contains("--prefix"));
+    assert!(parse(&["s3://bucket/no-slash", d]).is_err());
+    assert!(
+        parse(&["Mixed_Case.bucket", d]).is_ok(),
+        "Mountpoint's name rule"
+    );
+}
+
+#[test]
+fn flags_of_other_work_are_refused_by_name_in_one_line() {
+    let dir = std::env::temp_dir();
+    let d = dir.to_str().unwrap();
+    for (extra, named) in [
+        (vec!["--cache-xz", "xz-bucket"], "--cache-xz"),
+        (vec!["--incremental-upload"], "--incremental-upload"),
+        (
+            vec!["--otlp-endpoint", "http://127.0.0.1:4318"],
+            "--otlp-endpoint",
+        ),
+        (vec!["--upload-checksums", "crc64nvme"], "crc64nvme"),
+        (
+            vec!["--bucket-type", "directory"],
+            "--bucket-type directory",
+        ),
+        (
+            vec![
+                "--sse",
+                "AES256",
+                "--sse-kms-key-id",
+                "arn:aws:kms:r:1:key/k",
+            ],
+            "--sse-kms-key-id",
+        ),
+        (vec!["--write-part-size", "1048576"], "5 MiB"),
+    ] {
+        let mut argv = vec!["bucket", d];
+        argv.extend(&extra);
+        let err = parse(&argv).unwrap().validate().unwrap_err();
+        assert!(
+            err.contains(named) && !err.contains('\n'),
+            "{extra:?}: {err}"
+        );
+    }
+    let mut warned = parse(&[
+        "bucket",
+        d,
+        "--bind",
+        "eth0",
+        "eth1",
+        "--maximum-throughput-gbps",
+        "100",
+    ])
+    .unwrap();
+    warned.validate().unwrap();
+    assert_eq!(
+        warned.bind.as_deref(),
+        Some(&["eth0".to_string(), "eth1".to_string()][..])
+    );
+    assert_eq!(
+        warned.ignored_flags().len(),
+        2,
+        "accepted, and warned about in the log"
+    );
+    let mut small_reads = parse(&["bucket", d, "--read-only", "--part-size", "1048576"]).unwrap();
+    small_reads.validate().unwrap();
+    assert_eq!(small_reads.fs_config().read_part_size, 1024 * 1024);
+}
+
+#[test]
+fn mountpoint_values_mean_what_they_mean_there() {
+    let cached = |extra: &[&str]| {
+        let mut argv = vec!["bkt", "/m", "--cache", "/c"];
+        argv.extend(extra);
+        parse(&argv).unwrap()
+    };
+    let kib = cached(&["--cache-block-size", "4096"]);
+    assert_eq!(
+        kib.cache_config().unwrap().block_size,
+        4 * 1024 * 1024,
+        "KiB"
+    );
+    assert_eq!(cached(&[]).cache_config().unwrap().block_size, 1024 * 1024);
+    assert!(
+        parse(&[
+            "bkt",
+            "/m",
+            "--cache",
+            "/c",
+            "--cache-block-size",
+            "1048576"
+        ])
+        .is_err()
+    );
+    let off = cached(&["--max-cache-size", "0"]);
+    assert!(
+        off.cache_config().is_none(),
+        "--max-cache-size 0 turns the cache off"
+    );
+    assert_eq!(off.fs_config().metadata_ttl, MINIMAL_TTL);
+    assert!(!off.fs_config().passthrough);
+    let zero = parse(&["bkt", "/m", "--metadata-ttl", "0"]).unwrap();
+    assert!(
+        zero.fs_config().metadata_ttl.is_zero(),
+        "0 asks S3 every time"
+    );
+    let negative = parse(&[
+        "bkt",
+        "/m",
+        "--metadata-ttl",
+        "300",
+        "--negative-metadata-ttl",
+        "5",
+    ])
+    .unwrap();
+    let fs = negative.fs_config();
+    assert_eq!(
+        (fs.metadata_ttl.as_secs(), fs.negative_ttl().as_secs()),
+        (300, 5)
+    );
+    assert_eq!(
+        parse(&["bkt", "/m", "--metadata-ttl", "300"])
+            .unwrap()
+            .fs_config()
+            .negative_ttl()
+            .as_secs(),
+        300
+    );
+    let split = parse(&[
+        "bkt",
+        "/m",
+        "--read-part-size",
+        "1048576",
+        "--write-part-size",
+        "16777216",
+    ])
+    .unwrap();
+    let fs = split.fs_config();
+    assert_eq!((fs.read_part_size, fs.write_part_size), (1 << 20, 16 << 20));
+    assert!(
+        parse(&[
+            "bkt",
+            "/m",
+            "--part-size",
+            "8388608",
+            "--read-part-size",
+            "1048576"
+        ])
+        .is_err()
+    );
+    let short = parse(&["bkt", "/m", "-d", "-l", "/var/log/x", "-f"]).unwrap();
+    assert!(short.debug && short.foreground);
+    assert_eq!(
+        short.log_directory.as_deref(),
+        Some(std::path::Path::new("/var/log/x"))
+    );
+    assert!(parse(&["bkt", "/m", "--no-log", "--debug"]).is_err());
+    assert!(
+        parse(&["bkt", "/m", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"]).is_err(),
+        "needs --sse"
+    );
+    assert!(
+        parse(&["bkt", "/m", "--otlp-export-interval", "5"]).is_err(),
+        "needs --otlp-endpoint"
+    );
+    let headers = parse(&[
+        "bkt",
+        "/m",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        "arn:aws:kms:r:1:key/k",
+        "--storage-class",
+        "STANDARD_IA",
+        "--requester-pays",
+        "--expected-bucket-owner",
+        "111122223333",
+        "--user-agent-prefix",
+        "job/7",
+        "--infer-content-type",
+        "--transfer-acceleration",
+        "--dual-stack",
+        "--upload-checksums",
+        "off",
+    ])
+    .unwrap()
+    .s3_config();
+    assert_eq!(headers.sse.as_deref(), Some("aws:kms"));
+    assert_eq!(
+        headers.sse_kms_key_id.as_deref(),
+        Some("arn:aws:kms:r:1:key/k")
+    );
+    assert_eq!(headers.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert_eq!(
+        headers.expected_bucket_owner.as_deref(),
+        Some("111122223333")
+    );
+    assert_eq!(headers.user_agent_prefix.as_deref(), Some("job/7"));
+    assert!(headers.requester_pays && headers.infer_content_type);
+    assert!(headers.transfer_acceleration && headers.dual_stack);
+    assert_eq!(
+        headers.upload_checksums,
+        crate::s3::config::UploadChecksums::Off
+    );
+}
+
+#[test]
+fn aws_max_attempts_is_honoured_or_warned_about() {
+    use super::layers::max_attempts;
+    use crate::s3::config::DEFAULT_MAX_ATTEMPTS;
+    assert_eq!(max_attempts(None), DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(max_attempts(Some("10")), 10);
+    assert_eq!(max_attempts(Some(" 2 ")), 2);
+    for bad in ["0", "101", "ten", ""] {
+        assert_eq!(max_attempts(Some(bad)), DEFAULT_MAX_ATTEMPTS, "{bad}");
+    }
+}
+
+#[test]
+fn defaults_match_mountpoint() {
+    let args = parse(&["bucket", "/mnt"]).unwrap();
+    assert_eq!(args.part_size, DEFAULT_PART_SIZE);
+    assert_eq!(args.max_threads, 16);
+    assert_eq!((args.dir_mode, args.file_mode), (0o755, 0o644));
+    assert_eq!(args.fs_config().metadata_ttl, MINIMAL_TTL);
+    assert!(!args.foreground);
+}
+
+#[test]
+fn flag_values() {
+    let args = parse(&[
+        "bkt",
+        "/m",
+        "--metadata-ttl",
+        "indefinite",
+        "--dir-mode",
+        "0700",
+        "--file-mode",
+        "600",
+        "--uid",
+        "7",
+        "--prefix",
+        "p/",
+        "-f",
+        "--read-only",
+    ])
+    .unwrap();
+    let fs = args.fs_config();
+    assert_eq!(fs.metadata_ttl, Duration::MAX);
+    assert_eq!((fs.dir_mode, fs.file_mode, fs.uid), (0o700, 0o600, 7));
+    assert_eq!(fs.prefix, "p/");
+    assert!(fs.read_only && args.foreground && args.mount_config().read_only);
+    assert_eq!(
+        parse(&["bkt", "/m", "--metadata-ttl", "5"])
+            .unwrap()
+            .metadata_ttl,
+        Some(Ttl::Seconds(5))
+    );
+}
+
+#[test]
+fn huge_values_neither_panic_nor_wrap() {
+    let huge = u64::MAX.to_string();
+    assert!(parse(&["bkt", "/m", "--cache", "/c", "--max-cache-size", &huge]).is_err());
+    let most = (u64::MAX >> 20).to_string();
+    let args = parse(&["bkt", "/m", "--cache", "/c", "--max-cache-size", &most]).unwrap();
+    assert!(args.cache_config().unwrap().max_bytes.unwrap() >= u64::MAX >> 1);
+    let big_part = parse(&["bkt", "/m", "--part-size", "5368709120"]).unwrap();
+    let _ = big_part.fs_config(); // a 5 GiB part size builds a prefetch window
+}
+
+#[test]
+fn bad_values_are_refused() {
+    assert!(parse(&["bkt", "/m", "--metadata-ttl", "soon"]).is_err());
+    assert!(parse(&["bkt", "/m", "--dir-mode", "999"]).is_err());
+    assert!(parse(&["bkt", "/m", "--part-size", "0"]).is_err());
+    assert!(parse(&["bkt", "/m", "--no-such-flag"]).is_err());
+    assert!(parse(&["b"]).is_err());
+}
+
+#[test]
+fn validation_errors_are_one_line() {
+    let dir = std::env::temp_dir();
+    let d = dir.to_str().unwrap();
+    let cases = [
+        vec!["s3://bucket/", d, "--prefix", "p/"],
+        vec!["bucket", "/no/such/dir/here"],
+        vec!["bucket", "/etc/hostname"],
+        vec!["bucket", d, "--prefix", "noslash"],
+        vec!["bucket", "/proc"],
+    ];
+    for case in cases {
+        let err = parse(&case).unwrap().validate().unwrap_err();
+        assert!(!err.is_empty() && !err.contains('\n'), "{case:?}: {err}");
+    }
+    let mut ok = parse(&["bucket", d]).unwrap();
+    ok.validate().unwrap();
+    assert!(ok.mount_point.is_absolute());
+    let mut relative = parse(&["bucket", d, "--cache", "relcache"]).unwrap();
+    relative.validate().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        relative.cache,
+        Some(cwd.join("relcache")),
+        "absolute before detaching"
+    );
+}
+
+/// Tokens a command line is built from: every long flag, values of every shape.
+fn token() -> impl proptest::strategy::Strategy<Value = String> {
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+    let flags: Vec<String> = Args::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    prop_oneof![
+        proptest::sample::select(flags),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("0".to_string()),
+        Just("-f".to_string()),
+        Just("--".to_string()),
+        Just("indefinite".to_string()),
+        "[a-z0-9.:/=_-]{0,12}",
+        any::<String>(),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(crate::testing::fuzz_config())]
+    #[test]
+    fn untrusted_command_lines_never_panic(words in proptest::collection::vec(token(), 0..12)) {
+        let argv = std::iter::once("mount-s3".to_string()).chain(words);
+        if let Ok(mut args) = Args::try_parse_from(argv) {
+            // validate() creates a log directory: not where a random line says.
+            args.log_directory = None;
+            let _ = args.validate();
+            let fs = args.fs_config();
+            let _ = crate::fs::read::prefetch::PrefetchConfig::new(fs.read_part_size, fs.memory_limit);
+            let _ = (args.cache_config(), args.s3_config(), args.mount_config());
+        }
+    }
+}
+
+#[test]
+fn mountinfo_escapes() {
+    assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+    assert_eq!(unescape_mountinfo("/plain"), "/plain");
+}

@@ -1,0 +1,195 @@
+//! The checks that need no network, run before the process detaches: flags we do not
+//! support yet are refused by name, an `s3://` URI becomes bucket and prefix, combinations
+//! Mountpoint refuses are refused, and every path the background process keeps using is
+//! made absolute.
+
+use std::path::Path;
+
+use super::Args;
+
+#[cfg(test)]
+#[test]
+fn mountpoints_variables_are_named_when_unread() {
+    let vars = [
+        ("MOUNTPOINT_LOG", "trace"),
+        ("PATH", "/bin"),
+        ("UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE", "1"),
+    ]
+    .map(|(n, v)| (n.to_string(), v.to_string()));
+    assert_eq!(
+        unread_environment(vars),
+        [
+            "MOUNTPOINT_LOG",
+            "UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE"
+        ]
+    );
+}
+use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
+
+/// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
+/// with the reason the user sees. (`--bind` and `--maximum-throughput-gbps` are accepted
+/// and only warned about: ignoring them changes no result.)
+fn unsupported(args: &Args) -> Option<&'static str> {
+    if args.cache_xz.is_some() {
+        return Some("--cache-xz (a cache in an S3 Express One Zone bucket) is not supported yet");
+    }
+    if args.incremental_upload {
+        return Some("--incremental-upload (appends to existing objects) is not supported yet");
+    }
+    if args.otlp_endpoint.is_some() {
+        return Some("--otlp-endpoint (OTLP metrics export) is not supported yet");
+    }
+    if args.upload_checksums == "crc64nvme" {
+        return Some(
+            "--upload-checksums crc64nvme is not supported yet; use crc32c (the default) or off",
+        );
+    }
+    if args.bucket_type.as_deref() == Some("directory") {
+        return Some(
+            "--bucket-type directory (S3 Express One Zone directory buckets) is not supported yet",
+        );
+    }
+    None
+}
+
+impl Args {
+    /// Checks everything that needs no network, and makes the mount point absolute.
+    /// The error is one line saying what to fix.
+    pub fn validate(&mut self) -> Result<(), String> {
+        if let Some(why) = unsupported(self) {
+            return Err(why.to_string());
+        }
+        let bucket = parse_bucket(&self.bucket)?;
+        if let Some(uri_prefix) = bucket.uri_prefix {
+            if self.prefix.is_some() {
+                return Err(
+                    "--prefix cannot be used with an s3:// URI (put the prefix in the URI)".into(),
+                );
+            }
+            self.bucket = bucket.name;
+            if !uri_prefix.is_empty() {
+                self.prefix = Some(uri_prefix);
+            }
+        }
+        if let Some(prefix) = &self.prefix {
+            if !prefix.ends_with('/') {
+                return Err(format!("--prefix '{prefix}' must end with '/'"));
+            }
+        }
+        if self.sse.as_deref() == Some("AES256") && self.sse_kms_key_id.is_some() {
+            return Err("--sse-kms-key-id cannot be used with --sse AES256".into());
+        }
+        if self.write_part_size() < MIN_WRITE_PART_SIZE && !self.read_only {
+            return Err(format!(
+                "a write part size of {} bytes is below S3's minimum of {MIN_WRITE_PART_SIZE} (5 MiB); use --read-part-size for small GETs",
+                self.write_part_size()
+            ));
+        }
+        if self.auto_unmount && !self.allow_other && !self.allow_root {
+            return Err("--auto-unmount needs --allow-other or --allow-root".to_string());
+        }
+        if self.allow_other && self.allow_root {
+            return Err("--allow-other and --allow-root cannot be used together".to_string());
+        }
+        if let Some(bundle) = &self.ca_bundle {
+            std::fs::metadata(bundle)
+                .map_err(|e| format!("--ca-bundle {}: {e}", bundle.display()))?;
+        }
+        let shown = self.mount_point.display().to_string();
+        let meta = std::fs::metadata(&self.mount_point)
+            .map_err(|e| format!("mount point {shown} is not usable: {e}"))?;
+        if !meta.is_dir() {
+            return Err(format!("mount point {shown} is not a directory"));
+        }
+        self.mount_point = std::fs::canonicalize(&self.mount_point)
+            .map_err(|e| format!("mount point {shown} is not usable: {e}"))?;
+        if is_mount_point(&self.mount_point) {
+            return Err(format!(
+                "mount point {} is already a mount point; unmount it first",
+                self.mount_point.display()
+            ));
+        }
+        // The background process changes directory to `/`: every path the mount keeps
+        // using must be absolute before it detaches.
+        for (flag, path) in [
+            ("--cache", &mut self.cache),
+            ("--log-directory", &mut self.log_directory),
+            ("--ca-bundle", &mut self.ca_bundle),
+        ] {
+            if let Some(dir) = path {
+                *dir = std::path::absolute(&*dir)
+                    .map_err(|e| format!("{flag} {}: {e}", dir.display()))?;
+            }
+        }
+        if let Some(dir) = &self.log_directory {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| format!("--log-directory {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// What the mount accepts but does not apply, for a warning in the log at start-up.
+    pub fn ignored_flags(&self) -> Vec<&'static str> {
+        let mut ignored = Vec::new();
+        if self.bind.is_some() {
+            ignored.push("--bind (connections use the default route)");
+        }
+        if self.maximum_throughput_gbps.is_some() {
+            ignored.push("--maximum-throughput-gbps (the read window is sized by --memory-target)");
+        }
+        ignored
+    }
+}
+
+/// Mountpoint's tuning variables that are set but that mount-s3 does not read
+/// (`MOUNTPOINT_LOG`, `UNSTABLE_MOUNTPOINT_*`), for a warning in the log at start-up: never
+/// ignored silently.
+pub fn unread_environment(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut unread: Vec<String> = vars
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name == "MOUNTPOINT_LOG" || name.starts_with("UNSTABLE_MOUNTPOINT_"))
+        .collect();
+    unread.sort();
+    unread
+}
+
+/// Whether `path` is already a mount point, by /proc/self/mountinfo.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|field| unescape_mountinfo(field) == wanted)
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+pub(super) fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
