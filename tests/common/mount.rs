@@ -336,8 +336,34 @@ impl Mount {
     }
 
     /// Unmounts with `fusermount3 -u` the way a user would; returns whether that succeeded.
+    /// Retried for up to 5 s while the kernel calls the mount busy (seen once under a
+    /// loaded CI run, just after the test's last file was closed), then reported with
+    /// fusermount3's own words.
     pub fn fusermount_unmount(&self) -> bool {
-        quiet_status(Command::new("fusermount3").arg("-u").arg(&self.mountpoint))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .output();
+            match out {
+                Ok(out) if out.status.success() => return true,
+                Ok(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(200)),
+                Ok(out) => {
+                    eprintln!(
+                        "fusermount3 -u {}: {} {}",
+                        self.mountpoint.display(),
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    eprintln!("fusermount3 cannot run: {e}");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Detaches the mount at once (`umount -l`), as one must after its process died;
