@@ -26,7 +26,7 @@ impl Args {
     pub fn metadata_ttl(&self) -> Duration {
         match self.metadata_ttl {
             Some(ttl) => ttl.duration(),
-            None if self.cache_config().is_some() => CACHE_DEFAULT_TTL,
+            None if self.cache_enabled() => CACHE_DEFAULT_TTL,
             None => MINIMAL_TTL,
         }
     }
@@ -49,7 +49,7 @@ impl Args {
             allow_overwrite: self.allow_overwrite,
             read_part_size: self.read_part_size(),
             write_part_size: self.write_part_size(),
-            passthrough: self.cache_config().is_some() && !self.no_passthrough,
+            passthrough: self.cache_enabled() && !self.no_passthrough,
             list_page_size: crate::fs::listing::PAGE_SIZE,
             memory_limit: self
                 .memory_target
@@ -57,13 +57,18 @@ impl Args {
         }
     }
 
+    /// Whether there is a data cache: `--cache`, and `--max-cache-size` not 0.
+    fn cache_enabled(&self) -> bool {
+        self.cache.is_some() && self.max_cache_size != Some(0)
+    }
+
     /// The data cache's settings, if `--cache` was given (and `--max-cache-size` is not 0,
     /// which turns the cache off, as in Mountpoint).
     pub fn cache_config(&self) -> Option<crate::cache::CacheConfig> {
-        let dir = self.cache.clone()?;
-        if self.max_cache_size == Some(0) {
+        if !self.cache_enabled() {
             return None;
         }
+        let dir = self.cache.clone()?;
         Some(crate::cache::CacheConfig {
             dir,
             block_size: self.cache_block_size.saturating_mul(1024),

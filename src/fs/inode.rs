@@ -22,88 +22,11 @@ use super::names::Kind;
 /// Inode number of the mount's root directory.
 pub const ROOT_INO: u64 = 1;
 
-/// What we know of a file's object, or a directory's synthetic attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    /// Size in bytes (0 for directories).
-    pub size: u64,
-    /// Modification time (LastModified, or the mount time for directories).
-    pub mtime: SystemTime,
-    /// The object's ETag; `None` for directories.
-    pub etag: Option<String>,
-}
+mod record;
+#[cfg(test)]
+mod tests;
 
-/// State that exists only in this mount, not (yet) in S3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
-    /// A directory made by mkdir; it becomes real when a file inside is committed.
-    Dir,
-    /// A file open for writing; `new` when no object of that name existed at open.
-    Writing {
-        /// Whether the name is new (so it vanishes again if the upload fails).
-        new: bool,
-    },
-}
-
-/// One entry of the table.
-#[derive(Debug, Clone)]
-pub struct Inode {
-    /// Kernel inode number.
-    pub ino: u64,
-    /// Parent directory's inode number (the root is its own parent).
-    pub parent: u64,
-    /// Name inside the parent.
-    pub name: String,
-    /// The object key for a file; the key prefix (empty or ending in `/`) for a directory.
-    pub key: String,
-    /// File or directory.
-    pub kind: Kind,
-    /// Cached stat.
-    pub stat: Stat,
-    /// When `stat` must be revalidated; `None`: never.
-    pub expires: Option<Instant>,
-    /// Set while the entry exists only here (a new directory, a file being written).
-    pub local: Option<Local>,
-    /// Kernel lookup count; the entry is dropped when it returns to 0.
-    lookups: u64,
-    /// Open file handles on this inode (reading or writing).
-    opens: u32,
-}
-
-impl Inode {
-    /// Whether the cached stat may still be used (local state is always current).
-    pub fn is_fresh(&self) -> bool {
-        self.local.is_some() || self.expires.is_none_or(|at| Instant::now() < at)
-    }
-
-    /// Whether files are open on this inode.
-    pub fn is_open(&self) -> bool {
-        self.opens > 0
-    }
-
-    /// Whether `stat` is another object version than this inode's while files are open on
-    /// it: then the name must move to a new inode (see the module comment).
-    fn must_move_for(&self, stat: &Stat) -> bool {
-        self.opens > 0 && self.local.is_none() && self.stat.etag != stat.etag
-    }
-}
-
-/// What a revalidation found (see [`InodeTable::observe`]).
-#[derive(Debug, Clone)]
-pub enum Observed {
-    /// The inode now carries the stat seen.
-    Current(Inode),
-    /// The object changed while files were open on the inode: its name moved to `new`, and
-    /// `old` keeps the version its open handles read.
-    Moved {
-        /// The inode of the open handles, unchanged but for its expiry.
-        old: Inode,
-        /// The inode the name now stands for.
-        new: Inode,
-    },
-    /// The inode is gone from the table.
-    Gone,
-}
+pub use record::{Inode, Local, Observed, Stat};
 
 /// The key of `name` in `parent` as a `kind`: an object key, or a directory's prefix.
 fn child_key(parent: &Inode, name: &str, kind: Kind) -> String {
@@ -609,63 +532,5 @@ impl InodeTable {
     /// Whether only the root is held.
     pub fn is_empty(&self) -> bool {
         self.len() <= 1
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file_stat(size: u64) -> Stat {
-        Stat {
-            size,
-            mtime: SystemTime::UNIX_EPOCH,
-            etag: Some("\"e\"".into()),
-        }
-    }
-
-    #[test]
-    fn numbers_are_stable_until_kind_changes() {
-        let table = InodeTable::new("p/", SystemTime::now(), Duration::from_secs(60));
-        let root = table.get(ROOT_INO).unwrap();
-        let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
-        assert_eq!(a.key, "p/a");
-        let again = table.upsert_child(&root, "a", Kind::File, file_stat(2), 1);
-        assert_eq!(a.ino, again.ino);
-        assert_eq!(again.stat.size, 2);
-        let dir = table.upsert_child(&root, "a", Kind::Dir, file_stat(0), 1);
-        assert_ne!(dir.ino, a.ino);
-        assert_eq!(dir.key, "p/a/");
-        assert_eq!(table.fresh_child(ROOT_INO, "a", 0).unwrap().ino, dir.ino);
-    }
-
-    #[test]
-    fn forget_drops_at_zero() {
-        let table = InodeTable::new("", SystemTime::now(), Duration::from_secs(60));
-        let root = table.get(ROOT_INO).unwrap();
-        let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 2);
-        table.forget(a.ino, 1);
-        assert!(table.get(a.ino).is_some());
-        table.forget(a.ino, 1);
-        assert!(table.get(a.ino).is_none());
-        assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
-        table.forget(ROOT_INO, 100);
-        assert!(table.get(ROOT_INO).is_some());
-    }
-
-    #[test]
-    fn zero_ttl_is_never_fresh() {
-        let table = InodeTable::new("", SystemTime::now(), Duration::ZERO);
-        let root = table.get(ROOT_INO).unwrap();
-        table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
-        assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
-    }
-
-    #[test]
-    fn indefinite_ttl_never_expires() {
-        let table = InodeTable::new("", SystemTime::now(), Duration::MAX);
-        let root = table.get(ROOT_INO).unwrap();
-        let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
-        assert!(a.expires.is_none() && a.is_fresh());
     }
 }

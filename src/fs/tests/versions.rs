@@ -33,6 +33,24 @@ fn config(ttl: Duration) -> FsConfig {
     }
 }
 
+/// What the kernel sees when it opens `old` after the object behind `name` changed: ESTALE,
+/// then, looking the name up again, an inode of its own for the new version (returned).
+async fn open_is_stale_then_lookup_finds_a_new_inode<S: ObjectStore>(
+    fs: &S3Filesystem<S>,
+    old: u64,
+    name: &str,
+) -> Attr {
+    let err = fs.open(old, READ, me()).await.unwrap_err();
+    assert_eq!(
+        err.errno(),
+        libc::ESTALE,
+        "the kernel must look the name up again"
+    );
+    let new = fs.lookup(ROOT_INO, name).await.unwrap();
+    assert_ne!(new.ino, old, "the new version has an inode of its own");
+    new
+}
+
 #[tokio::test]
 async fn a_handle_of_an_older_version_keeps_its_inode() {
     let (store, fs) = setup(&[("f", b"version one")], config(Duration::ZERO));
@@ -40,14 +58,7 @@ async fn a_handle_of_an_older_version_keeps_its_inode() {
     let fh_old = fs.open(old.ino, READ, me()).await.unwrap();
     store.put("f", b"v2: longer than version one".to_vec());
     // The kernel opens the inode it holds; it now stands for an older version than S3's.
-    let err = fs.open(old.ino, READ, me()).await.unwrap_err();
-    assert_eq!(
-        err.errno(),
-        libc::ESTALE,
-        "the kernel must look the name up again"
-    );
-    let new = fs.lookup(ROOT_INO, "f").await.unwrap();
-    assert_ne!(new.ino, old.ino, "the new version has an inode of its own");
+    let new = open_is_stale_then_lookup_finds_a_new_inode(&fs, old.ino, "f").await;
     assert_eq!(new.size, 27);
     let fh_new = fs.open(new.ino, READ, me()).await.unwrap();
     assert_eq!(
@@ -73,14 +84,7 @@ async fn an_open_that_finds_a_newer_version_sends_the_kernel_to_a_fresh_inode() 
     let old = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(old.size, 5);
     store.put("f", b"a longer second version".to_vec());
-    let err = fs.open(old.ino, READ, me()).await.unwrap_err();
-    assert_eq!(
-        err.errno(),
-        libc::ESTALE,
-        "the kernel must look the name up again"
-    );
-    let new = fs.lookup(ROOT_INO, "f").await.unwrap();
-    assert_ne!(new.ino, old.ino);
+    let new = open_is_stale_then_lookup_finds_a_new_inode(&fs, old.ino, "f").await;
     assert_eq!(
         new.size, 23,
         "the kernel learns the new size from the lookup"

@@ -52,12 +52,18 @@ async fn store_capturing(config: &S3Config) -> (SdkStore, Arc<Mutex<Vec<Sent>>>)
     (store, sent)
 }
 
-fn flagged() -> S3Config {
+/// A client that needs no network or credentials, with no flag that adds headers.
+fn plain() -> S3Config {
     let mut config = S3Config::new("bucket");
     config.region = Some("eu-west-1".into());
     config.endpoint_url = Some("http://127.0.0.1:9".into());
     config.force_path_style = true;
     config.no_sign_request = true;
+    config
+}
+
+fn flagged() -> S3Config {
+    let mut config = plain();
     config.sse = Some("aws:kms".into());
     config.sse_kms_key_id = Some("arn:aws:kms:eu-west-1:111122223333:key/k1".into());
     config.storage_class = Some("GLACIER_IR".into());
@@ -136,11 +142,7 @@ async fn new_objects_carry_encryption_class_and_type_and_every_request_the_rest(
 
 #[tokio::test]
 async fn without_the_flags_nothing_is_added() {
-    let mut config = S3Config::new("bucket");
-    config.region = Some("eu-west-1".into());
-    config.endpoint_url = Some("http://127.0.0.1:9".into());
-    config.no_sign_request = true;
-    let (store, sent) = store_capturing(&config).await;
+    let (store, sent) = store_capturing(&plain()).await;
     let options = WriteOptions::default();
     let _ = tokio::time::timeout(
         Duration::from_secs(2),

@@ -1,0 +1,89 @@
+//! What one inode is: its key, kind, cached stat and expiry, what this mount holds of it
+//! locally, and what a revalidation found ([`Observed`]).
+
+use std::time::{Instant, SystemTime};
+
+use super::super::names::Kind;
+
+/// What we know of a file's object, or a directory's synthetic attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Modification time (LastModified, or the mount time for directories).
+    pub mtime: SystemTime,
+    /// The object's ETag; `None` for directories.
+    pub etag: Option<String>,
+}
+
+/// State that exists only in this mount, not (yet) in S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// A directory made by mkdir; it becomes real when a file inside is committed.
+    Dir,
+    /// A file open for writing; `new` when no object of that name existed at open.
+    Writing {
+        /// Whether the name is new (so it vanishes again if the upload fails).
+        new: bool,
+    },
+}
+
+/// One entry of the table.
+#[derive(Debug, Clone)]
+pub struct Inode {
+    /// Kernel inode number.
+    pub ino: u64,
+    /// Parent directory's inode number (the root is its own parent).
+    pub parent: u64,
+    /// Name inside the parent.
+    pub name: String,
+    /// The object key for a file; the key prefix (empty or ending in `/`) for a directory.
+    pub key: String,
+    /// File or directory.
+    pub kind: Kind,
+    /// Cached stat.
+    pub stat: Stat,
+    /// When `stat` must be revalidated; `None`: never.
+    pub expires: Option<Instant>,
+    /// Set while the entry exists only here (a new directory, a file being written).
+    pub local: Option<Local>,
+    /// Kernel lookup count; the entry is dropped when it returns to 0.
+    pub(super) lookups: u64,
+    /// Open file handles on this inode (reading or writing).
+    pub(super) opens: u32,
+}
+
+impl Inode {
+    /// Whether the cached stat may still be used (local state is always current).
+    pub fn is_fresh(&self) -> bool {
+        self.local.is_some() || self.expires.is_none_or(|at| Instant::now() < at)
+    }
+
+    /// Whether files are open on this inode.
+    pub fn is_open(&self) -> bool {
+        self.opens > 0
+    }
+
+    /// Whether `stat` is another object version than this inode's while files are open on
+    /// it: then the name must move to a new inode (see the module comment).
+    pub(super) fn must_move_for(&self, stat: &Stat) -> bool {
+        self.opens > 0 && self.local.is_none() && self.stat.etag != stat.etag
+    }
+}
+
+/// What a revalidation found (see [`InodeTable::observe`]).
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// The inode now carries the stat seen.
+    Current(Inode),
+    /// The object changed while files were open on the inode: its name moved to `new`, and
+    /// `old` keeps the version its open handles read.
+    Moved {
+        /// The inode of the open handles, unchanged but for its expiry.
+        old: Inode,
+        /// The inode the name now stands for.
+        new: Inode,
+    },
+    /// The inode is gone from the table.
+    Gone,
+}

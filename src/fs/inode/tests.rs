@@ -1,0 +1,56 @@
+//! The inode table's unit tests: numbering, forgetting, TTLs.
+
+use super::*;
+
+fn file_stat(size: u64) -> Stat {
+    Stat {
+        size,
+        mtime: SystemTime::UNIX_EPOCH,
+        etag: Some("\"e\"".into()),
+    }
+}
+
+#[test]
+fn numbers_are_stable_until_kind_changes() {
+    let table = InodeTable::new("p/", SystemTime::now(), Duration::from_secs(60));
+    let root = table.get(ROOT_INO).unwrap();
+    let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
+    assert_eq!(a.key, "p/a");
+    let again = table.upsert_child(&root, "a", Kind::File, file_stat(2), 1);
+    assert_eq!(a.ino, again.ino);
+    assert_eq!(again.stat.size, 2);
+    let dir = table.upsert_child(&root, "a", Kind::Dir, file_stat(0), 1);
+    assert_ne!(dir.ino, a.ino);
+    assert_eq!(dir.key, "p/a/");
+    assert_eq!(table.fresh_child(ROOT_INO, "a", 0).unwrap().ino, dir.ino);
+}
+
+#[test]
+fn forget_drops_at_zero() {
+    let table = InodeTable::new("", SystemTime::now(), Duration::from_secs(60));
+    let root = table.get(ROOT_INO).unwrap();
+    let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 2);
+    table.forget(a.ino, 1);
+    assert!(table.get(a.ino).is_some());
+    table.forget(a.ino, 1);
+    assert!(table.get(a.ino).is_none());
+    assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
+    table.forget(ROOT_INO, 100);
+    assert!(table.get(ROOT_INO).is_some());
+}
+
+#[test]
+fn zero_ttl_is_never_fresh() {
+    let table = InodeTable::new("", SystemTime::now(), Duration::ZERO);
+    let root = table.get(ROOT_INO).unwrap();
+    table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
+    assert!(table.fresh_child(ROOT_INO, "a", 0).is_none());
+}
+
+#[test]
+fn indefinite_ttl_never_expires() {
+    let table = InodeTable::new("", SystemTime::now(), Duration::MAX);
+    let root = table.get(ROOT_INO).unwrap();
+    let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
+    assert!(a.expires.is_none() && a.is_fresh());
+}
