@@ -14,11 +14,14 @@ use mount_s3::daemon::{self, StartupReport};
 use mount_s3::fs::S3Filesystem;
 use mount_s3::fuse::FuseAdapter;
 use mount_s3::fuse::session::LiveMount;
-use mount_s3::logging::{self, LogTarget};
+use mount_s3::logging::{self, LogSink};
 use mount_s3::s3::deadline::WithDeadline;
 use mount_s3::s3::health::WithHealth;
 use mount_s3::s3::sdk::SdkStore;
 use mount_s3::s3::{ObjectStore, S3Error};
+
+/// Where Mountpoint writes the serving process's pid, for attaching tools (read as it is).
+const PID_FILE_VARIABLE: &str = mount_s3::cli::PID_FILE_VARIABLE;
 
 /// How often `--log-metrics` logs the counters (as Mountpoint).
 const METRICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -70,6 +73,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mounted = mounted_line(&args);
+    // Mountpoint's `UNSTABLE_MOUNTPOINT_PID_FILE`, made absolute before the background
+    // process changes directory.
+    let pid_file = std::env::var_os(PID_FILE_VARIABLE).map(|p| {
+        let path = std::path::PathBuf::from(p);
+        std::path::absolute(&path).unwrap_or(path)
+    });
     let report = if args.foreground {
         None
     } else {
@@ -81,7 +90,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match run(&args, report, &mounted) {
+    match run(&args, report, &mounted, pid_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(()) => ExitCode::FAILURE,
     }
@@ -89,30 +98,41 @@ fn main() -> ExitCode {
 
 /// Everything after the fork. Start-up errors go to the parent (or stderr in the foreground)
 /// as one line; later errors go to the log.
-fn run(args: &Args, report: Option<StartupReport>, mounted: &str) -> Result<(), ()> {
-    let target = match (&args.log_directory, args.foreground) {
-        (Some(dir), _) => LogTarget::Directory(dir),
-        (None, true) => LogTarget::Stderr,
-        (None, false) => LogTarget::Syslog,
+fn run(
+    args: &Args,
+    report: Option<StartupReport>,
+    mounted: &str,
+    pid_file: Option<&std::path::Path>,
+) -> Result<(), ()> {
+    // As Mountpoint: a file in --log-directory, else syslog; in the foreground stdout too.
+    let sink = LogSink {
+        directory: args.log_directory.as_deref(),
+        stdout: args.foreground,
     };
-    // A start-up error is one line for the user; the log gets it too unless both are stderr.
+    // A start-up error is one line for the user (stderr, or the parent's), and goes to the log.
     let fail = |report: Option<StartupReport>, message: String| {
-        if target != LogTarget::Stderr {
-            error!("{message}");
-        }
+        error!("{message}");
         match report {
             Some(report) => report.failed(&message),
             None => eprintln!("mount-s3: {}", logging::one_line(&message)),
         }
     };
     let log_options = args.log_options();
-    let log_control = match logging::init(target, log_options) {
+    let log_metrics = log_options.metrics;
+    let log_control = match logging::init(sink, log_options) {
         Ok((_, control)) => control,
         Err(e) => {
             fail(report, format!("cannot open a log file: {e}"));
             return Err(());
         }
     };
+    if let Some(path) = pid_file {
+        if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
+            let shown = path.display();
+            fail(report, format!("{PID_FILE_VARIABLE} {shown}: {e}"));
+            return Err(());
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mount-s3-io")
@@ -138,7 +158,7 @@ fn run(args: &Args, report: Option<StartupReport>, mounted: &str) -> Result<(), 
         warn!("{name} is set but not read by mount-s3 (see README)");
     }
     let fs_config = args.fs_config();
-    let store = match runtime.block_on(SdkStore::new(&args.s3_config())) {
+    let store = match runtime.block_on(connect(args, &fs_config.prefix)) {
         Ok(store) => store,
         Err(message) => {
             fail(report, message);
@@ -147,10 +167,6 @@ fn run(args: &Args, report: Option<StartupReport>, mounted: &str) -> Result<(), 
     };
     let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
     let store = WithHealth::new(store);
-    if let Err(message) = runtime.block_on(check_bucket(store.inner(), args, &fs_config.prefix)) {
-        fail(report, message);
-        return Err(());
-    }
     // Handlers go in before the mount, so a signal during start-up still unmounts cleanly.
     // SIGTERM, SIGINT and SIGHUP unmount; SIGUSR2 cycles the log verbosity; SIGUSR1 logs a
     // status line (handles, inodes, memory, commits, tasks). (SIGPIPE is
@@ -209,7 +225,7 @@ fn run(args: &Args, report: Option<StartupReport>, mounted: &str) -> Result<(), 
                     "status: {}",
                     fs.status()
                 ),
-                _ = metrics_tick.tick(), if log_options.metrics => info!(
+                _ = metrics_tick.tick(), if log_metrics => info!(
                     alive_tasks = runtime.metrics().num_alive_tasks(),
                     "metrics: {}",
                     fs.status()
@@ -301,14 +317,61 @@ fn mounted_line(args: &Args) -> String {
     ))
 }
 
+/// Builds the S3 client and proves it with one listing. As Mountpoint does, a bucket that
+/// answers from another region than an inferred one (no `--region`, no `AWS_REGION`) is
+/// followed there, with a warning; a region the user gave is not second-guessed.
+async fn connect(args: &Args, prefix: &str) -> Result<SdkStore, String> {
+    let mut config = args.s3_config();
+    let store = SdkStore::new(&config).await?;
+    let region = match check_bucket(&store, args, prefix).await {
+        Ok(()) => return Ok(store),
+        Err(Err(message)) => return Err(message),
+        Err(Ok(region)) if region_given(args) => {
+            return Err(format!(
+                "bucket '{}' is in region {region}, not in the one given (--region, AWS_REGION)",
+                args.bucket
+            ));
+        }
+        Err(Ok(region)) => region,
+    };
+    warn!(
+        "bucket {} is in region {region}, not {}; following it there",
+        args.bucket,
+        store.region().unwrap_or("the default region")
+    );
+    config.region = Some(region.clone());
+    let store = SdkStore::new(&config).await?;
+    match check_bucket(&store, args, prefix).await {
+        Ok(()) => Ok(store),
+        Err(Err(message)) => Err(message),
+        Err(Ok(again)) => Err(format!(
+            "bucket '{}' redirected from region {region} to {again}; check --endpoint-url",
+            args.bucket
+        )),
+    }
+}
+
+/// Whether the user chose the region (`--region`, or the SDK's region variables).
+fn region_given(args: &Args) -> bool {
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    args.region.is_some() || set("AWS_REGION") || set("AWS_DEFAULT_REGION")
+}
+
 /// One cheap listing proves the endpoint, the credentials and the bucket before mounting.
-async fn check_bucket(store: &impl ObjectStore, args: &Args, prefix: &str) -> Result<(), String> {
+/// `Err(Ok(region))`: the bucket answered from that other region; `Err(Err(message))`: any
+/// other failure, as one line for the user.
+async fn check_bucket(
+    store: &impl ObjectStore,
+    args: &Args,
+    prefix: &str,
+) -> Result<(), Result<String, String>> {
     let bucket = &args.bucket;
     let listed =
         tokio::time::timeout(STARTUP_CHECK_TIMEOUT, store.list(prefix, true, None, 1)).await;
     let where_ = args.endpoint_url.as_deref().unwrap_or("S3");
-    match listed {
-        Ok(Ok(_)) => Ok(()),
+    let failed = match listed {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(S3Error::WrongRegion(region))) => return Err(Ok(region)),
         Err(_) => Err(format!(
             "no answer from {where_} within {}s; check --endpoint-url, --region and the network",
             STARTUP_CHECK_TIMEOUT.as_secs()
@@ -324,5 +387,6 @@ async fn check_bucket(store: &impl ObjectStore, args: &Args, prefix: &str) -> Re
             detail.replace('\n', " ")
         )),
         Ok(Err(other)) => Err(format!("cannot list bucket '{bucket}': {other}")),
-    }
+    };
+    failed.map_err(Err)
 }

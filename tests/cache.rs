@@ -847,11 +847,11 @@ fn broken_cache_dir_falls_back_to_s3_with_one_warning() {
     }
     // The block writes run in the background: wait for the warning.
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while !mount.stderr().contains(WARNING) {
+    while !mount.log().contains(WARNING) {
         assert!(
             Instant::now() < deadline,
             "no {WARNING:?} warning; log:\n{}",
-            mount.stderr()
+            mount.log()
         );
         thread::sleep(Duration::from_millis(50));
     }

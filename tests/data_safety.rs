@@ -251,9 +251,9 @@ fn a_commit_whose_answer_was_lost_is_reported_as_landed() {
     }
     assert!(s3.multipart_uploads(&bucket).is_empty(), "no upload left");
     assert!(
-        mount.stderr().contains("the answer to a commit was lost"),
+        mount.log().contains("the answer to a commit was lost"),
         "{}",
-        mount.stderr()
+        mount.log()
     );
 }
 
@@ -286,7 +286,7 @@ fn the_end_of_the_mount_waits_for_a_commit_in_flight() {
     let _ = writer.join();
     let status = mount.wait_exit(Duration::from_secs(60));
     assert!(status.is_some(), "mount-s3 did not exit");
-    let log = mount.stderr();
+    let log = mount.log();
     assert!(
         s3.multipart_uploads(&bucket).is_empty(),
         "upload left:\n{log}"

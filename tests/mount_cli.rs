@@ -41,7 +41,7 @@ fn signal_unmounts_and_exits_zero(sig: i32, name: &str) {
         status.code(),
         Some(0),
         "exit status after {name}: {status}; stderr:\n{}",
-        mount.stderr()
+        mount.log()
     );
     assert!(
         mount_entry(&path).is_none(),
@@ -77,26 +77,26 @@ fn sigusr2_cycles_the_log_verbosity() {
     let mut mount = s3.mount_args(&bucket).mount();
     let pid = mount.pid().expect("a foreground mount") as libc::pid_t;
     assert_eq!(fs::read(mount.join("f.txt")).unwrap(), b"still here");
-    assert!(!mount.stderr().contains("HEAD ok"), "not at debug yet");
+    assert!(!mount.log().contains("HEAD ok"), "not at debug yet");
     // SAFETY: a signal to the mount's own process.
     unsafe { libc::kill(pid, libc::SIGUSR2) };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !mount.stderr().contains("log verbosity is now debug") {
-        assert!(std::time::Instant::now() < deadline, "{}", mount.stderr());
+    while !mount.log().contains("log verbosity is now debug") {
+        assert!(std::time::Instant::now() < deadline, "{}", mount.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     s3.put(&bucket, "g.txt", b"seen at debug".to_vec());
     assert_eq!(fs::read(mount.join("g.txt")).unwrap(), b"seen at debug");
-    assert!(mount.stderr().contains("HEAD ok"), "{}", mount.stderr());
+    assert!(mount.log().contains("HEAD ok"), "{}", mount.log());
     for next in ["trace", "normal"] {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGUSR2) };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !mount
-            .stderr()
+            .log()
             .contains(&format!("log verbosity is now {next}"))
         {
-            assert!(std::time::Instant::now() < deadline, "{}", mount.stderr());
+            assert!(std::time::Instant::now() < deadline, "{}", mount.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -434,7 +434,7 @@ fn mountpoint_request_flags_reach_the_server() {
         let mut f = fs::File::create(mount.join(name)).unwrap();
         f.write_all(data).unwrap();
         f.sync_all()
-            .unwrap_or_else(|e| panic!("commit {name}: {e}; log:\n{}", mount.stderr()));
+            .unwrap_or_else(|e| panic!("commit {name}: {e}; log:\n{}", mount.log()));
     }
     assert_eq!(fs::read(mount.join("seen.bin")).unwrap(), b"seen");
     fs::rename(mount.join("small.json"), mount.join("moved.json")).unwrap();

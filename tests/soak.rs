@@ -173,7 +173,7 @@ fn soak_64_threads_under_one_percent_faults() {
                     rss_kib(pid) / 1024,
                     fd_count(pid),
                     thread_count(pid),
-                    last_status(&mount.stderr())
+                    last_status(&mount.log())
                 );
             }
         });

@@ -31,6 +31,14 @@ impl Args {
         }
     }
 
+    /// Whether the metadata TTL is `minimal` (given, or the default without a cache).
+    fn minimal_metadata(&self) -> bool {
+        match self.metadata_ttl {
+            Some(ttl) => ttl == Ttl::Minimal,
+            None => !self.cache_enabled(),
+        }
+    }
+
     /// The filesystem's settings.
     pub fn fs_config(&self) -> FsConfig {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
@@ -43,7 +51,15 @@ impl Args {
             dir_mode: self.dir_mode,
             file_mode: self.file_mode,
             metadata_ttl,
-            negative_ttl: self.negative_metadata_ttl.map(Ttl::duration),
+            negative_ttl: match (self.negative_metadata_ttl, self.minimal_metadata()) {
+                (Some(ttl), _) => Some(ttl.duration()),
+                // Mountpoint's minimal keeps no negative entries.
+                (None, true) => Some(Duration::ZERO),
+                (None, false) => None,
+            },
+            open_revalidates_after: self
+                .minimal_metadata()
+                .then_some(crate::cli::OPEN_REVALIDATE_AFTER),
             read_only: self.read_only,
             allow_delete: self.allow_delete,
             allow_overwrite: self.allow_overwrite,
@@ -92,6 +108,7 @@ impl Args {
             max_attempts,
             upload_checksums: match self.upload_checksums.as_str() {
                 "off" => UploadChecksums::Off,
+                "crc64nvme" => UploadChecksums::Crc64Nvme,
                 _ => UploadChecksums::Crc32c,
             },
             read_timeout: Duration::from_secs(self.no_progress_timeout),
@@ -123,13 +140,15 @@ impl Args {
     }
 
     /// What the log shows: nothing (`--no-log`), our debug lines (`--debug`), the SDK's
-    /// (`--debug-crt`), the counters every 5 s (`--log-metrics`).
+    /// (`--debug-crt`), the counters every 5 s (`--log-metrics`), and `MOUNTPOINT_LOG`'s
+    /// filter in place of the normal one.
     pub fn log_options(&self) -> LogOptions {
         LogOptions {
             off: self.no_log,
             debug: self.debug,
             sdk_debug: self.debug_crt,
             metrics: self.log_metrics,
+            env_filter: std::env::var(crate::logging::FILTER_VARIABLE).ok(),
         }
     }
 }

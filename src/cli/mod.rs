@@ -12,7 +12,7 @@ mod layers;
 mod mountpoint_flags;
 pub mod options_form;
 mod validate;
-pub use validate::unread_environment;
+pub use validate::{PID_FILE_VARIABLE, unread_environment};
 pub mod values;
 
 use std::path::PathBuf;
@@ -31,6 +31,10 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 /// `--metadata-ttl minimal`: the shortest TTL that still absorbs the kernel's bursts of
 /// lookups and getattrs for one program call.
 pub const MINIMAL_TTL: Duration = Duration::from_secs(1);
+
+/// With `--metadata-ttl minimal`, how old a stat an open may use without asking S3: only the
+/// one the kernel's lookup for this same open just fetched.
+pub const OPEN_REVALIDATE_AFTER: Duration = Duration::from_millis(100);
 
 /// Default `--metadata-ttl` with `--cache` (as Mountpoint): blocks are reused after one HEAD
 /// per minute confirms the ETag.
@@ -113,7 +117,7 @@ pub struct Args {
     #[arg(long, help_heading = BUCKET, value_name = "AWS_KMS_KEY_ARN", requires = "sse", value_parser = parse_kms_key_arn)]
     pub sse_kms_key_id: Option<String>,
 
-    /// Checksum sent with every upload: crc32c, or off for servers that reject checksums (crc64nvme is refused, see README)
+    /// Checksum sent with every upload: crc32c, crc64nvme, or off for servers that reject checksums
     #[arg(long, help_heading = BUCKET, value_name = "ALGORITHM", default_value = "crc32c", value_parser = ["crc32c", "crc64nvme", "off"])]
     pub upload_checksums: String,
 
@@ -145,7 +149,7 @@ pub struct Args {
     #[arg(long, help_heading = MOUNT)]
     pub incremental_upload: bool,
 
-    /// Unmount automatically when the process exits (needs --allow-other or --allow-root)
+    /// Unmount automatically when the process exits, even if killed
     #[arg(long, help_heading = MOUNT)]
     pub auto_unmount: bool,
 
@@ -253,7 +257,7 @@ pub struct Args {
     #[arg(long, help_heading = CACHING, value_name = "DIRECTORY")]
     pub cache: Option<PathBuf>,
 
-    /// How long metadata is trusted: seconds (0: ask S3 at every lookup and open), 'indefinite' or 'minimal' (1 s) [default: 60 with --cache, else minimal]
+    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' (0 too: opens revalidate, no negative entries) [default: 60 with --cache, else minimal]
     #[arg(long, help_heading = CACHING, value_name = "SECONDS|indefinite|minimal", value_parser = parse_ttl)]
     pub metadata_ttl: Option<Ttl>,
 

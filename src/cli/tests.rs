@@ -43,7 +43,6 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
             vec!["--otlp-endpoint", "http://127.0.0.1:4318"],
             "--otlp-endpoint",
         ),
-        (vec!["--upload-checksums", "crc64nvme"], "crc64nvme"),
         (
             vec!["--bucket-type", "directory"],
             "--bucket-type directory",
@@ -124,11 +123,20 @@ fn mountpoint_values_mean_what_they_mean_there() {
     );
     assert_eq!(off.fs_config().metadata_ttl, MINIMAL_TTL);
     assert!(!off.fs_config().passthrough);
-    let zero = parse(&["bkt", "/m", "--metadata-ttl", "0"]).unwrap();
-    assert!(
-        zero.fs_config().metadata_ttl.is_zero(),
-        "0 asks S3 every time"
-    );
+    // 0 is minimal, as in Mountpoint: a 1 s stat for the kernel's bursts, an open that asks
+    // S3 again, and no negative entries.
+    let zero = parse(&["bkt", "/m", "--metadata-ttl", "0"])
+        .unwrap()
+        .fs_config();
+    assert_eq!(zero.metadata_ttl, MINIMAL_TTL);
+    assert_eq!(zero.negative_ttl(), Duration::ZERO);
+    assert_eq!(zero.open_revalidates_after, Some(OPEN_REVALIDATE_AFTER));
+    let kept = parse(&["bkt", "/m", "--negative-metadata-ttl", "7"])
+        .unwrap()
+        .fs_config();
+    assert_eq!(kept.negative_ttl(), Duration::from_secs(7));
+    let cached_ttl = cached(&[]).fs_config();
+    assert_eq!(cached_ttl.open_revalidates_after, None, "60 s with a cache");
     let negative = parse(&[
         "bkt",
         "/m",

@@ -13,13 +13,15 @@ fn mountpoints_variables_are_named_when_unread() {
     let vars = [
         ("MOUNTPOINT_LOG", "trace"),
         ("PATH", "/bin"),
+        ("UNSTABLE_MOUNTPOINT_PID_FILE", "/run/x"),
+        ("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND", "64"),
         ("UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE", "1"),
     ]
     .map(|(n, v)| (n.to_string(), v.to_string()));
     assert_eq!(
         unread_environment(vars),
         [
-            "MOUNTPOINT_LOG",
+            "UNSTABLE_MOUNTPOINT_MAX_BACKGROUND",
             "UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE"
         ]
     );
@@ -38,11 +40,6 @@ fn unsupported(args: &Args) -> Option<&'static str> {
     }
     if args.otlp_endpoint.is_some() {
         return Some("--otlp-endpoint (OTLP metrics export) is not supported yet");
-    }
-    if args.upload_checksums == "crc64nvme" {
-        return Some(
-            "--upload-checksums crc64nvme is not supported yet; use crc32c (the default) or off",
-        );
     }
     if args.bucket_type.as_deref() == Some("directory") {
         return Some(
@@ -85,9 +82,6 @@ impl Args {
                 self.write_part_size()
             ));
         }
-        if self.auto_unmount && !self.allow_other && !self.allow_root {
-            return Err("--auto-unmount needs --allow-other or --allow-root".to_string());
-        }
         if self.allow_other && self.allow_root {
             return Err("--allow-other and --allow-root cannot be used together".to_string());
         }
@@ -95,6 +89,27 @@ impl Args {
             std::fs::metadata(bundle)
                 .map_err(|e| format!("--ca-bundle {}: {e}", bundle.display()))?;
         }
+        if let Some(fd) = crate::fuse::passed_fd::parse(&self.mount_point) {
+            // The parent mounted it: options of the mount itself were its to give.
+            for (set, flag) in [
+                (self.read_only, "--read-only"),
+                (self.auto_unmount, "--auto-unmount"),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{flag} cannot be used with a FUSE descriptor mount point (/dev/fd/{fd}); pass it to the mount(2) of the process that mounted it"
+                    ));
+                }
+            }
+            crate::fuse::passed_fd::check(fd)?;
+        } else {
+            self.check_directory()?;
+        }
+        self.make_paths_absolute()
+    }
+
+    /// The mount point is a directory, not already a mount point; made absolute.
+    fn check_directory(&mut self) -> Result<(), String> {
         let shown = self.mount_point.display().to_string();
         let meta = std::fs::metadata(&self.mount_point)
             .map_err(|e| format!("mount point {shown} is not usable: {e}"))?;
@@ -109,8 +124,12 @@ impl Args {
                 self.mount_point.display()
             ));
         }
-        // The background process changes directory to `/`: every path the mount keeps
-        // using must be absolute before it detaches.
+        Ok(())
+    }
+
+    /// The background process changes directory to `/`: every path the mount keeps using
+    /// must be absolute before it detaches (the log directory is created now, as Mountpoint's).
+    fn make_paths_absolute(&mut self) -> Result<(), String> {
         for (flag, path) in [
             ("--cache", &mut self.cache),
             ("--log-directory", &mut self.log_directory),
@@ -145,14 +164,17 @@ impl Args {
     }
 }
 
+/// The variable naming a file to write the serving process's pid to, as Mountpoint's.
+pub const PID_FILE_VARIABLE: &str = "UNSTABLE_MOUNTPOINT_PID_FILE";
+
 /// Mountpoint's tuning variables that are set but that mount-s3 does not read
-/// (`MOUNTPOINT_LOG`, `UNSTABLE_MOUNTPOINT_*`), for a warning in the log at start-up: never
-/// ignored silently.
+/// (`UNSTABLE_MOUNTPOINT_*` but the pid file; `MOUNTPOINT_LOG` is read), for a warning in
+/// the log at start-up: never ignored silently.
 pub fn unread_environment(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
     let mut unread: Vec<String> = vars
         .into_iter()
         .map(|(name, _)| name)
-        .filter(|name| name == "MOUNTPOINT_LOG" || name.starts_with("UNSTABLE_MOUNTPOINT_"))
+        .filter(|name| name.starts_with("UNSTABLE_MOUNTPOINT_") && name != PID_FILE_VARIABLE)
         .collect();
     unread.sort();
     unread

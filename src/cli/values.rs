@@ -113,12 +113,11 @@ impl Ttl {
     }
 }
 
-/// `SECONDS|indefinite|minimal`. `0` stays zero: every lookup and open asks S3, which is
-/// what Mountpoint's `minimal` (its reading of `0`) does at open.
+/// `SECONDS|indefinite|minimal`. `0` is `minimal`, as Mountpoint reads it.
 pub fn parse_ttl(s: &str) -> Result<Ttl, String> {
     match s {
         "indefinite" => Ok(Ttl::Indefinite),
-        "minimal" => Ok(Ttl::Minimal),
+        "minimal" | "0" => Ok(Ttl::Minimal),
         _ => s
             .parse::<u64>()
             .map(Ttl::Seconds)
@@ -196,8 +195,8 @@ mod tests {
 
     #[test]
     fn ttls_sizes_and_keys() {
-        assert_eq!(parse_ttl("0"), Ok(Ttl::Seconds(0)));
         assert_eq!(parse_ttl("minimal"), Ok(Ttl::Minimal));
+        assert_eq!(parse_ttl("0"), Ok(Ttl::Minimal));
         assert_eq!(parse_ttl("indefinite"), Ok(Ttl::Indefinite));
         assert_eq!(parse_ttl("30"), Ok(Ttl::Seconds(30)));
         assert!(parse_ttl("-1").is_err() && parse_ttl("soon").is_err());

@@ -20,6 +20,10 @@ pub struct FsConfig {
     /// How long a "no such file" is trusted (`--negative-metadata-ttl`); `None`: the
     /// metadata TTL.
     pub negative_ttl: Option<Duration>,
+    /// `--metadata-ttl minimal`: an open asks S3 again unless the stat it would use was
+    /// fetched this recently (by the lookup of the same open call), so a re-open sees a
+    /// replaced object; `None`: an open trusts a stat within the metadata TTL.
+    pub open_revalidates_after: Option<Duration>,
     /// Refuse every change (the kernel also gets the `ro` mount flag).
     pub read_only: bool,
     /// unlink and rename may delete objects (`--allow-delete`).
@@ -56,6 +60,7 @@ impl Default for FsConfig {
             file_mode: 0o644,
             metadata_ttl: Duration::from_secs(1),
             negative_ttl: None,
+            open_revalidates_after: None,
             read_only: false,
             allow_delete: false,
             allow_overwrite: false,

@@ -136,6 +136,7 @@ impl FsError {
                 S3Error::NoSuchBucket
                 | S3Error::PreconditionFailed
                 | S3Error::Network(_)
+                | S3Error::WrongRegion(_)
                 | S3Error::Service { .. } => libc::EIO,
             },
         }

@@ -99,7 +99,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
             let writer = self.new_writer(&inode.key, options).await?;
             return Ok(self.start_upload(&inode, false, caller, writer));
         }
-        let inode = if mode.direct || !inode.is_fresh() {
+        let current = match self.config.open_revalidates_after {
+            Some(age) => inode.fetched_within(age, self.config.metadata_ttl),
+            None => inode.is_fresh(),
+        };
+        let inode = if mode.direct || !current {
             match self.revalidate(&inode).await? {
                 Observed::Current(current)
                     if inode.stat.etag.is_some() && current.stat.etag != inode.stat.etag =>

@@ -5,8 +5,10 @@
 
 mod attr;
 mod notify;
+pub mod passed_fd;
 mod passthrough;
 pub mod session;
+mod watchdog;
 
 use std::ffi::OsStr;
 use std::future::Future;

@@ -1,9 +1,12 @@
 //! Mounting: the FUSE session on its dispatch threads, and a handle to unmount and wait.
+//! Three ways in: mount(2) ourselves as root, fusermount3 otherwise, or a /dev/fuse
+//! descriptor a parent mounted ([`super::passed_fd`]). `--auto-unmount` is our own
+//! [`Watchdog`] on every path but the last.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -14,6 +17,8 @@ use tracing::debug;
 
 use super::FuseAdapter;
 use super::notify::KernelNotifier;
+use super::passed_fd;
+use super::watchdog::Watchdog;
 use crate::s3::ObjectStore;
 
 /// Kernel-facing mount settings, built by `cli`.
@@ -50,9 +55,6 @@ impl MountConfig {
                 MountOption::RW
             },
         ];
-        if self.auto_unmount {
-            options.push(MountOption::AutoUnmount);
-        }
         if self.noexec {
             options.push(MountOption::NoExec);
         }
@@ -86,6 +88,9 @@ enum Unmounter {
     Fuser(SessionUnmounter),
     /// Mounted directly with mount(2): a lazy umount2(2), once.
     Direct(Option<PathBuf>),
+    /// A descriptor mounted by the parent that passed it: never unmounted here; once asked
+    /// to unmount, the process stops waiting for the session and exits.
+    Passed { left: bool },
 }
 
 /// Mounts with mount(2) on a fresh /dev/fuse descriptor, as root may, so the filesystem type
@@ -144,13 +149,16 @@ fn mount_direct(mount_point: &Path, config: &MountConfig) -> io::Result<Option<O
 #[derive(Debug)]
 pub struct LiveMount {
     unmounter: Unmounter,
+    /// `--auto-unmount`: unmounts if this process ends without [`LiveMount::join`].
+    watchdog: Option<Watchdog>,
     thread: JoinHandle<io::Result<()>>,
     /// Fires when the session ends (unmounted from outside, or after [`LiveMount::unmount`]).
     pub ended: oneshot::Receiver<()>,
 }
 
 impl LiveMount {
-    /// Mounts `adapter` at `mount_point` and starts serving it.
+    /// Mounts `adapter` at `mount_point` (or serves the descriptor `/dev/fd/N` names) and
+    /// starts serving it.
     pub fn start<S: ObjectStore>(
         adapter: FuseAdapter<S>,
         mount_point: &Path,
@@ -158,30 +166,32 @@ impl LiveMount {
     ) -> io::Result<Self> {
         let fuser_config = config.fuser_config();
         let fs = adapter.filesystem().clone();
-        // Auto-unmount needs fusermount3's watchdog, so only fuser can mount that way.
-        let direct = if config.auto_unmount {
-            None
-        } else {
-            mount_direct(mount_point, config)?
-        };
-        let (session, unmounter) = match direct {
-            Some(fd) => {
-                let session = Session::from_fd(adapter, fd, fuser_config.acl, fuser_config.clone());
-                let unmounter = Unmounter::Direct(Some(mount_point.to_path_buf()));
-                match session {
-                    Ok(session) => (session, unmounter),
-                    Err(e) => {
-                        let mut unmounter = unmounter;
-                        let _ = unmount_with(&mut unmounter);
-                        return Err(e);
-                    }
+        let (session, unmounter) = if let Some(fd) = passed_fd::parse(mount_point) {
+            passed_fd::check(fd).map_err(io::Error::other)?;
+            // SAFETY: checked to be an open /dev/fuse descriptor, whose ownership the parent
+            // hands over by naming it (as with Mountpoint).
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let session = Session::from_fd(adapter, fd, fuser_config.acl, fuser_config.clone())?;
+            (session, Unmounter::Passed { left: false })
+        } else if let Some(fd) = mount_direct(mount_point, config)? {
+            let session = Session::from_fd(adapter, fd, fuser_config.acl, fuser_config.clone());
+            let mut unmounter = Unmounter::Direct(Some(mount_point.to_path_buf()));
+            match session {
+                Ok(session) => (session, unmounter),
+                Err(e) => {
+                    let _ = unmount_with(&mut unmounter);
+                    return Err(e);
                 }
             }
-            None => {
-                let mut session = Session::new(adapter, mount_point, &fuser_config)?;
-                let unmounter = Unmounter::Fuser(session.unmount_callable());
-                (session, unmounter)
-            }
+        } else {
+            let mut session = Session::new(adapter, mount_point, &fuser_config)?;
+            let unmounter = Unmounter::Fuser(session.unmount_callable());
+            (session, unmounter)
+        };
+        let passed = matches!(unmounter, Unmounter::Passed { .. });
+        let watchdog = match config.auto_unmount && !passed {
+            true => Some(Watchdog::spawn(mount_point)?),
+            false => None,
         };
         fs.set_kernel_cache(Box::new(KernelNotifier::start(session.notifier())?));
         let (tx, ended) = oneshot::channel();
@@ -192,9 +202,12 @@ impl LiveMount {
                 let _ = tx.send(());
                 result
             })?;
-        tune_readahead(mount_point);
+        if !passed {
+            tune_readahead(mount_point);
+        }
         Ok(Self {
             unmounter,
+            watchdog,
             thread,
             ended,
         })
@@ -205,17 +218,30 @@ impl LiveMount {
         unmount_with(&mut self.unmounter)
     }
 
-    /// Waits for the dispatch threads to finish.
+    /// Waits for the dispatch threads to finish (not for a passed descriptor's once asked
+    /// to unmount: its parent ends that session), then disarms the watchdog.
     pub fn join(self) -> io::Result<()> {
-        self.thread
+        if let Unmounter::Passed { left: true } = self.unmounter {
+            return Ok(());
+        }
+        let result = self
+            .thread
             .join()
-            .map_err(|_| io::Error::other("FUSE session thread panicked"))?
+            .map_err(|_| io::Error::other("FUSE session thread panicked"))?;
+        if let Some(watchdog) = self.watchdog {
+            watchdog.disarm();
+        }
+        result
     }
 }
 
 fn unmount_with(unmounter: &mut Unmounter) -> io::Result<()> {
     match unmounter {
         Unmounter::Fuser(unmounter) => unmounter.unmount(),
+        Unmounter::Passed { left } => {
+            *left = true;
+            Ok(())
+        }
         Unmounter::Direct(path) => {
             let Some(path) = path.take() else {
                 return Ok(());

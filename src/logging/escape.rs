@@ -29,6 +29,14 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Escaping<M> {
             out: self.inner.make_writer(),
         }
     }
+
+    /// Forwarded, so a writer that depends on the event (syslog's severity) still sees it.
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        EscapedEvent {
+            text: Vec::new(),
+            out: self.inner.make_writer_for(meta),
+        }
+    }
 }
 
 /// One event's text, escaped and written in one piece when the formatter is done with it.

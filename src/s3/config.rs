@@ -8,6 +8,9 @@ use std::time::Duration;
 pub enum UploadChecksums {
     /// CRC32C of every part and PUT (Mountpoint's default).
     Crc32c,
+    /// CRC64NVME of every part and PUT; S3 keeps a full-object CRC64NVME of multipart
+    /// uploads, so the object's checksum does not depend on its part size.
+    Crc64Nvme,
     /// None, for servers that refuse checksums.
     Off,
 }

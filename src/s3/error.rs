@@ -21,6 +21,10 @@ pub enum S3Error {
     /// The server could not be reached or did not answer in time (after retries).
     #[error("network error: {0}")]
     Network(String),
+    /// 301 (or a malformed-authorization 400) naming the bucket's real region in
+    /// `x-amz-bucket-region`: the requests were signed for another one.
+    #[error("the bucket is in region {0}")]
+    WrongRegion(String),
     /// Any other answer from the server.
     #[error("HTTP {status} {code}: {message}")]
     Service {

@@ -249,7 +249,7 @@ impl ObjectStore for InMemoryStore {
         Ok(PartTag {
             number,
             etag: format!("\"part-{number}\""),
-            crc32c: None,
+            checksum: None,
         })
     }
 

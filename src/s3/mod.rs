@@ -83,8 +83,8 @@ pub struct PartTag {
     pub number: i32,
     /// The part's ETag.
     pub etag: String,
-    /// Its CRC32C (base64), when uploads carry checksums.
-    pub crc32c: Option<String>,
+    /// Its checksum (base64) in the upload's algorithm, when uploads carry checksums.
+    pub checksum: Option<String>,
 }
 
 /// S3's largest object (5 TiB).

@@ -152,6 +152,8 @@ struct Shared {
     idle_timeout: Mutex<Option<Duration>>,
     /// Request heads seen, when [`FaultProxy::record_requests`] asked for them.
     recorded: Mutex<Option<Vec<RecordedRequest>>>,
+    /// The bucket's region, as S3 enforces it ([`FaultProxy::bucket_in_region`]).
+    bucket_region: Mutex<Option<String>>,
 }
 
 /// A request as the server got it: its request line and its headers (names lowercased).
@@ -168,6 +170,12 @@ impl RecordedRequest {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The region in the signature's credential scope (`Credential=AK/DATE/REGION/s3/...`).
+    pub fn signed_region(&self) -> Option<&str> {
+        let scope = self.header("authorization")?.split("Credential=").nth(1)?;
+        scope.split('/').nth(2)
     }
 
     fn parse(raw: &[u8]) -> RecordedRequest {
@@ -257,6 +265,7 @@ impl FaultProxy {
             stats: Mutex::new(ProxyStats::default()),
             idle_timeout: Mutex::new(None),
             recorded: Mutex::new(None),
+            bucket_region: Mutex::new(None),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -293,6 +302,12 @@ impl FaultProxy {
             .lock()
             .unwrap()
             .push((needle.to_string(), fault));
+    }
+
+    /// Answers as S3 does for a bucket in `region`: a request signed for another region
+    /// gets 301 PermanentRedirect with `x-amz-bucket-region`, without being forwarded.
+    pub fn bucket_in_region(&self, region: &str) {
+        *self.shared.bucket_region.lock().unwrap() = Some(region.to_string());
     }
 
     /// Whether every [`FaultProxy::script_matching`] fault has been used.
@@ -544,8 +559,26 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         let body = read_body(&mut client_r, &head)?;
         let method = head.first_line.split(' ').next().unwrap_or("").to_string();
+        let request = RecordedRequest::parse(&head.raw);
         if let Some(recorded) = shared.recorded.lock().unwrap().as_mut() {
-            recorded.push(RecordedRequest::parse(&head.raw));
+            recorded.push(request.clone());
+        }
+        let region = shared.bucket_region.lock().unwrap().clone();
+        if let Some(region) = region.filter(|r| request.signed_region() != Some(r)) {
+            let mut resp = error_response(
+                301,
+                "Moved Permanently",
+                "PermanentRedirect",
+                "The bucket you are attempting to access must be addressed using the specified endpoint.",
+            );
+            let at = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 2;
+            let header = format!("x-amz-bucket-region: {region}\r\n");
+            resp.splice(at..at, header.into_bytes());
+            client_w.write_all(&resp)?;
+            if head.close {
+                return Ok(());
+            }
+            continue;
         }
         {
             let mut st = shared.stats.lock().unwrap();

@@ -54,6 +54,8 @@ pub struct MountArgs {
     bucket: String,
     extra: Vec<OsString>,
     env: Vec<(String, String)>,
+    /// Variables the harness sets that this mount must not see (`AWS_REGION`).
+    removed_env: Vec<String>,
     /// A program that runs mount-s3 (`unshare --pid --fork`), if any.
     wrapper: Vec<OsString>,
     /// The directory mount-s3 starts in, if not the test's.
@@ -69,6 +71,7 @@ impl MountArgs {
             bucket: bucket.to_string(),
             extra: Vec::new(),
             env: Vec::new(),
+            removed_env: Vec::new(),
             wrapper: Vec::new(),
             cwd: None,
         }
@@ -116,6 +119,12 @@ impl MountArgs {
         self
     }
 
+    /// Leaves `key` out of the environment, even one the harness sets (`AWS_REGION`).
+    pub fn without_env(mut self, key: &str) -> MountArgs {
+        self.removed_env.push(key.to_string());
+        self
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -131,6 +140,9 @@ impl MountArgs {
             .env("AWS_REGION", REGION);
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.removed_env {
+            cmd.env_remove(k);
         }
         if let Some(url) = &self.endpoint {
             cmd.arg("--endpoint-url").arg(url);
@@ -202,7 +214,7 @@ impl MountArgs {
                 return Err(format!(
                     "mount-s3 exited ({status}) before {} was mounted; stderr:\n{}",
                     mount.mountpoint.display(),
-                    mount.stderr()
+                    mount.log()
                 ));
             }
             if Instant::now() > deadline {
@@ -210,11 +222,88 @@ impl MountArgs {
                 return Err(format!(
                     "{} was not mounted within {MOUNT_TIMEOUT:?}; mount-s3 stderr:\n{}",
                     mount.mountpoint.display(),
-                    mount.stderr()
+                    mount.log()
                 ));
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// As the Kubernetes CSI driver does: the test opens /dev/fuse, mounts it at a fresh
+    /// directory with mount(2) (root only) and runs mount-s3 in the foreground on
+    /// `/dev/fd/N`, that descriptor inherited. Ready once mount-s3 says it is mounted.
+    pub fn mount_passed_fd(self) -> Result<Mount, String> {
+        use std::os::fd::AsRawFd;
+        let (mnt_dir, mountpoint, work) = fresh_mountpoint();
+        let fuse = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map_err(|e| format!("open /dev/fuse: {e}"))?;
+        let fd = fuse.as_raw_fd();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let data = c(&format!("fd={fd},rootmode=40000,user_id=0,group_id=0"));
+        let (source, target, kind) = (c(&self.bucket), c(mountpoint.to_str().unwrap()), c("fuse"));
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                kind.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "mount(2) of /dev/fuse: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let stderr_path = work.path().join("mount-s3.stderr");
+        let stdout_path = work.path().join("mount-s3.stdout");
+        let mut cmd = self.command(Path::new(&format!("/dev/fd/{fd}")), true, work.path());
+        output_to_files(&mut cmd, &stdout_path, &stderr_path);
+        // SAFETY: only async-signal-safe calls between fork and exec; the descriptor is
+        // inherited by this child only (the test's copy stays close-on-exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        // The child holds the connection now; with the test's copy gone, the mount lives
+        // and dies with mount-s3.
+        drop(fuse);
+        let mut mount = Mount {
+            mountpoint,
+            bucket: self.bucket.clone(),
+            child: Some(child.map_err(|e| format!("run mount-s3: {e}"))?),
+            daemon: false,
+            stderr_path,
+            work,
+            mnt_dir: Some(mnt_dir),
+        };
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        while !mount.stdout().contains("is mounted at") {
+            if let Some(status) = mount.try_exit_status() {
+                return Err(format!(
+                    "mount-s3 exited ({status}) on /dev/fd/{fd}:\n{}",
+                    mount.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "mount-s3 did not serve /dev/fd/{fd}:\n{}",
+                    mount.log()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(mount)
     }
 
     /// Mounts without `--foreground`: the command must exit 0, and only once the file
@@ -240,20 +329,20 @@ impl MountArgs {
             // Dropping `mount` cleans up whatever got mounted.
             panic!(
                 "mount-s3 (daemon mode) did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                mount.stderr()
+                mount.log()
             );
         };
         assert!(
             status.success(),
             "mount-s3 (daemon mode) failed ({status}) after {:?}; stderr:\n{}",
             start.elapsed(),
-            mount.stderr()
+            mount.log()
         );
         assert!(
             mount.is_mounted(),
             "mount-s3 (daemon mode) exited 0 but {} is not in the mount table; stderr:\n{}",
             mount.mountpoint.display(),
-            mount.stderr()
+            mount.log()
         );
         mount
     }
@@ -302,6 +391,12 @@ impl Mount {
     /// Everything mount-s3 wrote on stdout so far (the daemon's parent, in daemon mode).
     pub fn stdout(&self) -> String {
         read_text(&self.stderr_path.with_file_name("mount-s3.stdout"))
+    }
+
+    /// The log of a foreground mount (which goes to stdout, as Mountpoint's), then anything
+    /// written on stderr (start-up errors, panics).
+    pub fn log(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
     }
 
     /// Whether the mount point is in the mount table.
@@ -401,7 +496,7 @@ impl Mount {
         }
         assert!(unmounted, "fusermount3 -u {} failed", self.path().display());
         let status = self.wait_exit(timeout);
-        let log = self.stderr();
+        let log = self.log();
         assert!(
             status.is_some_and(|s| s.success()),
             "mount-s3 did not exit cleanly after unmount ({status:?}); log:\n{log}"
@@ -413,9 +508,9 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         // Shown by the test runner only when the test fails.
-        let log = self.stderr();
+        let log = self.log();
         if !log.trim().is_empty() {
-            let title = format!("mount-s3 stderr ({})", self.mountpoint.display());
+            let title = format!("mount-s3 log ({})", self.mountpoint.display());
             eprintln!("{}", tail_lines(&title, &log, 30));
         }
         if self.is_mounted() {

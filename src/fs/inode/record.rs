@@ -1,7 +1,7 @@
 //! What one inode is: its key, kind, cached stat and expiry, what this mount holds of it
 //! locally, and what a revalidation found ([`Observed`]).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::super::names::Kind;
 
@@ -57,6 +57,16 @@ impl Inode {
     /// Whether the cached stat may still be used (local state is always current).
     pub fn is_fresh(&self) -> bool {
         self.local.is_some() || self.expires.is_none_or(|at| Instant::now() < at)
+    }
+
+    /// Whether the cached stat was fetched less than `age` ago, given that it was cached
+    /// for `ttl` (local state is always current).
+    pub fn fetched_within(&self, age: Duration, ttl: Duration) -> bool {
+        self.local.is_some()
+            || self.expires.is_some_and(|at| {
+                at.checked_sub(ttl)
+                    .is_some_and(|fetched| fetched.elapsed() < age)
+            })
     }
 
     /// Whether files are open on this inode.

@@ -14,7 +14,7 @@ pub(super) fn may_have_landed(err: &S3Error) -> bool {
     match err {
         S3Error::Network(_) | S3Error::NotFound | S3Error::PreconditionFailed => true,
         S3Error::Service { status, .. } => *status >= 500 || *status == 429 || *status < 300,
-        S3Error::AccessDenied(_) | S3Error::NoSuchBucket => false,
+        S3Error::AccessDenied(_) | S3Error::NoSuchBucket | S3Error::WrongRegion(_) => false,
     }
 }
 

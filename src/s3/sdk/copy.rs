@@ -140,9 +140,9 @@ impl SdkStore {
                     .and_then(|r| r.e_tag())
                     .unwrap_or_default()
                     .to_string(),
-                crc32c: result
-                    .and_then(|r| r.checksum_crc32_c())
-                    .map(str::to_string),
+                checksum: result.and_then(|r| {
+                    self.part_checksum(r.checksum_crc32_c(), r.checksum_crc64_nvme())
+                }),
             });
             start = end;
             number += 1;

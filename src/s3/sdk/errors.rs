@@ -36,10 +36,15 @@ where
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or_default().to_string();
     let message = err.message().unwrap_or_default().to_string();
+    let region = err
+        .raw_response()
+        .and_then(|r| r.headers().get("x-amz-bucket-region"))
+        .map(str::to_string);
     match (&err, status) {
-        (SdkError::ServiceError(_) | SdkError::ResponseError(_), Some(status)) => {
-            classify_status(status, code, message)
-        }
+        (SdkError::ServiceError(_) | SdkError::ResponseError(_), Some(status)) => match region {
+            Some(region) if is_region_redirect(status, &code) => S3Error::WrongRegion(region),
+            _ => classify_status(status, code, message),
+        },
         _ => S3Error::Network(error_chain(&err)),
     }
 }
@@ -57,6 +62,19 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// Whether an answer carrying `x-amz-bucket-region` says the request went to the wrong
+/// region (S3 answers 301 PermanentRedirect, or 400 AuthorizationHeaderMalformed when the
+/// signature's scope names another region); other answers carry the header too.
+fn is_region_redirect(status: u16, code: &str) -> bool {
+    status == 301
+        || matches!(
+            code,
+            "PermanentRedirect"
+                | "AuthorizationHeaderMalformed"
+                | "IllegalLocationConstraintException"
+        )
 }
 
 fn classify_status(status: u16, code: String, message: String) -> S3Error {
@@ -93,6 +111,14 @@ mod tests {
         assert!(is_transient(&service(200)), "a 200 whose body broke");
         assert!(!is_transient(&service(400)) && !is_transient(&S3Error::NotFound));
         assert!(!is_transient(&S3Error::AccessDenied("403".into())));
+    }
+
+    #[test]
+    fn only_redirect_answers_name_a_wrong_region() {
+        assert!(is_region_redirect(301, ""));
+        assert!(is_region_redirect(400, "AuthorizationHeaderMalformed"));
+        assert!(!is_region_redirect(403, "AccessDenied"));
+        assert!(!is_region_redirect(404, "NoSuchKey"));
     }
 
     #[test]

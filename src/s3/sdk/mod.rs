@@ -89,8 +89,15 @@ impl SdkStore {
             .build();
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
-            // Flexible checksums in trailers are refused by several S3-compatible servers.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            // With `--upload-checksums off`, only what an operation requires (several
+            // S3-compatible servers refuse checksums). Otherwise every upload request that
+            // can carry one does: the algorithm set on a request is only announced
+            // (`x-amz-sdk-checksum-algorithm`), not computed, under `WhenRequired` (found by
+            // the checksum test at the proxy: no PUT or part carried a CRC32C).
+            .request_checksum_calculation(match config.upload_checksums {
+                UploadChecksums::Off => RequestChecksumCalculation::WhenRequired,
+                _ => RequestChecksumCalculation::WhenSupported,
+            })
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             // Backoff at most 2 s between attempts: with the no-progress timeout per attempt,
             // a dead server fails a request in well under 30 s (see `s3::health`).
@@ -120,12 +127,29 @@ impl SdkStore {
             bucket: config.bucket.clone(),
             checksum: match config.upload_checksums {
                 UploadChecksums::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+                UploadChecksums::Crc64Nvme => Some(ChecksumAlgorithm::Crc64Nvme),
                 UploadChecksums::Off => None,
             },
             new_object: headers::NewObject::from_config(config),
             max_attempts: config.max_attempts,
             no_progress: config.read_timeout,
         }
+    }
+}
+
+impl SdkStore {
+    /// A part's checksum in this store's upload algorithm, from the answer's two fields.
+    fn part_checksum(&self, crc32c: Option<&str>, crc64nvme: Option<&str>) -> Option<String> {
+        match self.checksum {
+            Some(ChecksumAlgorithm::Crc64Nvme) => crc64nvme,
+            _ => crc32c,
+        }
+        .map(str::to_string)
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> Option<&str> {
+        self.client.config().region().map(|r| r.as_ref())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, EncodingType};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
@@ -149,7 +149,7 @@ impl SdkStore {
         Ok(PartTag {
             number,
             etag: out.e_tag().unwrap_or_default().to_string(),
-            crc32c: out.checksum_crc32_c().map(str::to_string),
+            checksum: self.part_checksum(out.checksum_crc32_c(), out.checksum_crc64_nvme()),
         })
     }
 
@@ -164,11 +164,12 @@ impl SdkStore {
         let parts = parts
             .into_iter()
             .map(|p| {
-                CompletedPart::builder()
-                    .part_number(p.number)
-                    .e_tag(p.etag)
-                    .set_checksum_crc32_c(p.crc32c)
-                    .build()
+                let part = CompletedPart::builder().part_number(p.number).e_tag(p.etag);
+                match self.checksum {
+                    Some(ChecksumAlgorithm::Crc64Nvme) => part.set_checksum_crc64_nvme(p.checksum),
+                    _ => part.set_checksum_crc32_c(p.checksum),
+                }
+                .build()
             })
             .collect::<Vec<_>>();
         let out = self

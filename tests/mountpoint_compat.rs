@@ -1,0 +1,367 @@
+//! Behaviours a script written for Mountpoint relies on, checked against the real thing they
+//! touch: the system log's socket, the kernel's auto-unmount on a killed process, a FUSE
+//! descriptor passed by a parent (as the CSI driver does), and mount(8) reading an fstab.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{FaultPlan, FaultProxy, S3Server, mount_entry, mount_s3_processes_for};
+
+/// The system log's socket, bound by the test for as long as it lives, removed on drop.
+struct FakeSyslog {
+    socket: UnixDatagram,
+    path: &'static Path,
+}
+
+impl FakeSyslog {
+    /// Binds `/dev/log`, or says why it cannot (a real syslog daemon owns it, or no root).
+    fn bind() -> Result<Self, String> {
+        let path = Path::new("/dev/log");
+        if path.symlink_metadata().is_ok() {
+            return Err("/dev/log exists (a system logger runs here)".into());
+        }
+        let socket = UnixDatagram::bind(path).map_err(|e| format!("cannot bind /dev/log: {e}"))?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { socket, path })
+    }
+
+    /// Messages received until `done` says the set is complete or `within` has passed.
+    fn collect(&self, within: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while Instant::now() < deadline && !done(&got) {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+}
+
+impl Drop for FakeSyslog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path);
+    }
+}
+
+/// In the background without `--log-directory`, the log goes to syslog as Mountpoint's does:
+/// facility user, ident `mount-s3[PID]`, and the level as severity (info 6, warning 4).
+#[test]
+fn background_logs_reach_syslog_with_mountpoints_facility_and_severity() {
+    let syslog = match FakeSyslog::bind() {
+        Ok(syslog) => syslog,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-syslog");
+    // A variable we warn about gives a warning-level line.
+    let mount = s3
+        .mount_args(&bucket)
+        .env("UNSTABLE_MOUNTPOINT_COMPAT_PROBE", "1")
+        .mount_daemon();
+    let has = |got: &[String], needle: &str| got.iter().any(|m| m.contains(needle));
+    let got = syslog.collect(Duration::from_secs(10), |got| {
+        has(got, "UNSTABLE_MOUNTPOINT_COMPAT_PROBE") && has(got, &bucket)
+    });
+    drop(mount);
+    let ours: Vec<&String> = got.iter().filter(|m| m.contains("mount-s3[")).collect();
+    let warning = ours
+        .iter()
+        .find(|m| m.contains("UNSTABLE_MOUNTPOINT_COMPAT_PROBE"))
+        .unwrap_or_else(|| panic!("no warning reached syslog: {got:#?}"));
+    assert!(
+        warning.starts_with("<12>"),
+        "user.warning is <12>: {warning}"
+    );
+    let mounted = ours
+        .iter()
+        .find(|m| m.contains(&bucket) && m.contains("mounted"))
+        .unwrap_or_else(|| panic!("no 'mounted' line reached syslog: {got:#?}"));
+    assert!(mounted.starts_with("<14>"), "user.info is <14>: {mounted}");
+}
+
+/// Waits up to `within` for `done`; returns whether it came true.
+fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// `--auto-unmount` without `--allow-other` (Mountpoint allows it; fusermount3 does not): a
+/// mount whose process is killed is unmounted by the watchdog, and an orderly exit leaves no
+/// watchdog behind.
+#[test]
+fn auto_unmount_without_allow_other_unmounts_a_killed_mount() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-auto-unmount");
+    s3.put(&bucket, "f.txt", b"served".to_vec());
+
+    let mut orderly = s3.mount_args(&bucket).args(["--auto-unmount"]).mount();
+    assert_eq!(std::fs::read(orderly.join("f.txt")).unwrap(), b"served");
+    let path = orderly.path().to_path_buf();
+    let status = orderly.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        orderly.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || mount_s3_processes_for(&path)
+            .is_empty()),
+        "a watchdog outlived the orderly exit: {:?}",
+        mount_s3_processes_for(&path)
+    );
+    drop(orderly);
+
+    let mut killed = s3.mount_args(&bucket).args(["--auto-unmount"]).mount();
+    assert_eq!(std::fs::read(killed.join("f.txt")).unwrap(), b"served");
+    let path = killed.path().to_path_buf();
+    assert!(
+        killed
+            .signal_and_wait(libc::SIGKILL, Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || mount_entry(&path).is_none()),
+        "{} is still mounted 10 s after mount-s3 was killed",
+        path.display()
+    );
+    // An ordinary, empty directory again (not "transport endpoint is not connected").
+    assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0);
+    assert!(eventually(Duration::from_secs(5), || {
+        mount_s3_processes_for(&path).is_empty()
+    }));
+}
+
+/// A FUSE descriptor mounted by the parent and passed as `/dev/fd/N` (the CSI driver's way):
+/// mount-s3 serves it, and the parent's unmount ends mount-s3 cleanly.
+#[test]
+fn a_passed_fuse_descriptor_is_served_and_left_to_the_parent() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: mounting a /dev/fuse descriptor with mount(2) needs root");
+        return;
+    }
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-passed-fd");
+    s3.put(&bucket, "dir/f.txt", b"through the parent's mount".to_vec());
+    let mut mount = s3
+        .mount_args(&bucket)
+        .mount_passed_fd()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        std::fs::read(mount.join("dir/f.txt")).unwrap(),
+        b"through the parent's mount"
+    );
+    std::fs::write(mount.join("new.txt"), b"written").unwrap();
+    assert_eq!(s3.get(&bucket, "new.txt"), b"written");
+    // The parent unmounts; mount-s3 sees its session end and exits 0.
+    assert!(mount.fusermount_unmount() || mount.lazy_unmount());
+    let status = mount.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        mount.log()
+    );
+}
+
+/// Options of the mount itself cannot apply to a descriptor someone else mounted, and a
+/// descriptor that is not /dev/fuse is no mount point: each refused with one line.
+#[test]
+fn bad_passed_descriptors_and_their_mount_options_are_refused() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-passed-fd-refused");
+    let args = s3.mount_args(&bucket);
+    let timeout = Duration::from_secs(60);
+    let line = args
+        .clone()
+        .args(["--read-only"])
+        .run(Path::new("/dev/fd/3"), true, timeout)
+        .assert_refused("--read-only with /dev/fd/3");
+    assert!(line.contains("--read-only"), "{line}");
+    // The harness gives mount-s3 /dev/null as stdin.
+    let line = args
+        .run(Path::new("/dev/fd/0"), true, timeout)
+        .assert_refused("/dev/fd/0 (not /dev/fuse)");
+    assert!(line.contains("/dev/fuse"), "{line}");
+}
+
+/// `--metadata-ttl minimal` (the default without a cache) as Mountpoint's: no negative
+/// entries (an object created elsewhere is there at the next look) and an open asks S3 again
+/// (a re-open sees a replaced object, whole, at its new size).
+#[test]
+fn minimal_metadata_ttl_sees_changes_made_elsewhere_at_once() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-minimal-ttl");
+    s3.put(&bucket, "f.txt", b"first version".to_vec());
+    for ttl in [None, Some("minimal"), Some("0")] {
+        let mut args = s3.mount_args(&bucket);
+        if let Some(ttl) = ttl {
+            args = args.args(["--metadata-ttl", ttl]);
+        }
+        let mount = args.mount();
+        let late = format!("late-{}.txt", ttl.unwrap_or("default"));
+        assert!(std::fs::metadata(mount.join(&late)).is_err());
+        s3.put(&bucket, &late, b"made elsewhere".to_vec());
+        assert_eq!(
+            std::fs::read(mount.join(&late)).ok().as_deref(),
+            Some(&b"made elsewhere"[..]),
+            "{ttl:?}: a missing name is not remembered"
+        );
+        s3.put(&bucket, "f.txt", b"first version".to_vec());
+        assert_eq!(
+            std::fs::read(mount.join("f.txt")).unwrap(),
+            b"first version"
+        );
+        s3.put(&bucket, "f.txt", b"the second, longer version".to_vec());
+        // Past the lookup's own window (0.1 s), well within the 1 s stat TTL.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            std::fs::read(mount.join("f.txt")).unwrap(),
+            b"the second, longer version",
+            "{ttl:?}: a re-open sees the replaced object"
+        );
+    }
+}
+
+/// A bucket in another region than the one the client inferred: S3 answers 301 with
+/// `x-amz-bucket-region`, and, as Mountpoint, the mount follows it there and works; a region
+/// the user gave is not second-guessed: refused with one line naming the bucket's region.
+#[test]
+fn a_wrong_inferred_region_is_followed_and_a_given_one_is_refused() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-region");
+    s3.put(&bucket, "f.txt", b"from the right region".to_vec());
+    let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+    proxy.bucket_in_region("eu-test-7");
+    proxy.record_requests();
+    let mount = s3
+        .mount_args(&bucket)
+        .endpoint(&proxy.url())
+        .without_env("AWS_REGION")
+        .mount();
+    assert_eq!(
+        std::fs::read(mount.join("f.txt")).unwrap(),
+        b"from the right region"
+    );
+    let log = mount.log();
+    assert!(log.contains("is in region eu-test-7"), "{log}");
+    let regions: Vec<Option<String>> = proxy
+        .recorded()
+        .iter()
+        .map(|r| r.signed_region().map(str::to_string))
+        .collect();
+    assert_ne!(
+        regions.first(),
+        Some(&Some("eu-test-7".to_string())),
+        "{regions:?}"
+    );
+    assert_eq!(
+        regions.last(),
+        Some(&Some("eu-test-7".to_string())),
+        "{regions:?}"
+    );
+    drop(mount);
+
+    let dir = tempfile::tempdir().unwrap();
+    let line = s3
+        .mount_args(&bucket)
+        .endpoint(&proxy.url())
+        .args(["--region", "us-east-1"])
+        .run(dir.path(), true, Duration::from_secs(60))
+        .assert_refused("--region naming the wrong region");
+    assert!(line.contains("eu-test-7"), "{line}");
+}
+
+/// `--upload-checksums crc32c|crc64nvme`: every PUT and part carries the checksum in that
+/// algorithm (as a header or an aws-chunked trailer), CreateMultipartUpload names it, and
+/// the objects land whole.
+#[test]
+fn upload_checksums_name_their_algorithm_on_every_upload_request() {
+    use std::io::Write;
+    let s3 = S3Server::shared();
+    for algorithm in ["crc32c", "crc64nvme"] {
+        let bucket = s3.new_bucket(&format!("compat-checksum-{algorithm}"));
+        let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+        proxy.record_requests();
+        let mount = s3
+            .mount_args(&bucket)
+            .endpoint(&proxy.url())
+            .args(["--upload-checksums", algorithm])
+            .mount();
+        let small = b"small and whole".to_vec();
+        let large = common::pseudo_random_bytes(21, 8 * 1024 * 1024 + 4321);
+        for (name, data) in [("small.bin", &small), ("large.bin", &large)] {
+            let mut f = std::fs::File::create(mount.join(name)).unwrap();
+            f.write_all(data).unwrap();
+            f.sync_all().unwrap_or_else(|e| {
+                panic!("{algorithm}: commit {name}: {e}; log:\n{}", mount.log())
+            });
+        }
+        drop(mount);
+        assert_eq!(s3.get(&bucket, "small.bin"), small, "{algorithm}");
+        assert_eq!(s3.get(&bucket, "large.bin"), large, "{algorithm}");
+        let header = format!("x-amz-checksum-{algorithm}");
+        let carries = |r: &common::RecordedRequest| {
+            r.header(&header).is_some()
+                || r.header("x-amz-trailer")
+                    .is_some_and(|t| t.contains(&header))
+        };
+        let requests = proxy.recorded();
+        let uploads: Vec<_> = requests
+            .iter()
+            .filter(|r| r.line.starts_with("PUT ") && !r.line.contains("x-id=CopyObject"))
+            .collect();
+        assert!(uploads.len() >= 3, "a PUT and two parts: {requests:#?}");
+        for r in uploads {
+            assert!(carries(r), "{algorithm}: {} has no {header}: {r:?}", r.line);
+        }
+        let create = requests
+            .iter()
+            .find(|r| r.line.starts_with("POST ") && r.line.contains("uploads"))
+            .unwrap_or_else(|| panic!("no CreateMultipartUpload: {requests:#?}"));
+        assert_eq!(
+            create
+                .header("x-amz-checksum-algorithm")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some(algorithm),
+            "{create:?}"
+        );
+    }
+}
+
+/// `UNSTABLE_MOUNTPOINT_PID_FILE`, as Mountpoint: the serving process's pid is written there
+/// (in daemon mode, the background process's), for attaching tools.
+#[test]
+fn the_pid_file_names_the_serving_process() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-pid-file");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("mount-s3.pid");
+    let mount = s3
+        .mount_args(&bucket)
+        .env("UNSTABLE_MOUNTPOINT_PID_FILE", pid_file.to_str().unwrap())
+        .mount_daemon();
+    let written = std::fs::read_to_string(&pid_file).expect("the pid file");
+    let pid: libc::pid_t = written
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{written:?}: {e}"));
+    let serving = mount_s3_processes_for(mount.path());
+    assert!(serving.contains(&pid), "pid {pid} is not among {serving:?}");
+}
