@@ -11,8 +11,9 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
 
 # man-db and groff-base render the man page, python3-yaml parses the Kubernetes examples
-# (tests/packaging.rs); mount is util-linux's mount(8), which the fstab tests drive.
-apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount)
+# (tests/packaging.rs); mount is util-linux's mount(8), which the fstab tests drive;
+# prometheus scrapes a mount in tests/metrics.rs.
+apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount prometheus)
 
 missing_packages=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -490,7 +490,7 @@ mod tests {
             (Some(7), 0o700, 0o600)
         );
         assert_eq!((args.part_size, args.max_threads), (16 * 1024 * 1024, 4));
-        assert_eq!(args.upload_checksums, "off");
+        assert_eq!(args.upload_checksums.as_deref(), Some("off"));
         assert_eq!(args.region.as_deref(), Some("eu-west-1"));
         assert_eq!(args.profile.as_deref(), Some("prod"));
         assert_eq!(args.memory_target, Some(256));

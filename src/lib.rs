@@ -13,6 +13,7 @@ pub mod fstab;
 pub mod fuse;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod s3;
 pub mod sync;
 

@@ -26,6 +26,9 @@ const PID_FILE_VARIABLE: &str = mount_s3::cli::PID_FILE_VARIABLE;
 /// How often `--log-metrics` logs the counters (as Mountpoint).
 const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often `--metrics-address` copies the mount's counters into the exporter.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long start-up waits for the bucket check before calling the endpoint unreachable.
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -144,6 +147,14 @@ fn run(
             return Err(());
         }
     };
+    if let Some(address) = args.metrics_address {
+        let _in_runtime = runtime.enter();
+        if let Err(message) = mount_s3::metrics::serve_prometheus(address) {
+            fail(report, message);
+            return Err(());
+        }
+        info!("metrics served at http://{address}/metrics");
+    }
     for flag in args.ignored_flags() {
         warn!("accepted but not applied: {flag}");
     }
@@ -211,6 +222,9 @@ fn run(
         // --log-metrics: the counters every 5 s (the first tick is at once: skipped).
         let mut metrics_tick = tokio::time::interval(METRICS_INTERVAL);
         metrics_tick.tick().await;
+        // --metrics-address: the mount's own counters copied into the exporter.
+        let mut sample_tick = tokio::time::interval(SAMPLE_INTERVAL);
+        let sampling = args.metrics_address.is_some();
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break Some("SIGTERM"),
@@ -230,6 +244,7 @@ fn run(
                     "metrics: {}",
                     fs.status()
                 ),
+                _ = sample_tick.tick(), if sampling => mount_s3::metrics::sample(&fs),
                 _ = &mut mount.ended => break None,
             }
         }

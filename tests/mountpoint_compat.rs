@@ -365,3 +365,41 @@ fn the_pid_file_names_the_serving_process() {
     let serving = mount_s3_processes_for(mount.path());
     assert!(serving.contains(&pid), "pid {pid} is not among {serving:?}");
 }
+
+/// `--bind`: connections are bound to the interface given. Bound to `lo`, the mount reaches
+/// the loopback server; bound to another interface it cannot (so the binding is real); an
+/// interface that does not exist is refused by name.
+#[test]
+fn bind_ties_the_connections_to_the_interface() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: SO_BINDTODEVICE needs root here");
+        return;
+    }
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-bind");
+    s3.put(&bucket, "f.txt", b"over lo".to_vec());
+    let mount = s3.mount_args(&bucket).args(["--bind", "lo"]).mount();
+    assert_eq!(std::fs::read(mount.join("f.txt")).unwrap(), b"over lo");
+    drop(mount);
+
+    let timeout = Duration::from_secs(120);
+    let dir = tempfile::tempdir().unwrap();
+    let line = s3
+        .mount_args(&bucket)
+        .args(["--bind", "nosuchif9"])
+        .run(dir.path(), true, timeout)
+        .assert_refused("--bind of a missing interface");
+    assert!(line.contains("nosuchif9"), "{line}");
+    let other = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name != "lo");
+    if let Some(other) = other {
+        s3.mount_args(&bucket)
+            .args(["--bind", other.as_str()])
+            .run(dir.path(), true, timeout)
+            .assert_refused(&format!("--bind {other}: no route to the loopback server"));
+    }
+}

@@ -124,8 +124,9 @@ fi
 # Mounts in the foreground (so its PID is ours), waits until live.
 mount_it() {
   log_from=$(($(wc -l <"$dir/mount.log") + 1)) # where this mount's lines start
-  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" "$@" \
-    2>>"$dir/mount.log" &
+  # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is split into flags on purpose
+  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" "$@" ${BENCH_MOUNT_ARGS:-} \
+    >>"$dir/mount.log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do
     grep -qs " $mnt fuse" /proc/mounts && return 0

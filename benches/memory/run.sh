@@ -52,7 +52,7 @@ touch "$log"
 now() { date +%s.%N; }
 # Mounts in the foreground with the memory target; sets mount_pid.
 mount_it() {
-  "$bin" -f --force-path-style --memory-target "$target" "$@" "$mnt" 2>>"$log" &
+  "$bin" -f --force-path-style --memory-target "$target" "$@" "$mnt" >>"$log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do
     grep -qs " $mnt fuse" /proc/mounts && return 0

@@ -106,10 +106,13 @@ impl Args {
             no_sign_request: self.no_sign_request,
             profile: self.profile.clone(),
             max_attempts,
-            upload_checksums: match self.upload_checksums.as_str() {
-                "off" => UploadChecksums::Off,
-                "crc64nvme" => UploadChecksums::Crc64Nvme,
-                _ => UploadChecksums::Crc32c,
+            upload_checksums: match self.upload_checksums.as_deref() {
+                Some("off") => UploadChecksums::Off,
+                Some("crc64nvme") => UploadChecksums::Crc64Nvme,
+                Some(_) => UploadChecksums::Crc32c,
+                // As Mountpoint: Outposts take no additional checksums.
+                None if is_outposts(&self.bucket) => UploadChecksums::Off,
+                None => UploadChecksums::Crc32c,
             },
             read_timeout: Duration::from_secs(self.no_progress_timeout),
             requester_pays: self.requester_pays,
@@ -122,6 +125,7 @@ impl Args {
             transfer_acceleration: self.transfer_acceleration,
             dual_stack: self.dual_stack,
             ca_bundle: self.ca_bundle.clone(),
+            bind: self.bind.clone().unwrap_or_default(),
             ..S3Config::new(self.bucket.clone())
         }
     }
@@ -151,6 +155,12 @@ impl Args {
             env_filter: std::env::var(crate::logging::FILTER_VARIABLE).ok(),
         }
     }
+}
+
+/// Whether `bucket` is an S3 on Outposts access point ARN (`arn:PARTITION:s3-outposts:…`).
+fn is_outposts(bucket: &str) -> bool {
+    let mut parts = bucket.split(':');
+    parts.next() == Some("arn") && parts.nth(1) == Some("s3-outposts")
 }
 
 /// Attempts per request from `AWS_MAX_ATTEMPTS` (1 to 100), else ours; an unreadable value is

@@ -117,9 +117,9 @@ pub struct Args {
     #[arg(long, help_heading = BUCKET, value_name = "AWS_KMS_KEY_ARN", requires = "sse", value_parser = parse_kms_key_arn)]
     pub sse_kms_key_id: Option<String>,
 
-    /// Checksum sent with every upload: crc32c, crc64nvme, or off for servers that reject checksums
-    #[arg(long, help_heading = BUCKET, value_name = "ALGORITHM", default_value = "crc32c", value_parser = ["crc32c", "crc64nvme", "off"])]
-    pub upload_checksums: String,
+    /// Checksum sent with every upload: crc32c, crc64nvme, or off for servers that reject checksums [default: crc32c, off for Outposts]
+    #[arg(long, help_heading = BUCKET, value_name = "ALGORITHM", value_parser = ["crc32c", "crc64nvme", "off"])]
+    pub upload_checksums: Option<String>,
 
     /// Give new objects a Content-Type from their file extension (not updated on rename)
     #[arg(long, help_heading = BUCKET)]
@@ -209,8 +209,8 @@ pub struct Args {
     #[arg(long, help_heading = CLIENT, value_name = "PATH", env = "AWS_CA_BUNDLE", hide_env_values = true)]
     pub ca_bundle: Option<PathBuf>,
 
-    /// Network interfaces for the S3 connections (accepted, not applied: see README)
-    #[arg(long, help_heading = CLIENT, value_name = "NETWORK_INTERFACE", num_args = 1..)]
+    /// A network interface to bind the S3 connections to; repeat for several, taken in turn (needs root or CAP_NET_RAW)
+    #[arg(long, help_heading = CLIENT, value_name = "NETWORK_INTERFACE")]
     pub bind: Option<Vec<String>>,
 
     /// Longest any one S3 request may take, retries included, before the program gets EIO (ours, not Mountpoint's)
@@ -225,13 +225,17 @@ pub struct Args {
     #[arg(long, help_heading = CLIENT, value_name = "MiB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_target: Option<u64>,
 
-    /// Write logs to a file in this directory instead of syslog (background) or stderr
+    /// Write logs to a file in this directory instead of syslog
     #[arg(short, long, help_heading = LOGGING, value_name = "DIRECTORY")]
     pub log_directory: Option<PathBuf>,
 
     /// Log a summary of the mount's counters every 5 seconds
     #[arg(long, help_heading = LOGGING)]
     pub log_metrics: bool,
+
+    /// Serve metrics for Prometheus at http://ADDRESS/metrics (ours, off by default)
+    #[arg(long, help_heading = LOGGING, value_name = "ADDRESS:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 
     /// Export metrics over OTLP to this endpoint (refused until supported, see README)
     #[arg(long, help_heading = LOGGING, value_name = "ENDPOINT")]

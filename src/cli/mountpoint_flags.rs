@@ -97,7 +97,8 @@ const MOUNTPOINT_1_23: &[MountpointFlag] = &[
         None,
         &["--sse", "aws:kms"],
     ),
-    flag("upload-checksums", Some("off"), Some("crc32c"), &[]),
+    // Mountpoint's default (crc32c, off for Outposts) is decided after parsing, as ours.
+    flag("upload-checksums", Some("off"), None, &[]),
     flag("infer-content-type", None, None, &[]),
     flag("bind", Some("eth0"), None, &[]),
 ];

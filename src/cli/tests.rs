@@ -71,6 +71,7 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
         d,
         "--bind",
         "eth0",
+        "--bind",
         "eth1",
         "--maximum-throughput-gbps",
         "100",
@@ -82,9 +83,13 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
         Some(&["eth0".to_string(), "eth1".to_string()][..])
     );
     assert_eq!(
+        warned.s3_config().bind,
+        ["eth0".to_string(), "eth1".to_string()]
+    );
+    assert_eq!(
         warned.ignored_flags().len(),
-        2,
-        "accepted, and warned about in the log"
+        1,
+        "--maximum-throughput-gbps accepted, and warned about in the log"
     );
     let mut small_reads = parse(&["bucket", d, "--read-only", "--part-size", "1048576"]).unwrap();
     small_reads.validate().unwrap();
@@ -235,6 +240,19 @@ fn mountpoint_values_mean_what_they_mean_there() {
         headers.upload_checksums,
         crate::s3::config::UploadChecksums::Off
     );
+}
+
+#[test]
+fn outposts_take_no_checksums_unless_asked() {
+    use crate::s3::config::UploadChecksums;
+    let outposts = "arn:aws:s3-outposts:us-east-1:555555555555:outpost/op-1/accesspoint/ap";
+    let checksums = |argv: &[&str]| parse(argv).unwrap().s3_config().upload_checksums;
+    assert_eq!(checksums(&[outposts, "/m"]), UploadChecksums::Off);
+    assert_eq!(checksums(&["bkt", "/m"]), UploadChecksums::Crc32c);
+    let asked = [outposts, "/m", "--upload-checksums", "crc64nvme"];
+    assert_eq!(checksums(&asked), UploadChecksums::Crc64Nvme);
+    let access_point = "arn:aws:s3:us-east-1:555555555555:accesspoint/ap";
+    assert_eq!(checksums(&[access_point, "/m"]), UploadChecksums::Crc32c);
 }
 
 #[test]

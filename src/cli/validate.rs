@@ -29,8 +29,8 @@ fn mountpoints_variables_are_named_when_unread() {
 use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
 
 /// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
-/// with the reason the user sees. (`--bind` and `--maximum-throughput-gbps` are accepted
-/// and only warned about: ignoring them changes no result.)
+/// with the reason the user sees. (`--maximum-throughput-gbps` is accepted and only warned
+/// about: ignoring it changes no result.)
 fn unsupported(args: &Args) -> Option<&'static str> {
     if args.cache_xz.is_some() {
         return Some("--cache-xz (a cache in an S3 Express One Zone bucket) is not supported yet");
@@ -154,9 +154,6 @@ impl Args {
     /// What the mount accepts but does not apply, for a warning in the log at start-up.
     pub fn ignored_flags(&self) -> Vec<&'static str> {
         let mut ignored = Vec::new();
-        if self.bind.is_some() {
-            ignored.push("--bind (connections use the default route)");
-        }
         if self.maximum_throughput_gbps.is_some() {
             ignored.push("--maximum-throughput-gbps (the read window is sized by --memory-target)");
         }

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use tracing::{debug, error};
 
 use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
+use crate::metrics::{ATTR_FUSE_REQUEST, FUSE_IO_SIZE, FUSE_REQUEST_ERRORS, FUSE_REQUEST_LATENCY};
 use crate::s3::ObjectStore;
 use attr::file_attr;
 use passthrough::{Opened, PassthroughTable};
@@ -41,12 +42,15 @@ const MAX_BACKGROUND: u16 = 64;
 /// Turns an error into the errno the program sees, logging it once: failures that a program
 /// will see as EIO/EACCES at `error`, ordinary answers (ENOENT…) at `debug`.
 fn fail(op: &'static str, err: FsError) -> Errno {
+    let errno = err.errno();
+    metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => errno.to_string())
+        .increment(1);
     if err.is_failure() {
         error!(op, "{err}");
     } else {
         debug!(op, "{err}");
     }
-    Errno::from_i32(err.errno())
+    Errno::from_i32(errno)
 }
 
 /// `fuser::Filesystem` over an [`S3Filesystem`].
@@ -78,11 +82,18 @@ impl<S: ObjectStore> FuseAdapter<S> {
     /// cached read, a read of prefetched bytes, a cached stat) is answered without a thread
     /// hop; one that has to wait (on S3) continues as a task, and this thread goes back to
     /// the kernel.
-    fn run<F>(&self, request: F)
+    ///
+    /// Its latency, to the reply, is recorded as `fuse.request_latency` by `op`.
+    fn run<F>(&self, op: &'static str, request: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let mut request = Box::pin(request);
+        let start = Instant::now();
+        let mut request = Box::pin(async move {
+            request.await;
+            let us = start.elapsed().as_secs_f64() * 1e6;
+            metrics::histogram!(FUSE_REQUEST_LATENCY, ATTR_FUSE_REQUEST => op).record(us);
+        });
         let _runtime = self.runtime.enter();
         let mut first_poll = Context::from_waker(Waker::noop());
         // The no-op waker is never relied on: a pending future is spawned, and the task's
@@ -141,7 +152,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("lookup", async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(fail("lookup", e)),
@@ -155,7 +166,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("getattr", async move {
             match fs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
                 Err(e) => reply.error(fail("getattr", e)),
@@ -188,7 +199,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             || mtime.is_some()
             || flags.is_some();
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("setattr", async move {
             match fs.setattr(ino.0, size, other).await {
                 Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
                 Err(e) => reply.error(fail("setattr", e)),
@@ -209,7 +220,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::EINVAL);
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("mkdir", async move {
             match fs.mkdir(parent.0, &name).await {
                 Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(fail("mkdir", e)),
@@ -222,7 +233,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("unlink", async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("unlink", e)),
@@ -235,7 +246,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("rmdir", async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("rmdir", e)),
@@ -275,7 +286,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             RenameMode::Replace
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("rename", async move {
             match fs
                 .rename(parent.0, &name, newparent.0, &newname, mode)
                 .await
@@ -302,7 +313,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let caller = req.pid();
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
-        self.run(async move {
+        self.run("open", async move {
             let register = |file: &std::fs::File| reply.open_backing(file);
             match passthrough::open(&fs, &table, ino.0, mode, caller, register).await {
                 Ok(Opened::Plain(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -326,9 +337,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("read", async move {
             match fs.read(fh.0, offset, size).await {
-                Ok(bytes) => reply.data(&bytes),
+                Ok(bytes) => {
+                    let size = bytes.len() as f64;
+                    metrics::histogram!(FUSE_IO_SIZE, ATTR_FUSE_REQUEST => "read").record(size);
+                    reply.data(&bytes)
+                }
                 Err(e) => reply.error(fail("read", e)),
             }
         });
@@ -351,9 +366,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let data = data.to_vec();
         let caller = req.pid();
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("write", async move {
             match fs.write(fh.0, offset, &data, caller).await {
-                Ok(written) => reply.written(written),
+                Ok(written) => {
+                    let size = f64::from(written);
+                    metrics::histogram!(FUSE_IO_SIZE, ATTR_FUSE_REQUEST => "write").record(size);
+                    reply.written(written)
+                }
                 Err(e) => reply.error(fail("write", e)),
             }
         });
@@ -369,7 +388,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         let caller = req.pid();
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("flush", async move {
             match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("flush", e)),
@@ -389,7 +408,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         let fs = self.fs.clone();
         passthrough::release(&self.passthrough, fh.0);
-        self.run(async move {
+        self.run("release", async move {
             fs.release(fh.0).await;
             reply.ok();
         });
@@ -404,7 +423,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("fsync", async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("fsync", e)),
@@ -428,7 +447,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("readdir", async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
                 Ok(entries) => {
                     for entry in entries {
@@ -459,7 +478,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run("readdirplus", async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
                 Ok(entries) => {
                     let ttl = fs.kernel_ttl();
@@ -556,7 +575,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let exclusive = flags & libc::O_EXCL != 0;
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
-        self.run(async move {
+        self.run("create", async move {
             match fs.create(parent.0, &name, caller, exclusive).await {
                 Ok((attr, fh)) => {
                     if let Err(errno) = passthrough::after_create(&fs, &table, attr.ino, fh).await {

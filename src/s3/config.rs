@@ -64,6 +64,9 @@ pub struct S3Config {
     /// PEM bundle of the certificate authorities to trust instead of the system's
     /// (`--ca-bundle`, `AWS_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
+    /// Network interfaces every connection is bound to, in turn (`--bind`); empty: the
+    /// default route.
+    pub bind: Vec<String>,
 }
 
 impl S3Config {
@@ -90,6 +93,7 @@ impl S3Config {
             transfer_acceleration: false,
             dual_stack: false,
             ca_bundle: None,
+            bind: Vec::new(),
         }
     }
 }

@@ -10,11 +10,13 @@
 //! are encoded on the wire (`keys`); what an SDK error means (`errors`); the headers the
 //! command line adds (`headers`); the trust store of `--ca-bundle` (`tls`).
 
+mod bind;
 mod copy;
 mod errors;
 mod get;
 mod headers;
 mod keys;
+mod metrics;
 mod multipart;
 mod objects;
 mod tls;
@@ -57,9 +59,14 @@ impl SdkStore {
     /// Builds the client from `config` and the default provider chain. Makes no request;
     /// fails only on an unusable `--ca-bundle`.
     pub async fn new(config: &S3Config) -> Result<Self, String> {
-        let http = match &config.ca_bundle {
-            Some(bundle) => Some(tls::client_trusting(bundle)?),
-            None => None,
+        let http = match (&config.ca_bundle, config.bind.is_empty()) {
+            (Some(bundle), true) => Some(tls::client_trusting(bundle)?),
+            (None, true) => None,
+            (bundle, false) => {
+                bind::check_interfaces(&config.bind)?;
+                let context = bundle.as_deref().map(tls::context_trusting).transpose()?;
+                Some(bind::client_bound_to(&config.bind, context))
+            }
         };
         Ok(Self::with_http_client(config, http).await)
     }
@@ -110,6 +117,7 @@ impl SdkStore {
         if shared.region().is_none() {
             builder = builder.region(Region::new(FALLBACK_REGION));
         }
+        builder = builder.interceptor(metrics::RequestMetrics);
         if let Some(every) = headers::EveryRequest::from_config(config) {
             builder = builder.interceptor(every);
         }

@@ -9,9 +9,19 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-/// The HTTPS client trusting exactly the certificates in the PEM file at `path`. Every
-/// certificate is checked here first: the SDK's TLS set-up panics on one it cannot use.
+/// The HTTPS client trusting exactly the certificates in the PEM file at `path`.
 pub(super) fn client_trusting(path: &Path) -> Result<SharedHttpClient, String> {
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context_trusting(path)?)
+        .build_https())
+}
+
+/// A TLS context trusting exactly the certificates in the PEM file at `path`. Every
+/// certificate is checked here first: the SDK's TLS set-up panics on one it cannot use.
+pub(super) fn context_trusting(path: &Path) -> Result<TlsContext, String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("--ca-bundle {shown}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -27,16 +37,10 @@ pub(super) fn client_trusting(path: &Path) -> Result<SharedHttpClient, String> {
     let trust = TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(pem);
-    let context = TlsContext::builder()
+    TlsContext::builder()
         .with_trust_store(trust)
         .build()
-        .map_err(|e| format!("--ca-bundle {shown}: {e}"))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
+        .map_err(|e| format!("--ca-bundle {shown}: {e}"))
 }
 
 #[cfg(test)]

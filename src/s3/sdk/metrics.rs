@@ -1,0 +1,104 @@
+//! S3 request metrics, recorded by an SDK interceptor so that every attempt counts, the
+//! SDK's own retries included: `s3.request_count`, `s3.request_errors` (by HTTP status, `0`
+//! for no answer), `s3.request_first_byte_latency` (to the response's headers) and
+//! `s3.request_total_latency` (to the end of the attempt), each by operation, with
+//! Mountpoint's names and labels.
+
+use std::time::Instant;
+
+use aws_sdk_s3::config::interceptors::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
+};
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+
+use crate::metrics::{
+    ATTR_HTTP_STATUS, ATTR_S3_REQUEST, S3_REQUEST_COUNT, S3_REQUEST_ERRORS,
+    S3_REQUEST_FIRST_BYTE_LATENCY, S3_REQUEST_TOTAL_LATENCY,
+};
+
+/// The interceptor (stateless: each attempt's start travels in its config bag).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RequestMetrics;
+
+/// When the current attempt was handed to the HTTP client.
+#[derive(Debug, Clone, Copy)]
+struct AttemptStart(Instant);
+
+impl Storable for AttemptStart {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The operation's name (`GetObject`), as the SDK's metadata gives it.
+fn operation(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>()
+        .map_or_else(|| "unknown".to_string(), |m| m.name().to_string())
+}
+
+/// Microseconds since the attempt started, if it did.
+fn elapsed_us(cfg: &ConfigBag) -> Option<f64> {
+    cfg.load::<AttemptStart>()
+        .map(|start| start.0.elapsed().as_secs_f64() * 1e6)
+}
+
+impl Intercept for RequestMetrics {
+    fn name(&self) -> &'static str {
+        "mount-s3 request metrics"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(AttemptStart(Instant::now()));
+        metrics::counter!(S3_REQUEST_COUNT, ATTR_S3_REQUEST => operation(cfg)).increment(1);
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let op = operation(cfg);
+        if let Some(us) = elapsed_us(cfg) {
+            metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op.clone())
+                .record(us);
+        }
+        let status = context.response().status().as_u16();
+        if !(200..300).contains(&status) {
+            metrics::counter!(
+                S3_REQUEST_ERRORS,
+                ATTR_S3_REQUEST => op,
+                ATTR_HTTP_STATUS => status.to_string()
+            )
+            .increment(1);
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(us) = elapsed_us(cfg) else {
+            return Ok(());
+        };
+        let op = operation(cfg);
+        metrics::histogram!(S3_REQUEST_TOTAL_LATENCY, ATTR_S3_REQUEST => op.clone()).record(us);
+        if context.response().is_none() {
+            metrics::counter!(S3_REQUEST_ERRORS, ATTR_S3_REQUEST => op, ATTR_HTTP_STATUS => "0")
+                .increment(1);
+        }
+        Ok(())
+    }
+}
