@@ -341,6 +341,12 @@ async fn connect(args: &Args, prefix: &str) -> Result<SdkStore, String> {
     let region = match check_bucket(&store, args, prefix).await {
         Ok(()) => return Ok(store),
         Err(Err(message)) => return Err(message),
+        Err(Ok(region)) if Some(region.as_str()) == store.region() => {
+            return Err(format!(
+                "bucket '{}' answers that it is in region {region}, the region its requests are signed for; check --endpoint-url and the credentials",
+                args.bucket
+            ));
+        }
         Err(Ok(region)) if region_given(args) => {
             return Err(format!(
                 "bucket '{}' is in region {region}, not in the one given (--region, AWS_REGION)",

@@ -200,6 +200,41 @@ fn bad_passed_descriptors_and_their_mount_options_are_refused() {
     assert!(line.contains("/dev/fuse"), "{line}");
 }
 
+/// `--auto-unmount` when the session ends without an unmount (its connection aborted through
+/// fusectl, as an administrator would a hung mount): the process exits and leaves no dead
+/// mount ("transport endpoint is not connected") behind.
+#[test]
+fn auto_unmount_cleans_up_after_an_aborted_connection() {
+    use std::os::unix::fs::MetadataExt;
+    let connections = Path::new("/sys/fs/fuse/connections");
+    let fusectl = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if !fusectl
+        .lines()
+        .any(|l| l.contains(" /sys/fs/fuse/connections fusectl "))
+    {
+        eprintln!("skipped: fusectl is not mounted at /sys/fs/fuse/connections");
+        return;
+    }
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-auto-unmount-abort");
+    let mut mount = s3.mount_args(&bucket).args(["--auto-unmount"]).mount();
+    let path = mount.path().to_path_buf();
+    let minor = libc::minor(std::fs::metadata(&path).unwrap().dev());
+    std::fs::write(connections.join(minor.to_string()).join("abort"), "1").unwrap();
+    let status = mount.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some(),
+        "mount-s3 did not exit after the abort: {}",
+        mount.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || mount_entry(&path).is_none()),
+        "{} is still mounted after the aborted session ended: {}",
+        path.display(),
+        mount.log()
+    );
+}
+
 /// `--metadata-ttl minimal` (the default without a cache) as Mountpoint's: no negative
 /// entries (an object created elsewhere is there at the next look) and an open asks S3 again
 /// (a re-open sees a replaced object, whole, at its new size).

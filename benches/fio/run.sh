@@ -140,12 +140,15 @@ unmount_it() {
   wait "$mount_pid" || true
 }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$mount_pid/status"; }
+# CPU-seconds (user + system) the mount process has used so far (its comm has no spaces).
+clock_ticks=$(getconf CLK_TCK)
+cpu_seconds() { awk -v hz="$clock_ticks" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$mount_pid/stat"; }
 summary() { tail -n "+$log_from" "$dir/mount.log" | grep -o "$1=[0-9]*" | tail -1 | cut -d= -f2; }
 
 printf '\nlocal S3 at %s (data in %s); objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$server_dir" "$big_mib" "$quad_mib"
 printf 'direct S3 read of %s MiB, best of 3: single GET %s MiB/s (%s), %s parallel ranged GETs %s MiB/s (%s)\n\n' \
   "$big_mib" "$direct_single" "${singles[*]}" "$parallel" "$direct_parallel" "${parallels[*]}"
-printf '%-16s %10s %12s %14s %10s %12s %12s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB"
+printf '%-16s %10s %12s %14s %10s %12s %12s %8s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB" "CPU s"
 
 export MNT=$mnt BIG_SIZE=${big_mib}M QUAD_SIZE=${quad_mib}M RUNTIME=$runtime
 read_jobs="seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m"
@@ -158,12 +161,13 @@ all_runs=""
 for job in $read_jobs; do
   runs=1
   case $job in seq_*) runs=3 ;; esac
-  bw=0 rss=0 tries=()
+  bw=0 rss=0 tries=() cpus=()
   for _ in $(seq 1 "$runs"); do
     mount_it
     drop_caches
     fio --output-format=json --output="$dir/$job-try.json" "$jobs_dir/$job.fio" >/dev/null
     try_rss=$(peak_rss_mib)
+    try_cpu=$(cpu_seconds)
     unmount_it
     try_bw=$(fio_json_bw "$dir/$job-try.json")
     tries+=("$try_bw")
@@ -171,14 +175,15 @@ for job in $read_jobs; do
     if python3 -c "import sys; sys.exit(0 if $try_bw > $bw else 1)"; then
       bw=$try_bw
       mv "$dir/$job-try.json" "$dir/$job.json"
-      fetched=$(summary bytes_fetched); served=$(summary bytes_served)
+      fetched=$(summary bytes_fetched); served=$(summary bytes_served); cpu=$try_cpu
     fi
+    cpus+=("$try_cpu")
   done
-  all_runs+="$job: ${tries[*]}; "
-  printf '%-16s %10s %12s %14s %10s %12s %12s\n' "$job" "$bw" \
+  all_runs+="$job: ${tries[*]} (CPU s: ${cpus[*]}); "
+  printf '%-16s %10s %12s %14s %10s %12s %12s %8s\n' "$job" "$bw" \
     "$(python3 -c "print(f'{$bw / $direct_single:.2f}')")" \
     "$(python3 -c "print(f'{$bw / $direct_parallel:.2f}')")" "$rss" \
-    "$((fetched / 1048576))" "$((served / 1048576))"
+    "$((fetched / 1048576))" "$((served / 1048576))" "$cpu"
 done
 printf '(each run, MiB/s: %s)\n' "$all_runs"
 

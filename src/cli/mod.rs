@@ -36,6 +36,10 @@ pub const MINIMAL_TTL: Duration = Duration::from_secs(1);
 /// one the kernel's lookup for this same open just fetched.
 pub const OPEN_REVALIDATE_AFTER: Duration = Duration::from_millis(100);
 
+// An expired stat (`fetched_within` dates its fetch from its expiry) must read as older than
+// the open window, so the window must stay shorter than the TTL.
+const _: () = assert!(OPEN_REVALIDATE_AFTER.as_millis() < MINIMAL_TTL.as_millis());
+
 /// Default `--metadata-ttl` with `--cache` (as Mountpoint): blocks are reused after one HEAD
 /// per minute confirms the ETag.
 pub const CACHE_DEFAULT_TTL: Duration = Duration::from_secs(60);

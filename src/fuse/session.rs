@@ -189,19 +189,31 @@ impl LiveMount {
             (session, unmounter)
         };
         let passed = matches!(unmounter, Unmounter::Passed { .. });
-        let watchdog = match config.auto_unmount && !passed {
-            true => Some(Watchdog::spawn(mount_point)?),
-            false => None,
+        // Mounted: whatever fails from here on unmounts again before returning.
+        let serving = (|| {
+            let watchdog = match config.auto_unmount && !passed {
+                true => Some(Watchdog::spawn(mount_point)?),
+                false => None,
+            };
+            fs.set_kernel_cache(Box::new(KernelNotifier::start(session.notifier())?));
+            let (tx, ended) = oneshot::channel();
+            let thread = std::thread::Builder::new()
+                .name("fuse-session".to_string())
+                .spawn(move || {
+                    let result = session.run();
+                    let _ = tx.send(());
+                    result
+                })?;
+            io::Result::Ok((watchdog, thread, ended))
+        })();
+        let mut unmounter = unmounter;
+        let (watchdog, thread, ended) = match serving {
+            Ok(serving) => serving,
+            Err(e) => {
+                let _ = unmount_with(&mut unmounter);
+                return Err(e);
+            }
         };
-        fs.set_kernel_cache(Box::new(KernelNotifier::start(session.notifier())?));
-        let (tx, ended) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("fuse-session".to_string())
-            .spawn(move || {
-                let result = session.run();
-                let _ = tx.send(());
-                result
-            })?;
         if !passed {
             tune_readahead(mount_point);
         }
@@ -219,8 +231,10 @@ impl LiveMount {
     }
 
     /// Waits for the dispatch threads to finish (not for a passed descriptor's once asked
-    /// to unmount: its parent ends that session), then disarms the watchdog.
-    pub fn join(self) -> io::Result<()> {
+    /// to unmount: its parent ends that session), then disarms the watchdog. With
+    /// `--auto-unmount`, a session that ended without an unmount (its connection aborted)
+    /// is unmounted first, as the watchdog would have.
+    pub fn join(mut self) -> io::Result<()> {
         if let Unmounter::Passed { left: true } = self.unmounter {
             return Ok(());
         }
@@ -228,7 +242,9 @@ impl LiveMount {
             .thread
             .join()
             .map_err(|_| io::Error::other("FUSE session thread panicked"))?;
-        if let Some(watchdog) = self.watchdog {
+        if let Some(watchdog) = self.watchdog.take() {
+            // Already unmounted on every other path: the error is expected then.
+            let _ = unmount_with(&mut self.unmounter);
             watchdog.disarm();
         }
         result

@@ -11,11 +11,23 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-/// Where fusermount3 may be, tried in order when umount2 is not permitted.
-const FUSERMOUNT: [&std::ffi::CStr; 2] = [c"/usr/bin/fusermount3", c"/bin/fusermount3"];
+/// Where fusermount3 may be beyond `PATH`, tried last when umount2 is not permitted.
+const FUSERMOUNT: [&str; 2] = ["/usr/bin/fusermount3", "/bin/fusermount3"];
+
+/// fusermount3 in each `PATH` directory (its setuid wrapper may live in one, as on NixOS),
+/// then the usual places; resolved before the fork, which may not allocate.
+fn fusermount_candidates() -> Vec<CString> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("fusermount3"))
+        .filter(|p| p.is_absolute() && p.exists())
+        .chain(FUSERMOUNT.iter().map(std::path::PathBuf::from))
+        .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
+        .collect()
+}
 
 /// The file descriptor the child keeps its end of the pipe on; every other one above the
 /// standard three is closed, so the child holds no /dev/fuse descriptor that would keep a
@@ -35,6 +47,7 @@ impl Watchdog {
         let path = CString::new(mount_point.as_os_str().as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let argv_tail = [c"-u".as_ptr(), c"-z".as_ptr(), path.as_ptr()];
+        let programs = fusermount_candidates();
         let mut fds = [0; 2];
         // SAFETY: fds has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -49,7 +62,7 @@ impl Watchdog {
         match child {
             -1 => Err(io::Error::last_os_error()),
             // SAFETY: in the child, as above.
-            0 => unsafe { watch(read_end.as_raw_fd(), &path, &argv_tail) },
+            0 => unsafe { watch(read_end.as_raw_fd(), &path, &argv_tail, &programs) },
             child => {
                 drop(read_end);
                 Ok(Self { write_end, child })
@@ -72,8 +85,14 @@ impl Watchdog {
 /// The child: waits for the byte or for EOF, unmounts on EOF, exits.
 ///
 /// # Safety
-/// Only after fork, in the child; `path` and `argv_tail` point at memory allocated before it.
-unsafe fn watch(read_fd: libc::c_int, path: &CString, argv_tail: &[*const libc::c_char; 3]) -> ! {
+/// Only after fork, in the child; `path`, `argv_tail` and `programs` point at memory
+/// allocated before it.
+unsafe fn watch(
+    read_fd: libc::c_int,
+    path: &CString,
+    argv_tail: &[*const libc::c_char; 3],
+    programs: &[CString],
+) -> ! {
     // SAFETY: each call below is async-signal-safe and takes live pointers or plain ints.
     unsafe {
         libc::setsid();
@@ -91,15 +110,17 @@ unsafe fn watch(read_fd: libc::c_int, path: &CString, argv_tail: &[*const libc::
                 break n;
             }
         };
-        if n == 1 {
-            libc::_exit(0);
+        // Only EOF means the mount process is gone; a byte is the orderly end, and a read
+        // error leaves nothing known: both exit without touching the mount.
+        if n != 0 {
+            libc::_exit(if n == 1 { 0 } else { 1 });
         }
         if libc::umount2(path.as_ptr(), libc::MNT_DETACH) == 0 {
             libc::_exit(0);
         }
         if *libc::__errno_location() == libc::EPERM {
             let env: [*const libc::c_char; 1] = [std::ptr::null()];
-            for program in FUSERMOUNT {
+            for program in programs {
                 let argv = [
                     program.as_ptr(),
                     argv_tail[0],

@@ -2,7 +2,9 @@
 //! SDK's own retries included: `s3.request_count`, `s3.request_errors` (by HTTP status, `0`
 //! for no answer), `s3.request_first_byte_latency` (to the response's headers) and
 //! `s3.request_total_latency` (to the end of the attempt), each by operation, with
-//! Mountpoint's names and labels.
+//! Mountpoint's names and labels. A GET's attempt ends with its response's headers (the
+//! body is read after it), so its total latency is its first-byte latency, and an error
+//! while its body streams is not counted here (the read path retries it).
 
 use std::time::Instant;
 
@@ -93,6 +95,9 @@ impl Intercept for RequestMetrics {
         let Some(us) = elapsed_us(cfg) else {
             return Ok(());
         };
+        // The next attempt starts afresh: one that fails before it is sent must not be
+        // timed from this one's start.
+        cfg.interceptor_state().unset::<AttemptStart>();
         let op = operation(cfg);
         metrics::histogram!(S3_REQUEST_TOTAL_LATENCY, ATTR_S3_REQUEST => op.clone()).record(us);
         if context.response().is_none() {

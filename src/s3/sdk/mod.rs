@@ -59,16 +59,35 @@ impl SdkStore {
     /// Builds the client from `config` and the default provider chain. Makes no request;
     /// fails only on an unusable `--ca-bundle`.
     pub async fn new(config: &S3Config) -> Result<Self, String> {
-        let http = match (&config.ca_bundle, config.bind.is_empty()) {
-            (Some(bundle), true) => Some(tls::client_trusting(bundle)?),
-            (None, true) => None,
-            (bundle, false) => {
+        let http = match &config.ca_bundle {
+            Some(bundle) => Some(tls::client_trusting(bundle)?),
+            None => None,
+        };
+        // --bind applies to the bucket's connections only: the credential providers' (IMDS,
+        // container endpoints) are local and may have no route through the NICs named.
+        let bound = match config.bind.is_empty() {
+            true => None,
+            false => {
                 bind::check_interfaces(&config.bind)?;
-                let context = bundle.as_deref().map(tls::context_trusting).transpose()?;
+                let context = config
+                    .ca_bundle
+                    .as_deref()
+                    .map(tls::context_trusting)
+                    .transpose()?;
                 Some(bind::client_bound_to(&config.bind, context))
             }
         };
-        Ok(Self::with_http_client(config, http).await)
+        let mut store = Self::with_http_client(config, http).await;
+        if let Some(bound) = bound {
+            let conf = store
+                .client
+                .config()
+                .to_builder()
+                .http_client(bound)
+                .build();
+            store.client = Client::from_conf(conf);
+        }
+        Ok(store)
     }
 
     /// [`SdkStore::new`] over `http` (the SDK's default HTTPS client when `None`).
