@@ -26,7 +26,7 @@ const PID_FILE_VARIABLE: &str = mount_s3::cli::PID_FILE_VARIABLE;
 /// How often `--log-metrics` logs the counters (as Mountpoint).
 const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often `--metrics-address` copies the mount's counters into the exporter.
+/// How often the mount's counters are copied into the exporters.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the bucket check before calling the endpoint unreachable.
@@ -147,13 +147,29 @@ fn run(
             return Err(());
         }
     };
-    if let Some(address) = args.metrics_address {
+    let otlp = match &args.otlp_endpoint {
+        None => None,
+        Some(url) => {
+            let every = Duration::from_secs(args.otlp_export_interval.unwrap_or(60));
+            match mount_s3::metrics::otlp::parse_endpoint(url, every) {
+                Ok(target) => Some(target),
+                Err(message) => {
+                    fail(report, message);
+                    return Err(());
+                }
+            }
+        }
+    };
+    let sampling = args.metrics_address.is_some() || otlp.is_some();
+    if sampling {
         let _in_runtime = runtime.enter();
-        if let Err(message) = mount_s3::metrics::serve_prometheus(address) {
+        if let Err(message) = mount_s3::metrics::install(args.metrics_address, otlp) {
             fail(report, message);
             return Err(());
         }
-        info!("metrics served at http://{address}/metrics");
+        if let Some(address) = args.metrics_address {
+            info!("metrics served at http://{address}/metrics");
+        }
     }
     for flag in args.ignored_flags() {
         warn!("accepted but not applied: {flag}");
@@ -222,9 +238,8 @@ fn run(
         // --log-metrics: the counters every 5 s (the first tick is at once: skipped).
         let mut metrics_tick = tokio::time::interval(METRICS_INTERVAL);
         metrics_tick.tick().await;
-        // --metrics-address: the mount's own counters copied into the exporter.
+        // --metrics-address, --otlp-endpoint: the mount's own counters copied in.
         let mut sample_tick = tokio::time::interval(SAMPLE_INTERVAL);
-        let sampling = args.metrics_address.is_some();
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break Some("SIGTERM"),

@@ -273,3 +273,106 @@ fn a_real_prometheus_scrapes_the_mount() {
     );
     drop(mount);
 }
+
+/// Requests an OTLP/HTTP collector received: request line and body, in order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A minimal OTLP/HTTP receiver on a free loopback port: answers 200 to every POST and
+/// keeps what it got. Runs until the test process ends.
+fn otlp_receiver() -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let received = Received::default();
+    let keep = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut head = String::new();
+            let mut line = String::new();
+            let mut length = 0;
+            use std::io::BufRead;
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+                line.clear();
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let first = head.lines().next().unwrap_or_default().to_string();
+            keep.lock()
+                .unwrap()
+                .push((first, String::from_utf8_lossy(&body).into_owned()));
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (address, received)
+}
+
+/// `--otlp-endpoint` (Mountpoint's flag): exports reach a collector at `/v1/metrics` as OTLP
+/// JSON, with Mountpoint's names and the figures the workload fixed.
+#[test]
+fn otlp_exports_reach_a_collector() {
+    let (collector, received) = otlp_receiver();
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("metrics-otlp");
+    let object = pseudo_random_bytes(34, MIB + 3);
+    s3.put(&bucket, "exported.bin", object.clone());
+    let endpoint = format!("http://{collector}");
+    let mount = s3
+        .mount_args(&bucket)
+        .args([
+            "--otlp-endpoint",
+            endpoint.as_str(),
+            "--otlp-export-interval",
+            "1",
+        ])
+        .mount();
+    assert_eq!(std::fs::read(mount.join("exported.bin")).unwrap(), object);
+    let wanted = format!("\"asDouble\":{}}}", object.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let got = received.lock().unwrap().clone();
+        let hit = got.iter().find(|(_, body)| {
+            body.contains("\"name\":\"fs_bytes_read\"")
+                && body
+                    .split("\"name\":\"fs_bytes_read\"")
+                    .nth(1)
+                    .is_some_and(|rest| {
+                        rest.split("\"name\"")
+                            .next()
+                            .unwrap_or("")
+                            .contains(&wanted)
+                    })
+        });
+        if let Some(hit) = hit {
+            break hit.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no export with fs_bytes_read = {}: {got:?}",
+            object.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (line, body) = found;
+    assert!(line.starts_with("POST /v1/metrics "), "{line}");
+    for name in [
+        "s3_request_count",
+        "fuse_request_latency",
+        "process_memory_usage",
+    ] {
+        assert!(
+            body.contains(&format!("\"name\":\"{name}\"")),
+            "{name} missing: {body}"
+        );
+    }
+    assert!(
+        body.contains("\"histogram\":{\"aggregationTemporality\":2"),
+        "{body}"
+    );
+    drop(mount);
+}

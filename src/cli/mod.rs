@@ -241,7 +241,7 @@ pub struct Args {
     #[arg(long, help_heading = LOGGING, value_name = "ADDRESS:PORT")]
     pub metrics_address: Option<std::net::SocketAddr>,
 
-    /// Export metrics over OTLP to this endpoint (refused until supported, see README)
+    /// Export metrics over OTLP/HTTP (JSON) to this endpoint, e.g. http://localhost:4318
     #[arg(long, help_heading = LOGGING, value_name = "ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 

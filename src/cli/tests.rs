@@ -40,10 +40,6 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
         (vec!["--cache-xz", "xz-bucket"], "--cache-xz"),
         (vec!["--incremental-upload"], "--incremental-upload"),
         (
-            vec!["--otlp-endpoint", "http://127.0.0.1:4318"],
-            "--otlp-endpoint",
-        ),
-        (
             vec!["--bucket-type", "directory"],
             "--bucket-type directory",
         ),

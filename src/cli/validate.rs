@@ -38,9 +38,6 @@ fn unsupported(args: &Args) -> Option<&'static str> {
     if args.incremental_upload {
         return Some("--incremental-upload (appends to existing objects) is not supported yet");
     }
-    if args.otlp_endpoint.is_some() {
-        return Some("--otlp-endpoint (OTLP metrics export) is not supported yet");
-    }
     if args.bucket_type.as_deref() == Some("directory") {
         return Some(
             "--bucket-type directory (S3 Express One Zone directory buckets) is not supported yet",

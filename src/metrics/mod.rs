@@ -3,14 +3,16 @@
 //! the `metrics` facade, which costs nothing until a recorder is installed: FUSE requests at
 //! dispatch (`fuse`), S3 requests by an SDK interceptor (every attempt, retries included),
 //! and the counters the mount already keeps (reads, cache, memory, handles) copied in once a
-//! second by [`sample`], so nothing is counted twice. `--metrics-address` installs the
-//! Prometheus exporter ([`serve_prometheus`]).
+//! second by [`sample`], so nothing is counted twice. [`install`] sets up the exporters:
+//! Prometheus at `--metrics-address`, OTLP/HTTP at `--otlp-endpoint` ([`otlp`]), or both.
 
+pub mod otlp;
 mod sample;
 
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tracing::error;
 
 pub use sample::sample;
 
@@ -49,16 +51,35 @@ const SIZE_BUCKETS: &[f64] = &[
     4096.0, 16384.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0, 4194304.0, 16777216.0,
 ];
 
-/// Installs the Prometheus recorder and serves the text exposition format at
-/// `http://ADDRESS/metrics` (any path answers it). Must run inside the tokio runtime, which
-/// runs the listener.
-pub fn serve_prometheus(address: SocketAddr) -> Result<(), String> {
-    let shown = |e: &dyn std::fmt::Display| format!("--metrics-address {address}: {e}");
-    PrometheusBuilder::new()
-        .with_http_listener(address)
+/// Installs the recorder, serves the text exposition format at `http://ADDRESS/metrics`
+/// with `prometheus` (any path answers it), and exports to `otlp` at its interval. Must run
+/// inside the tokio runtime, which runs the listener and the export.
+pub fn install(prometheus: Option<SocketAddr>, otlp: Option<otlp::Target>) -> Result<(), String> {
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("latency".into()), LATENCY_BUCKETS_US)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("io_size".into()), SIZE_BUCKETS))
-        .map_err(|e| shown(&e))?
-        .install()
-        .map_err(|e| shown(&e))
+        .map_err(|e| format!("metrics: {e}"))?;
+    let recorder = match prometheus {
+        Some(address) => {
+            let shown = |e: &dyn std::fmt::Display| format!("--metrics-address {address}: {e}");
+            let (recorder, listener) = builder
+                .with_http_listener(address)
+                .build()
+                .map_err(|e| shown(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = listener.await {
+                    error!("the metrics listener stopped: {e:?}");
+                }
+            });
+            recorder
+        }
+        // OTLP alone: the export loop runs the upkeep.
+        None => builder.build_recorder(),
+    };
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| format!("metrics: {e}"))?;
+    if let Some(target) = otlp {
+        tokio::spawn(otlp::export_loop(handle, target));
+    }
+    Ok(())
 }
