@@ -160,16 +160,22 @@ fn run(
             }
         }
     };
-    let sampling = args.metrics_address.is_some() || otlp.is_some();
-    if sampling {
-        let _in_runtime = runtime.enter();
-        if let Err(message) = mount_s3::metrics::install(args.metrics_address, otlp) {
-            fail(report, message);
-            return Err(());
+    let sampling = args.metrics_address.is_some() || otlp.is_some() || log_metrics;
+    let metrics = match sampling {
+        false => None,
+        true => {
+            let _in_runtime = runtime.enter();
+            match mount_s3::metrics::install(args.metrics_address, otlp) {
+                Ok(handle) => Some(handle),
+                Err(message) => {
+                    fail(report, message);
+                    return Err(());
+                }
+            }
         }
-        if let Some(address) = args.metrics_address {
-            info!("metrics served at http://{address}/metrics");
-        }
+    };
+    if let Some(address) = args.metrics_address {
+        info!("metrics served at http://{address}/metrics");
     }
     for flag in args.ignored_flags() {
         warn!("accepted but not applied: {flag}");
@@ -254,11 +260,19 @@ fn run(
                     "status: {}",
                     fs.status()
                 ),
-                _ = metrics_tick.tick(), if log_metrics => info!(
-                    alive_tasks = runtime.metrics().num_alive_tasks(),
-                    "metrics: {}",
-                    fs.status()
-                ),
+                _ = metrics_tick.tick(), if log_metrics => {
+                    info!(
+                        alive_tasks = runtime.metrics().num_alive_tasks(),
+                        "status: {}",
+                        fs.status()
+                    );
+                    if let Some(handle) = &metrics {
+                        handle.run_upkeep();
+                        for line in mount_s3::metrics::log_lines(&handle.render()) {
+                            info!("metrics: {line}");
+                        }
+                    }
+                }
                 _ = sample_tick.tick(), if sampling => mount_s3::metrics::sample(&fs),
                 _ = &mut mount.ended => break None,
             }

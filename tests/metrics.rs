@@ -376,3 +376,39 @@ fn otlp_exports_reach_a_collector() {
     );
     drop(mount);
 }
+
+/// `--log-metrics`: every 5 s the log gets the status line and one line per metric series
+/// (the same figures the exporters hold).
+#[test]
+fn log_metrics_writes_the_figures_to_the_log() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("metrics-log");
+    let object = pseudo_random_bytes(35, 70_000);
+    s3.put(&bucket, "logged.bin", object.clone());
+    let mount = s3.mount_args(&bucket).args(["--log-metrics"]).mount();
+    assert_eq!(std::fs::read(mount.join("logged.bin")).unwrap(), object);
+    let wanted = format!("metrics: fs_bytes_read {}", object.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mount.log().contains(&wanted) {
+        assert!(
+            Instant::now() < deadline,
+            "no {wanted:?} in the log:\n{}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = mount.log();
+    assert!(
+        log.contains("metrics: s3_request_count{s3_request=\"GetObject\"}"),
+        "{log}"
+    );
+    assert!(
+        log.contains("metrics: fuse_request_latency_count{fuse_request=\"read\"}"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("_bucket{"),
+        "histogram buckets stay out of the log"
+    );
+    assert!(log.contains("status: open_handles="), "{log}");
+}

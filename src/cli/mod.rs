@@ -233,7 +233,7 @@ pub struct Args {
     #[arg(short, long, help_heading = LOGGING, value_name = "DIRECTORY")]
     pub log_directory: Option<PathBuf>,
 
-    /// Log a summary of the mount's counters every 5 seconds
+    /// Log the metrics (and a status line) every 5 seconds
     #[arg(long, help_heading = LOGGING)]
     pub log_metrics: bool,
 

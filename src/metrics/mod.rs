@@ -9,6 +9,8 @@
 pub mod otlp;
 mod sample;
 
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -53,8 +55,12 @@ const SIZE_BUCKETS: &[f64] = &[
 
 /// Installs the recorder, serves the text exposition format at `http://ADDRESS/metrics`
 /// with `prometheus` (any path answers it), and exports to `otlp` at its interval. Must run
-/// inside the tokio runtime, which runs the listener and the export.
-pub fn install(prometheus: Option<SocketAddr>, otlp: Option<otlp::Target>) -> Result<(), String> {
+/// inside the tokio runtime, which runs the listener and the export. The handle renders
+/// the figures (`--log-metrics`).
+pub fn install(
+    prometheus: Option<SocketAddr>,
+    otlp: Option<otlp::Target>,
+) -> Result<PrometheusHandle, String> {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("latency".into()), LATENCY_BUCKETS_US)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("io_size".into()), SIZE_BUCKETS))
@@ -79,7 +85,42 @@ pub fn install(prometheus: Option<SocketAddr>, otlp: Option<otlp::Target>) -> Re
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| format!("metrics: {e}"))?;
     if let Some(target) = otlp {
-        tokio::spawn(otlp::export_loop(handle, target));
+        tokio::spawn(otlp::export_loop(handle.clone(), target));
     }
-    Ok(())
+    Ok(handle)
+}
+
+/// `--log-metrics`: the figures as log lines, one per series in the text format (histogram
+/// buckets left out: their `_count` and `_sum` stay), as Mountpoint logs its metrics.
+pub fn log_lines(exposition: &str) -> Vec<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter(|l| {
+            !l.split(['{', ' '])
+                .next()
+                .unwrap_or("")
+                .ends_with("_bucket")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_drop_only_comments_and_buckets() {
+        let text = "# TYPE a counter
+a{x=\"1\"} 3
+# TYPE h histogram
+h_bucket{le=\"1\"} 1
+h_sum 0.5
+h_count 1
+
+";
+        assert_eq!(
+            super::log_lines(text),
+            ["a{x=\"1\"} 3", "h_sum 0.5", "h_count 1"]
+        );
+    }
 }
