@@ -75,12 +75,17 @@ impl MemoryBudget {
             return None;
         }
         let _waiting = Waiting::new(self, bytes);
+        let mut counted = false;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             if let Some(reservation) = self.reserve_under(bytes, self.limit) {
                 return Some(reservation);
+            }
+            if !counted {
+                metrics::counter!(crate::metrics::MEMORY_BUDGET_WAITS).increment(1);
+                counted = true;
             }
             freed.await;
         }

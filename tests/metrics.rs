@@ -133,6 +133,13 @@ fn scraped_figures_match_the_workload() {
         "a first read misses the cache"
     );
     assert_dashboard_names_exist(&all);
+    let retries = value(&all, "s3_request_retries", &["s3_request=\"GetObject\""]);
+    assert_eq!(retries, 1.0, "the SDK's retry of the 500");
+    assert_eq!(
+        value(&all, "upload_parts_in_flight", &[]),
+        0.0,
+        "every part sent"
+    );
     let gets = count("GetObject");
     let fetched = value(&all, "s3_bytes_fetched", &[]);
 

@@ -32,6 +32,14 @@ pub const S3_REQUEST_ERRORS: &str = "s3.request_errors";
 pub const S3_REQUEST_FIRST_BYTE_LATENCY: &str = "s3.request_first_byte_latency";
 /// From sending an S3 request to the end of its attempt, µs, by `s3_request`.
 pub const S3_REQUEST_TOTAL_LATENCY: &str = "s3.request_total_latency";
+/// S3 attempts after the first of a request (the SDK's retries), by `s3_request`.
+pub const S3_REQUEST_RETRIES: &str = "s3.request_retries";
+/// S3 calls cut off by `--request-deadline`, by `s3_request` (our call names).
+pub const S3_DEADLINE_EXPIRIES: &str = "s3.deadline_expiries";
+/// Reservations of the memory budget that had to wait for memory to be given back.
+pub const MEMORY_BUDGET_WAITS: &str = "memory.budget_waits";
+/// Upload parts being sent now, all files together.
+pub const UPLOAD_PARTS_IN_FLIGHT: &str = "upload.parts_in_flight";
 /// Resident memory of the process, bytes.
 pub const PROCESS_MEMORY_USAGE: &str = "process.memory_usage";
 
@@ -84,6 +92,15 @@ pub fn install(
     };
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| format!("metrics: {e}"))?;
+    // Series that only events create start at zero, so dashboards and alerts have them.
+    for name in [
+        S3_REQUEST_RETRIES,
+        S3_DEADLINE_EXPIRIES,
+        MEMORY_BUDGET_WAITS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::gauge!(UPLOAD_PARTS_IN_FLIGHT).set(0.0);
     if let Some(target) = otlp {
         tokio::spawn(otlp::export_loop(handle.clone(), target));
     }

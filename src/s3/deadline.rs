@@ -34,10 +34,14 @@ impl<S: ObjectStore> WithDeadline<S> {
     ) -> Result<T, S3Error> {
         match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
-            Err(_) => Err(S3Error::Network(format!(
-                "{what} did not finish within {}s",
-                self.deadline.as_secs_f32()
-            ))),
+            Err(_) => Err(S3Error::Network({
+                metrics::counter!(crate::metrics::S3_DEADLINE_EXPIRIES, crate::metrics::ATTR_S3_REQUEST => what.to_string())
+                    .increment(1);
+                format!(
+                    "{what} did not finish within {}s",
+                    self.deadline.as_secs_f32()
+                )
+            })),
         }
     }
 }

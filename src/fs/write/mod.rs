@@ -228,7 +228,9 @@ impl<S: ObjectStore> FileWriter<S> {
         let store = self.store.clone();
         let key = self.key.clone();
         let upload_id = state.upload_id.clone().expect("created above");
+        let in_flight = PartInFlight::new();
         let task = tokio::spawn(async move {
+            let _counted = in_flight; // out of the gauge when the task ends or is aborted
             let _held = reservation; // given back when the part is sent (or fails)
             let part = store.upload_part(&key, &upload_id, number, data).await;
             part.map_err(|e| FsError::s3(&key, e))
@@ -374,3 +376,20 @@ impl<S: ObjectStore> FileWriter<S> {
 
 #[cfg(test)]
 mod tests;
+
+/// One part being uploaded, counted in the `upload.parts_in_flight` gauge for as long as it
+/// lives (its task may end, fail or be aborted: the drop counts it out every time).
+struct PartInFlight;
+
+impl PartInFlight {
+    fn new() -> Self {
+        metrics::gauge!(crate::metrics::UPLOAD_PARTS_IN_FLIGHT).increment(1.0);
+        PartInFlight
+    }
+}
+
+impl Drop for PartInFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::UPLOAD_PARTS_IN_FLIGHT).decrement(1.0);
+    }
+}

@@ -15,11 +15,12 @@ use aws_sdk_s3::config::interceptors::{
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
 use crate::metrics::{
     ATTR_HTTP_STATUS, ATTR_S3_REQUEST, S3_REQUEST_COUNT, S3_REQUEST_ERRORS,
-    S3_REQUEST_FIRST_BYTE_LATENCY, S3_REQUEST_TOTAL_LATENCY,
+    S3_REQUEST_FIRST_BYTE_LATENCY, S3_REQUEST_RETRIES, S3_REQUEST_TOTAL_LATENCY,
 };
 
 /// The interceptor (stateless: each attempt's start travels in its config bag).
@@ -59,7 +60,14 @@ impl Intercept for RequestMetrics {
     ) -> Result<(), BoxError> {
         cfg.interceptor_state()
             .store_put(AttemptStart(Instant::now()));
-        metrics::counter!(S3_REQUEST_COUNT, ATTR_S3_REQUEST => operation(cfg)).increment(1);
+        let op = operation(cfg);
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            metrics::counter!(S3_REQUEST_RETRIES, ATTR_S3_REQUEST => op.clone()).increment(1);
+        }
+        metrics::counter!(S3_REQUEST_COUNT, ATTR_S3_REQUEST => op).increment(1);
         Ok(())
     }
 
