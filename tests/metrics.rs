@@ -86,13 +86,18 @@ fn scraped_figures_match_the_workload() {
     let large = pseudo_random_bytes(32, 9 * MIB);
     std::fs::write(mount.join("large.bin"), &large).unwrap();
     assert!(proxy.targeted_done(), "the 500 was injected");
+    // Held open across the scrape: one file reading, one writing.
+    let reading = std::fs::File::open(mount.join("known.bin")).unwrap();
+    let writing = std::fs::File::create(mount.join("pending.txt")).unwrap();
 
     // The mount's own counters reach the exporter within a second or two.
     let deadline = Instant::now() + Duration::from_secs(10);
     let all = loop {
         let body = http_get(&address, "/metrics").unwrap_or_else(|e| panic!("scrape: {e}"));
         let all = samples(&body);
-        if value(&all, "fs_bytes_read", &[]) >= object.len() as f64 || Instant::now() > deadline {
+        let ready = value(&all, "fs_bytes_read", &[]) >= object.len() as f64
+            && value(&all, "fs_open_write_handles", &[]) >= 1.0;
+        if ready || Instant::now() > deadline {
             eprintln!("{body}");
             break all;
         }
@@ -140,6 +145,17 @@ fn scraped_figures_match_the_workload() {
         0.0,
         "every part sent"
     );
+    assert_eq!(
+        value(&all, "fs_open_read_handles", &[]),
+        1.0,
+        "one file reading"
+    );
+    assert_eq!(
+        value(&all, "fs_open_write_handles", &[]),
+        1.0,
+        "one file writing"
+    );
+    drop((reading, writing));
     let gets = count("GetObject");
     let fetched = value(&all, "s3_bytes_fetched", &[]);
 

@@ -61,6 +61,11 @@ impl<T: Clone> HandleMap<T> {
         self.len() == 0
     }
 
+    /// Number of open handles `pick` chooses (counted under the lock, nothing cloned).
+    pub fn count(&self, pick: impl Fn(&T) -> bool) -> usize {
+        self.lock().values().filter(|v| pick(v)).count()
+    }
+
     /// Copies of every open handle (for shutdown and counting).
     pub fn values(&self) -> Vec<T> {
         self.lock().values().cloned().collect()
@@ -85,5 +90,6 @@ mod tests {
         assert_eq!(map.get(a), None);
         assert_eq!(map.remove(a), None);
         assert_eq!(map.len(), 2);
+        assert_eq!(map.count(|v| *v == "c"), 1);
     }
 }

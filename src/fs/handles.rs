@@ -315,4 +315,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub fn open_handles(&self) -> usize {
         self.files.len() + self.dirs.len()
     }
+
+    /// Open file handles reading and writing, for the metrics.
+    pub fn open_files_by_mode(&self) -> (usize, usize) {
+        let writing = self.files.count(|f| matches!(f, OpenFile::Write(_)));
+        (self.files.len().saturating_sub(writing), writing)
+    }
 }

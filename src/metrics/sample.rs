@@ -14,6 +14,9 @@ pub fn sample<S: ObjectStore>(fs: &S3Filesystem<S>) {
     metrics::counter!("prefetch.wasted_bytes").absolute(reads.prefetch_waste);
     let status = fs.status();
     metrics::gauge!("fs.open_handles").set(status.open_handles as f64);
+    let (reading, writing) = fs.open_files_by_mode();
+    metrics::gauge!("fs.open_read_handles").set(reading as f64);
+    metrics::gauge!("fs.open_write_handles").set(writing as f64);
     metrics::gauge!("fs.inodes").set(status.inodes as f64);
     metrics::gauge!("memory.budget_used").set(status.memory_used as f64);
     metrics::gauge!("memory.budget_limit").set(status.memory_limit as f64);
