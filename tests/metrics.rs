@@ -68,6 +68,7 @@ fn scraped_figures_match_the_workload() {
     let bucket = s3.new_bucket("metrics-workload");
     let object = pseudo_random_bytes(31, 3 * MIB + 5);
     s3.put(&bucket, "known.bin", object.clone());
+    s3.put(&bucket, "unread.bin", b"opened, never read".to_vec());
     let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
     let address = free_address();
     let cache = tempfile::tempdir().unwrap();
@@ -86,8 +87,9 @@ fn scraped_figures_match_the_workload() {
     let large = pseudo_random_bytes(32, 9 * MIB);
     std::fs::write(mount.join("large.bin"), &large).unwrap();
     assert!(proxy.targeted_done(), "the 500 was injected");
-    // Held open across the scrape: one file reading, one writing.
-    let reading = std::fs::File::open(mount.join("known.bin")).unwrap();
+    // Held open across the scrape: one file reading, one writing. (Not known.bin: once the
+    // cache holds it whole, its opens are the kernel's passthrough, not a reading handle.)
+    let reading = std::fs::File::open(mount.join("unread.bin")).unwrap();
     let writing = std::fs::File::create(mount.join("pending.txt")).unwrap();
 
     // The mount's own counters reach the exporter within a second or two.
@@ -96,7 +98,8 @@ fn scraped_figures_match_the_workload() {
         let body = http_get(&address, "/metrics").unwrap_or_else(|e| panic!("scrape: {e}"));
         let all = samples(&body);
         let ready = value(&all, "fs_bytes_read", &[]) >= object.len() as f64
-            && value(&all, "fs_open_write_handles", &[]) >= 1.0;
+            && value(&all, "fs_open_write_handles", &[]) >= 1.0
+            && value(&all, "fs_open_handles", &[]) >= 2.0;
         if ready || Instant::now() > deadline {
             eprintln!("{body}");
             break all;
@@ -136,6 +139,12 @@ fn scraped_figures_match_the_workload() {
     assert!(
         value(&all, "cache_block_misses", &[]) >= 1.0,
         "a first read misses the cache"
+    );
+    let used = value(&all, "cache_total_size", &[]);
+    let bound = value(&all, "cache_size_limit", &[]);
+    assert!(
+        bound > 0.0 && used <= bound,
+        "cache bytes {used} within the bound {bound}"
     );
     assert_dashboard_names_exist(&all);
     let retries = value(&all, "s3_request_retries", &["s3_request=\"GetObject\""]);

@@ -31,6 +31,7 @@ pub fn sample<S: ObjectStore>(fs: &S3Filesystem<S>) {
         metrics::counter!("cache.skipped_bytes").absolute(c.skipped_bytes);
         metrics::counter!("cache.passthrough_opens").absolute(c.whole_opens);
         metrics::gauge!("cache.total_size").set(cache.used() as f64);
+        metrics::gauge!("cache.size_limit").set(cache.max_bytes() as f64);
     }
     if let Some(rss) = resident_bytes() {
         metrics::gauge!(super::PROCESS_MEMORY_USAGE).set(rss as f64);
