@@ -16,6 +16,7 @@ pub mod memory;
 pub mod metrics;
 pub mod s3;
 pub mod sync;
+pub mod throughput;
 
 #[cfg(all(test, feature = "shuttle"))]
 mod interleavings;

@@ -197,6 +197,8 @@ pub struct Budgets {
     pub data: Arc<MemoryBudget>,
     /// Reads' own bytes.
     pub reads: Arc<MemoryBudget>,
+    /// Object GETs in flight (capped by a throughput target, else unlimited).
+    pub gets: Arc<crate::throughput::GetSlots>,
 }
 
 impl Budgets {
@@ -206,6 +208,7 @@ impl Budgets {
         Self {
             data: MemoryBudget::new(limit - reads),
             reads: MemoryBudget::new(reads),
+            gets: Arc::new(crate::throughput::GetSlots::unlimited()),
         }
     }
 }

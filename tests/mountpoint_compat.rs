@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{FaultPlan, FaultProxy, S3Server, mount_entry, mount_s3_processes_for};
+use common::{Fault, FaultPlan, FaultProxy, S3Server, mount_entry, mount_s3_processes_for};
 
 /// The system log's socket, bound by the test for as long as it lives, removed on drop.
 struct FakeSyslog {
@@ -437,4 +437,131 @@ fn bind_ties_the_connections_to_the_interface() {
             .run(dir.path(), true, timeout)
             .assert_refused(&format!("--bind {other}: no route to the loopback server"));
     }
+}
+
+/// `--maximum-throughput-gbps` caps the object GETs in flight (one per 0.72 Gbps, at least
+/// 2). Four readers at once, every request held 100 ms at the proxy so that their GETs
+/// overlap: at 1 Gbps the proxy never sees more than 2 waiting; without the flag (and no
+/// instance type to derive one from) the same readers have more.
+#[test]
+fn maximum_throughput_caps_gets_in_flight() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("mp-throughput");
+    let files: Vec<(String, Vec<u8>)> = (0..4u64)
+        .map(|i| {
+            let data = common::pseudo_random_bytes(40 + i, 12 << 20);
+            (format!("f{i}.bin"), data)
+        })
+        .collect();
+    s3.put_many(&bucket, files.clone(), 4);
+    let most_waiting = |extra: &[&str]| {
+        let slow = FaultPlan {
+            probability: 1.0,
+            kinds: vec![Fault::Stall(100)],
+            seed: 3,
+        };
+        let proxy = FaultProxy::start(s3.endpoint(), slow);
+        let mount = s3
+            .mount_args(&bucket)
+            .endpoint(&proxy.url())
+            .args(extra)
+            .mount();
+        std::thread::scope(|scope| {
+            for (name, data) in &files {
+                let path = mount.join(name);
+                scope.spawn(move || {
+                    let got = std::fs::read(&path).unwrap();
+                    assert!(got == *data, "{name}: wrong bytes");
+                });
+            }
+        });
+        (proxy.stats().most_ranged_gets_waiting, mount.log())
+    };
+    let (capped, log) = most_waiting(&["--maximum-throughput-gbps", "1"]);
+    assert!(
+        (1..=2).contains(&capped),
+        "at 1 Gbps at most 2 GETs in flight, the proxy saw {capped} waiting at once"
+    );
+    assert!(log.contains("gets_in_flight=2"), "{log}");
+    let (free, log) = most_waiting(&[]);
+    assert!(
+        free > 2,
+        "without a target four readers have more than 2 GETs at once, saw {free}"
+    );
+    assert!(!log.contains("gets_in_flight"), "{log}");
+}
+
+/// An instance metadata service that knows one thing: this is a `p4d.24xlarge` (IMDSv2: a
+/// token first, then the instance type with it). Serves until the test ends.
+fn fake_instance_metadata() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut lines = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                lines.push(line.to_ascii_lowercase());
+            }
+            let first = lines.first().cloned().unwrap_or_default();
+            let has_token = lines
+                .iter()
+                .any(|l| l.starts_with("x-aws-ec2-metadata-token: t0k3n"));
+            let (status, extra, body) = if first.starts_with("put /latest/api/token") {
+                (
+                    "200 OK",
+                    "X-aws-ec2-metadata-token-ttl-seconds: 21600\r\n",
+                    "t0k3n",
+                )
+            } else if first.starts_with("get /latest/meta-data/instance-type") && has_token {
+                ("200 OK", "", "p4d.24xlarge")
+            } else {
+                ("401 Unauthorized", "", "")
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    url
+}
+
+/// Without `--maximum-throughput-gbps`, the cap comes from the instance type's published
+/// bandwidth, as Mountpoint's default does: a p4d.24xlarge (400 Gbps) gets 556 GETs. The
+/// metadata service's session token is never logged, even with `--debug`.
+#[test]
+fn throughput_target_defaults_from_the_instance_type() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("mp-instance");
+    s3.put(&bucket, "f.txt", b"on a p4d".to_vec());
+    let mount = s3
+        .mount_args(&bucket)
+        .env("AWS_EC2_METADATA_DISABLED", "false")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            &fake_instance_metadata(),
+        )
+        .args(["--debug"])
+        .mount();
+    assert_eq!(std::fs::read(mount.join("f.txt")).unwrap(), b"on a p4d");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mount.log().contains("gets_in_flight=556") {
+        assert!(
+            Instant::now() < deadline,
+            "no cap from the instance type: {}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = mount.log();
+    assert!(log.contains("instance_type=p4d.24xlarge"), "{log}");
+    assert!(!log.contains("t0k3n"), "the IMDS token in the log: {log}");
 }

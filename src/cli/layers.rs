@@ -67,9 +67,27 @@ impl Args {
             write_part_size: self.write_part_size(),
             passthrough: self.cache_enabled() && !self.no_passthrough,
             list_page_size: crate::fs::listing::PAGE_SIZE,
+            ordered_listings: !self.directory_bucket(),
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),
+        }
+    }
+
+    /// FUSE dispatch threads: `--max-threads`, at most [`crate::cli::MAX_DISPATCH_THREADS`]
+    /// (a dispatch thread never waits on S3, so more would only be idle stacks).
+    pub fn dispatch_threads(&self) -> usize {
+        usize::try_from(self.max_threads)
+            .unwrap_or(usize::MAX)
+            .min(crate::cli::MAX_DISPATCH_THREADS)
+    }
+
+    /// Whether the bucket is a directory bucket (S3 Express One Zone): `--bucket-type
+    /// directory`, or, without the flag, a name ending in `--x-s3`, as Mountpoint infers it.
+    pub fn directory_bucket(&self) -> bool {
+        match self.bucket_type.as_deref() {
+            Some(kind) => kind == "directory",
+            None => self.bucket.ends_with("--x-s3"),
         }
     }
 
@@ -139,7 +157,7 @@ impl Args {
             allow_root: self.allow_root,
             auto_unmount: self.auto_unmount,
             noexec: self.noexec,
-            threads: usize::from(self.max_threads),
+            threads: self.dispatch_threads(),
         }
     }
 

@@ -28,6 +28,10 @@ use values::{
 /// Default part size for ranged GETs and multipart uploads (8 MiB, as Mountpoint).
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
+/// The most FUSE dispatch threads a mount starts, whatever `--max-threads` asks (Mountpoint
+/// sets no bound; a larger value is accepted and served by this many, with a warning).
+pub const MAX_DISPATCH_THREADS: usize = 1024;
+
 /// `--metadata-ttl minimal`: the shortest TTL that still absorbs the kernel's bursts of
 /// lookups and getattrs for one program call.
 pub const MINIMAL_TTL: Duration = Duration::from_secs(1);
@@ -101,7 +105,8 @@ pub struct Args {
     #[arg(long, help_heading = BUCKET)]
     pub requester_pays: bool,
 
-    /// Type of bucket: general-purpose (directory buckets are refused, see README)
+    /// Type of bucket: general-purpose, or directory (S3 Express One Zone, whose listings are
+    /// unordered); inferred from a name ending in `--x-s3` when not given
     #[arg(long, help_heading = BUCKET, value_name = "TYPE", value_parser = ["general-purpose", "directory"])]
     pub bucket_type: Option<String>,
 
@@ -189,13 +194,13 @@ pub struct Args {
     #[arg(short, long)]
     pub foreground: bool,
 
-    /// Throughput to aim for, in Gbps (accepted, not applied: the read window is sized by --memory-target, see README)
+    /// Throughput to aim for, in Gbps: caps the GETs in flight (one per 0.72 Gbps; default: from the EC2 instance type, else no cap)
     #[arg(long, help_heading = CLIENT, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub maximum_throughput_gbps: Option<u64>,
 
-    /// Number of FUSE dispatch threads
-    #[arg(long, help_heading = CLIENT, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub max_threads: u16,
+    /// Number of FUSE dispatch threads (more than 1024 are served by 1024, with a warning)
+    #[arg(long, help_heading = CLIENT, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_threads: u64,
 
     /// Part size for ranged GETs and multipart uploads, in bytes
     #[arg(long, help_heading = CLIENT, value_name = "SIZE", default_value_t = DEFAULT_PART_SIZE, value_parser = parse_part_size)]

@@ -40,10 +40,6 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
         (vec!["--cache-xz", "xz-bucket"], "--cache-xz"),
         (vec!["--incremental-upload"], "--incremental-upload"),
         (
-            vec!["--bucket-type", "directory"],
-            "--bucket-type directory",
-        ),
-        (
             vec![
                 "--sse",
                 "AES256",
@@ -81,11 +77,6 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
     assert_eq!(
         warned.s3_config().bind,
         ["eth0".to_string(), "eth1".to_string()]
-    );
-    assert_eq!(
-        warned.ignored_flags().len(),
-        1,
-        "--maximum-throughput-gbps accepted, and warned about in the log"
     );
     let mut small_reads = parse(&["bucket", d, "--read-only", "--part-size", "1048576"]).unwrap();
     small_reads.validate().unwrap();
@@ -268,6 +259,13 @@ fn defaults_match_mountpoint() {
     let args = parse(&["bucket", "/mnt"]).unwrap();
     assert_eq!(args.part_size, DEFAULT_PART_SIZE);
     assert_eq!(args.max_threads, 16);
+    let many = parse(&["bucket", "/mnt", "--max-threads", "100000"]).unwrap();
+    assert_eq!(
+        many.mount_config().threads,
+        MAX_DISPATCH_THREADS,
+        "accepted, capped"
+    );
+    assert!(parse(&["bucket", "/mnt", "--max-threads", "0"]).is_err());
     assert_eq!((args.dir_mode, args.file_mode), (0o755, 0o644));
     assert_eq!(args.fs_config().metadata_ttl, MINIMAL_TTL);
     assert!(!args.foreground);
@@ -394,4 +392,22 @@ proptest::proptest! {
 fn mountinfo_escapes() {
     assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
     assert_eq!(unescape_mountinfo("/plain"), "/plain");
+}
+
+#[test]
+fn directory_buckets_are_known_by_flag_or_by_name() {
+    let ordered = |argv: &[&str]| parse(argv).unwrap().fs_config().ordered_listings;
+    assert!(ordered(&["bkt", "/m"]));
+    assert!(!ordered(&["bkt", "/m", "--bucket-type", "directory"]));
+    assert!(
+        !ordered(&["data--use1-az4--x-s3", "/m"]),
+        "Mountpoint's suffix"
+    );
+    assert!(ordered(&[
+        "data--use1-az4--x-s3",
+        "/m",
+        "--bucket-type",
+        "general-purpose"
+    ]));
+    assert!(parse(&["bkt", "/m", "--bucket-type", "express"]).is_err());
 }

@@ -29,19 +29,13 @@ fn mountpoints_variables_are_named_when_unread() {
 use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
 
 /// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
-/// with the reason the user sees. (`--maximum-throughput-gbps` is accepted and only warned
-/// about: ignoring it changes no result.)
+/// with the reason the user sees.
 fn unsupported(args: &Args) -> Option<&'static str> {
     if args.cache_xz.is_some() {
         return Some("--cache-xz (a cache in an S3 Express One Zone bucket) is not supported yet");
     }
     if args.incremental_upload {
         return Some("--incremental-upload (appends to existing objects) is not supported yet");
-    }
-    if args.bucket_type.as_deref() == Some("directory") {
-        return Some(
-            "--bucket-type directory (S3 Express One Zone directory buckets) is not supported yet",
-        );
     }
     None
 }
@@ -146,15 +140,6 @@ impl Args {
                 .map_err(|e| format!("--log-directory {}: {e}", dir.display()))?;
         }
         Ok(())
-    }
-
-    /// What the mount accepts but does not apply, for a warning in the log at start-up.
-    pub fn ignored_flags(&self) -> Vec<&'static str> {
-        let mut ignored = Vec::new();
-        if self.maximum_throughput_gbps.is_some() {
-            ignored.push("--maximum-throughput-gbps (the read window is sized by --memory-target)");
-        }
-        ignored
     }
 }
 

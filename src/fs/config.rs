@@ -41,6 +41,9 @@ pub struct FsConfig {
     pub passthrough: bool,
     /// Keys asked for per ListObjectsV2 page (1000; smaller in tests, to exercise paging).
     pub list_page_size: usize,
+    /// Whether ListObjectsV2 pages come in key order: false for a directory bucket
+    /// (`--bucket-type directory`), whose listings are then read whole before serving.
+    pub ordered_listings: bool,
 }
 
 impl FsConfig {
@@ -69,6 +72,7 @@ impl Default for FsConfig {
             memory_limit: 512 * 1024 * 1024,
             passthrough: false,
             list_page_size: crate::fs::listing::PAGE_SIZE,
+            ordered_listings: true,
         }
     }
 }

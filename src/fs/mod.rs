@@ -283,6 +283,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.cache.as_deref()
     }
 
+    /// The mount's GET slots, for a throughput target's cap.
+    pub fn get_slots(&self) -> &Arc<crate::throughput::GetSlots> {
+        &self.budgets.gets
+    }
+
     /// The memory budget for parts, part buffers and cache blocks.
     pub fn budget(&self) -> &MemoryBudget {
         &self.budgets.data

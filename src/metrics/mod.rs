@@ -38,6 +38,8 @@ pub const S3_REQUEST_RETRIES: &str = "s3.request_retries";
 pub const S3_DEADLINE_EXPIRIES: &str = "s3.deadline_expiries";
 /// Reservations of the memory budget that had to wait for memory to be given back.
 pub const MEMORY_BUDGET_WAITS: &str = "memory.budget_waits";
+/// Object GETs that waited for a slot under the throughput target's cap.
+pub const S3_GET_SLOT_WAITS: &str = "s3.get_slot_waits";
 /// Upload parts being sent now, all files together.
 pub const UPLOAD_PARTS_IN_FLIGHT: &str = "upload.parts_in_flight";
 /// Resident memory of the process, bytes.
@@ -97,6 +99,7 @@ pub fn install(
         S3_REQUEST_RETRIES,
         S3_DEADLINE_EXPIRIES,
         MEMORY_BUDGET_WAITS,
+        S3_GET_SLOT_WAITS,
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -44,12 +44,24 @@ pub struct InMemoryStore {
     lists: AtomicU64,
     /// HEAD requests answered.
     heads: AtomicU64,
+    /// Listings in no particular order (as a directory bucket's), shuffled by this seed.
+    unordered: Option<u64>,
 }
 
 impl InMemoryStore {
     /// An empty bucket.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty bucket that lists as an S3 Express directory bucket does: every page in an
+    /// order of its own (here a shuffle by `seed`), entries of one listing spread across
+    /// pages in that order, and the token an offset rather than a key.
+    pub fn unordered(seed: u64) -> Self {
+        Self {
+            unordered: Some(seed),
+            ..Self::default()
+        }
     }
 
     /// Stores `data` under `key`, replacing any object there with a new ETag (as another
@@ -138,24 +150,16 @@ fn info(key: &str, object: &StoredObject) -> ObjectInfo {
     }
 }
 
-impl ObjectStore for InMemoryStore {
-    async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
-        self.heads.fetch_add(1, Ordering::Relaxed);
-        let objects = self.lock();
-        objects
-            .get(key)
-            .map(|o| info(key, o))
-            .ok_or(S3Error::NotFound)
-    }
-
-    async fn list(
+impl InMemoryStore {
+    /// One page of a listing in key order, as a general-purpose bucket lists: the token is
+    /// the last key (or common prefix) handed out.
+    fn sorted_page(
         &self,
         prefix: &str,
         delimited: bool,
         token: Option<String>,
         max_keys: usize,
-    ) -> Result<ListPage, S3Error> {
-        self.lists.fetch_add(1, Ordering::Relaxed);
+    ) -> ListPage {
         let objects = self.lock();
         let mut page = ListPage::default();
         let mut count = 0;
@@ -186,7 +190,7 @@ impl ObjectStore for InMemoryStore {
             }
             if count == max_keys {
                 page.next_token = Some(max_token(&page));
-                return Ok(page);
+                return page;
             }
             match common {
                 Some(common) => page.common_prefixes.push(common),
@@ -197,7 +201,78 @@ impl ObjectStore for InMemoryStore {
             }
             count += 1;
         }
+        page
+    }
+
+    /// One page of a directory bucket's listing: the whole listing in key order, shuffled
+    /// by `seed` and the prefix, cut into pages; the token is the offset of the next page.
+    fn shuffled_page(
+        &self,
+        seed: u64,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage, S3Error> {
+        use std::hash::{Hash, Hasher};
+        let all = self.sorted_page(prefix, delimited, None, usize::MAX);
+        let mut entries: Vec<(u64, Result<ObjectInfo, String>)> = all
+            .objects
+            .into_iter()
+            .map(Ok)
+            .chain(all.common_prefixes.into_iter().map(Err))
+            .map(|entry| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (seed, prefix, entry.as_ref().map(|o| &o.key)).hash(&mut hasher);
+                (hasher.finish(), entry)
+            })
+            .collect();
+        entries.sort_by_key(|(rank, _)| *rank);
+        let from: usize = match token {
+            None => 0,
+            Some(t) => t.parse().map_err(|_| S3Error::Service {
+                status: 400,
+                code: "InvalidArgument".into(),
+                message: format!("bad continuation token {t:?}"),
+            })?,
+        };
+        let total = entries.len();
+        let from = from.min(total);
+        let to = from.saturating_add(max_keys.max(1)).min(total);
+        let mut page = ListPage::default();
+        for (_, entry) in entries.drain(from..to) {
+            match entry {
+                Ok(object) => page.objects.push(object),
+                Err(common) => page.common_prefixes.push(common),
+            }
+        }
+        page.next_token = (to < total).then(|| to.to_string());
         Ok(page)
+    }
+}
+
+impl ObjectStore for InMemoryStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        let objects = self.lock();
+        objects
+            .get(key)
+            .map(|o| info(key, o))
+            .ok_or(S3Error::NotFound)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage, S3Error> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        match self.unordered {
+            None => Ok(self.sorted_page(prefix, delimited, token, max_keys)),
+            Some(seed) => self.shuffled_page(seed, prefix, delimited, token, max_keys),
+        }
     }
 
     async fn get_range(

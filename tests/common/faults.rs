@@ -117,6 +117,11 @@ pub struct ProxyStats {
     pub faults: BTreeMap<&'static str, u64>,
     /// Connections accepted.
     pub connections: u64,
+    /// Ranged (object) GETs between their request and their response's head now, and the
+    /// most there ever were: each such interval lies inside the client's own GET, so the
+    /// most is a lower bound of the client's GETs in flight, never more.
+    pub ranged_gets_waiting: u64,
+    pub most_ranged_gets_waiting: u64,
 }
 
 impl ProxyStats {
@@ -585,6 +590,9 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
             st.requests += 1;
             *st.by_method.entry(method.clone()).or_insert(0) += 1;
         }
+        let ranged_get =
+            method == "GET" && RecordedRequest::parse(&head.raw).header("range").is_some();
+        let mut waiting = ranged_get.then(|| RangedGetWaiting::start(shared));
         match shared.liveness() {
             Liveness::Alive => {}
             Liveness::Blackhole => {
@@ -672,6 +680,7 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
         } else {
             resp_head.content_length
         };
+        waiting.take(); // before the head goes out: the client still waits for it
         client_w.write_all(&resp_head.raw)?;
         let cut_at = match fault {
             Some(Fault::ResetMidBody) | Some(Fault::Truncate) => {
@@ -736,6 +745,24 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
             return Ok(());
         }
         upstream = Some((up_w, up_r));
+    }
+}
+
+/// A ranged GET counted in [`ProxyStats::ranged_gets_waiting`] until dropped.
+struct RangedGetWaiting<'a>(&'a Shared);
+
+impl<'a> RangedGetWaiting<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let mut st = shared.stats.lock().unwrap();
+        st.ranged_gets_waiting += 1;
+        st.most_ranged_gets_waiting = st.most_ranged_gets_waiting.max(st.ranged_gets_waiting);
+        RangedGetWaiting(shared)
+    }
+}
+
+impl Drop for RangedGetWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.stats.lock().unwrap().ranged_gets_waiting -= 1;
     }
 }
 

@@ -26,7 +26,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 object: None,
             })
             .collect();
-        let stream = DirStream::with_extras(&inode.key, extras, self.config.list_page_size);
+        let stream = DirStream::with_extras(
+            &inode.key,
+            extras,
+            self.config.list_page_size,
+            self.config.ordered_listings,
+        );
         Ok(self.dirs.insert(Arc::new(tokio::sync::Mutex::new(stream))))
     }
 

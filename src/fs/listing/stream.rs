@@ -4,6 +4,9 @@
 //! page or so, however large the directory. A name that is both a key (`x`) and a prefix (`x/`)
 //! shows once, as a directory: since `x/` may come pages after `x` (keys such as `x-1` sort
 //! between them), a file entry is held back until the listing has passed `x/`.
+//!
+//! A directory bucket (S3 Express One Zone) lists in no order, so there nothing is safe to
+//! hand out before the last page: such a listing is read whole, then served sorted.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -30,6 +33,9 @@ pub struct DirStream {
     prefix: String,
     /// Keys asked for per page.
     page_size: usize,
+    /// Whether pages come in key order (general-purpose buckets) or in none (directory
+    /// buckets).
+    ordered: bool,
     /// Continuation token of the next page.
     token: Option<String>,
     /// Whether the last page has been fetched.
@@ -49,15 +55,21 @@ pub struct DirStream {
 impl DirStream {
     /// A listing of the directory whose key prefix is `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Self::with_extras(prefix, Vec::new(), PAGE_SIZE)
+        Self::with_extras(prefix, Vec::new(), PAGE_SIZE, true)
     }
 
     /// A listing that also shows `extras` (local entries) once S3's keys are listed, asking
-    /// for `page_size` keys per page.
-    pub fn with_extras(prefix: &str, extras: Vec<ListedEntry>, page_size: usize) -> Self {
+    /// for `page_size` keys per page, of a bucket whose pages are `ordered` or not.
+    pub fn with_extras(
+        prefix: &str,
+        extras: Vec<ListedEntry>,
+        page_size: usize,
+        ordered: bool,
+    ) -> Self {
         Self {
             prefix: prefix.to_string(),
             page_size: page_size.clamp(1, PAGE_SIZE),
+            ordered,
             token: None,
             done: false,
             pending: BTreeMap::new(),
@@ -78,7 +90,12 @@ impl DirStream {
         count: usize,
     ) -> Result<Vec<ListedEntry>, S3Error> {
         if index < self.base {
-            *self = Self::with_extras(&self.prefix, self.all_extras.clone(), self.page_size);
+            *self = Self::with_extras(
+                &self.prefix,
+                self.all_extras.clone(),
+                self.page_size,
+                self.ordered,
+            );
         }
         loop {
             while self.base < index && !self.ready.is_empty() {
@@ -107,11 +124,13 @@ impl DirStream {
     fn absorb(&mut self, page: ListPage) {
         self.token = page.next_token;
         self.done = self.token.is_none();
+        // Unordered pages set no horizon: every name waits for the last page.
         let horizon = page
             .objects
             .last()
             .map(|o| o.key.clone())
-            .max(page.common_prefixes.last().cloned());
+            .max(page.common_prefixes.last().cloned())
+            .filter(|_| self.ordered);
         for object in page.objects {
             if let Some(name) = names::file_name(&self.prefix, &object.key) {
                 let name = name.to_string();
@@ -185,6 +204,25 @@ mod tests {
             let n = batch.len();
             out.extend(batch.into_iter().map(|e| (e.name, e.kind)));
             if n < step {
+                return out;
+            }
+        }
+    }
+
+    /// Lists all of `d/` in pages of `page` keys, `batch` entries per call.
+    async fn list_paged(
+        store: &InMemoryStore,
+        page: usize,
+        batch: usize,
+        ordered: bool,
+    ) -> Vec<(String, Kind)> {
+        let mut stream = DirStream::with_extras("d/", Vec::new(), page, ordered);
+        let mut out = Vec::new();
+        loop {
+            let got = stream.entries_from(store, out.len(), batch).await.unwrap();
+            let n = got.len();
+            out.extend(got.into_iter().map(|e| (e.name, e.kind)));
+            if n < batch {
                 return out;
             }
         }
@@ -266,7 +304,7 @@ mod tests {
             kind: Kind::Dir,
             object: None,
         };
-        let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")], 1);
+        let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")], 1, true);
         let got = stream.entries_from(&store, 0, 10).await.unwrap();
         let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["a", "both", "new"]);
@@ -314,7 +352,7 @@ mod tests {
                 for key in &keys {
                     store.put(key, "x");
                 }
-                let mut stream = DirStream::with_extras("d/", Vec::new(), page);
+                let mut stream = DirStream::with_extras("d/", Vec::new(), page, true);
                 let mut names = Vec::new();
                 loop {
                     let got = stream.entries_from(&store, names.len(), batch).await.unwrap();
@@ -331,6 +369,30 @@ mod tests {
                 unique.sort();
                 unique.dedup();
                 assert_eq!(unique.len(), names.len(), "{names:?}");
+            });
+        }
+
+        /// A directory bucket lists in no order, and a name may be a key on one page and a
+        /// common prefix pages later: read unordered, the listing is the same entries, each
+        /// once, as a general-purpose bucket's sorted pages give.
+        #[test]
+        fn unordered_pages_list_as_sorted_ones(
+            keys in proptest::collection::btree_set("d/[ab]{1,2}(-|/[ab]{0,2})?", 0..24),
+            seed in proptest::prelude::any::<u64>(),
+            page in 1usize..5,
+            batch in 1usize..7,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let sorted_store = InMemoryStore::new();
+                let shuffled_store = InMemoryStore::unordered(seed);
+                for key in &keys {
+                    sorted_store.put(key, "x");
+                    shuffled_store.put(key, "x");
+                }
+                let want = list_paged(&sorted_store, page, batch, true).await;
+                let got = list_paged(&shuffled_store, page, batch, false).await;
+                assert_eq!(got, want, "keys {keys:?}");
             });
         }
     }

@@ -51,6 +51,7 @@ impl<S: ObjectStore> FileReader<S> {
             counters,
             budget: budgets.data.clone(),
             reads: budgets.reads.clone(),
+            gets: budgets.gets.clone(),
         });
         let prefetcher = Prefetcher::new(source.clone(), config, budgets.data.clone());
         Self {

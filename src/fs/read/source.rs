@@ -17,6 +17,7 @@ use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
 use crate::memory::MemoryBudget;
 use crate::s3::ObjectStore;
+use crate::throughput::GetSlots;
 
 /// One pinned object version and the ways to read it.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct ObjectSource<S: ObjectStore> {
     pub budget: Arc<MemoryBudget>,
     /// The share of the budget for reads' own bytes ([`crate::memory::Budgets`]).
     pub reads: Arc<MemoryBudget>,
+    /// The mount's GET slots (a GET waits for one under a throughput target).
+    pub gets: Arc<GetSlots>,
 }
 
 impl<S: ObjectStore> ObjectSource<S> {
@@ -51,6 +54,8 @@ impl<S: ObjectStore> ObjectSource<S> {
     }
 
     async fn get(&self, range: Range<u64>) -> Result<Bytes, FsError> {
+        // Held until the body is in: the cap is on GETs in flight, not on requests sent.
+        let _slot = self.gets.acquire().await;
         ReadCounters::add(&self.counters.get_requests, 1);
         let bytes = self
             .store

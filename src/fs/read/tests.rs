@@ -65,6 +65,7 @@ impl Fixture {
             &Budgets {
                 data: self.budget.clone(),
                 reads: self.reads.clone(),
+                gets: Arc::new(crate::throughput::GetSlots::unlimited()),
             },
             self.counters.clone(),
         )

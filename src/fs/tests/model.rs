@@ -371,7 +371,8 @@ impl Harness {
             Op::Remount => {
                 let report = self.fs.shutdown(Duration::from_secs(1)).await;
                 assert!(report.is_clean(), "unclean end of mount: {report:?}");
-                self.fs = S3Filesystem::new(self.store.clone(), config());
+                let config = self.fs.config().clone();
+                self.fs = S3Filesystem::new(self.store.clone(), config);
                 self.lookups.clear();
             }
         }
@@ -398,14 +399,23 @@ impl Harness {
 
 /// Runs `ops` over a bucket of `initial` keys on both sides; the first difference is the
 /// error, with the trace of every step up to it.
-async fn run_case(initial: &[(String, Data)], ops: &[Op<Target>]) -> Result<(), String> {
+/// `unordered`: a directory bucket's listings, shuffled by this seed.
+async fn run_case(
+    initial: &[(String, Data)],
+    ops: &[Op<Target>],
+    unordered: Option<u64>,
+) -> Result<(), String> {
     let mut model = Model::default();
-    let store = Arc::new(InMemoryStore::new());
+    let store = Arc::new(unordered.map_or_else(InMemoryStore::new, InMemoryStore::unordered));
     for (key, data) in initial {
         store.put(key, data.bytes());
         model.keys.insert(key.clone(), data.bytes());
     }
-    let fs = S3Filesystem::new(store.clone(), config());
+    let config = FsConfig {
+        ordered_listings: unordered.is_none(),
+        ..config()
+    };
+    let fs = S3Filesystem::new(store.clone(), config);
     let lookups = HashMap::new();
     let mut harness = Harness { store, fs, lookups };
     let mut trace = Vec::new();
@@ -484,8 +494,9 @@ fn op() -> impl Strategy<Value = Op<Target>> {
     ]
 }
 
-/// Runs `cases` random cases from `seed`, with up to `max_ops` steps each.
-fn check_model(cases: u32, seed: u64, max_ops: usize) {
+/// Runs `cases` random cases from `seed`, with up to `max_ops` steps each, over a
+/// general-purpose bucket or (`directory`) one that lists unordered.
+fn check_model(cases: u32, seed: u64, max_ops: usize, directory: bool) {
     let config = Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
@@ -502,7 +513,7 @@ fn check_model(cases: u32, seed: u64, max_ops: usize) {
             .build();
         let runtime = runtime.expect("a runtime");
         runtime
-            .block_on(run_case(&initial, &ops))
+            .block_on(run_case(&initial, &ops, directory.then_some(seed)))
             .map_err(TestCaseError::fail)
     });
     if let Err(e) = result {
@@ -512,7 +523,13 @@ fn check_model(cases: u32, seed: u64, max_ops: usize) {
 
 #[test]
 fn model_matches_filesystem() {
-    check_model(256, CI_SEED, 20);
+    check_model(256, CI_SEED, 20, false);
+}
+
+/// The same model over a directory bucket, whose listings come in no order.
+#[test]
+fn model_matches_filesystem_on_a_directory_bucket() {
+    check_model(128, CI_SEED + 2, 20, true);
 }
 
 /// The long run, for manual use: `MOUNT_S3_MODEL_CASES` cases (default 256) from
@@ -522,5 +539,5 @@ fn model_long_run() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let cases = env("MOUNT_S3_MODEL_CASES").unwrap_or(256);
     let seed = env("MOUNT_S3_MODEL_SEED").unwrap_or(CI_SEED + 1);
-    check_model(u32::try_from(cases).unwrap_or(u32::MAX), seed, 40);
+    check_model(u32::try_from(cases).unwrap_or(u32::MAX), seed, 40, false);
 }
