@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use mount_s3::cache::DiskCache;
 use mount_s3::cli::Args;
+use mount_s3::cli::unstable::Tuning;
 use mount_s3::daemon::{self, StartupReport};
 use mount_s3::fs::S3Filesystem;
 use mount_s3::fuse::FuseAdapter;
@@ -75,6 +76,14 @@ fn main() -> ExitCode {
         eprintln!("mount-s3: {}", logging::one_line(&message));
         return ExitCode::FAILURE;
     }
+    // Mountpoint's UNSTABLE_MOUNTPOINT_* tuning, read (or refused) before detaching.
+    let tuning = match mount_s3::cli::unstable::read(environment()) {
+        Ok(tuning) => tuning,
+        Err(message) => {
+            eprintln!("mount-s3: {}", logging::one_line(&message));
+            return ExitCode::FAILURE;
+        }
+    };
     let mounted = mounted_line(&args);
     // Mountpoint's `UNSTABLE_MOUNTPOINT_PID_FILE`, made absolute before the background
     // process changes directory.
@@ -93,7 +102,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match run(&args, report, &mounted, pid_file.as_deref()) {
+    match run(&args, &tuning, report, &mounted, pid_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(()) => ExitCode::FAILURE,
     }
@@ -103,6 +112,7 @@ fn main() -> ExitCode {
 /// as one line; later errors go to the log.
 fn run(
     args: &Args,
+    tuning: &Tuning,
     report: Option<StartupReport>,
     mounted: &str,
     pid_file: Option<&std::path::Path>,
@@ -184,17 +194,16 @@ fn run(
             args.dispatch_threads()
         );
     }
-    // vars_os: `vars` panics on a variable that is not UTF-8.
-    let environment = std::env::vars_os().map(|(name, value)| {
-        (
-            name.to_string_lossy().into_owned(),
-            value.to_string_lossy().into_owned(),
-        )
-    });
-    for name in mount_s3::cli::unread_environment(environment) {
-        warn!("{name} is set but not read by mount-s3 (see README)");
+    for warning in &tuning.warnings {
+        warn!("{warning}");
     }
-    let fs_config = args.fs_config();
+    let mut fs_config = args.fs_config();
+    fs_config.max_prefetch_window = tuning.max_prefetch_window;
+    if let Some(window) = tuning.max_prefetch_window {
+        info!(
+            "prefetch window at most {window} bytes (UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE)"
+        );
+    }
     let store = match runtime.block_on(connect(args, &fs_config.prefix)) {
         Ok(store) => store,
         Err(message) => {
@@ -237,7 +246,8 @@ fn run(
         mount_s3::throughput::instance::metadata_disabled(metadata_disabled.as_deref()),
         runtime.handle(),
     );
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone())
+        .with_queue(tuning.max_background, tuning.congestion_threshold);
     let mut mount = match LiveMount::start(adapter, &args.mount_point, &args.mount_config()) {
         Ok(mount) => mount,
         Err(e) => {
@@ -458,4 +468,14 @@ async fn check_bucket(
         Ok(Err(other)) => Err(format!("cannot list bucket '{bucket}': {other}")),
     };
     failed.map_err(Err)
+}
+
+/// The environment as text (`vars_os`: `vars` panics on a variable that is not UTF-8).
+fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    })
 }

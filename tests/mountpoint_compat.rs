@@ -565,3 +565,135 @@ fn throughput_target_defaults_from_the_instance_type() {
     assert!(log.contains("instance_type=p4d.24xlarge"), "{log}");
     assert!(!log.contains("t0k3n"), "the IMDS token in the log: {log}");
 }
+
+/// `--auto-unmount` as a user other than root: the watchdog has no umount2 then and unmounts
+/// through `fusermount3 -u -z` (the mount itself went through fusermount3 too). Run as
+/// `nobody` by `setpriv`; skipped where the test is not root (it cannot switch users).
+#[test]
+fn auto_unmount_as_a_user_goes_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 || !common::command_works("setpriv", &["--version"]) {
+        eprintln!("skipped: switching to another user needs root and setpriv");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    // fusermount3 opens /dev/fuse as the user: Debian's udev makes it 0666, some containers
+    // 0600. Opened up for the test (as on Debian), the old mode put back after it.
+    struct DeviceMode(u32);
+    impl Drop for DeviceMode {
+        fn drop(&mut self) {
+            let mode = std::fs::Permissions::from_mode(self.0);
+            let _ = std::fs::set_permissions("/dev/fuse", mode);
+        }
+    }
+    let old_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+    let _restore = DeviceMode(old_mode);
+    std::fs::set_permissions(
+        "/dev/fuse",
+        std::fs::Permissions::from_mode(old_mode | 0o666),
+    )
+    .unwrap();
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-auto-unmount-user");
+    s3.put(&bucket, "f.txt", b"served to nobody".to_vec());
+    // A mount point the user owns, under a directory every user can cross.
+    let base = tempfile::Builder::new()
+        .prefix("mount-s3-user-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = base.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    let uid = format!("--reuid={NOBODY}");
+    let gid = format!("--regid={NOBODY}");
+    let mut mount = s3
+        .mount_args(&bucket)
+        .wrapped(["setpriv", uid.as_str(), gid.as_str(), "--clear-groups"])
+        .args(["--auto-unmount"])
+        .mount_at(&dir)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The user's mount: fusermount3 records the user in the mount options.
+    let entry = mount_entry(mount.path()).expect("mounted");
+    assert!(
+        entry.super_options.contains(&format!("user_id={NOBODY}")),
+        "not mounted as nobody: {entry:?}"
+    );
+    // Root reads it too (the kernel lets the mounting user only, unless allow_root; root is
+    // refused without it): read as the user instead.
+    let read = std::process::Command::new("setpriv")
+        .args([uid.as_str(), gid.as_str(), "--clear-groups", "cat"])
+        .arg(mount.join("f.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(read.stdout, b"served to nobody", "{read:?}");
+    let path = mount.path().to_path_buf();
+    assert!(
+        mount
+            .signal_and_wait(libc::SIGKILL, Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || mount_entry(&path).is_none()),
+        "{} is still mounted 10 s after nobody's mount-s3 was killed: {}",
+        path.display(),
+        mount.log()
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        mount_s3_processes_for(&path).is_empty()
+    }));
+}
+
+/// Mountpoint's unstable tuning variables for what we tune too: the FUSE background queue
+/// reaches the kernel (read back from fusectl), the prefetch window cap is taken, an
+/// unreadable queue size is refused in one line, and a variable we do not read is named in
+/// the log.
+#[test]
+fn unstable_tuning_variables_are_read_or_named() {
+    use std::os::unix::fs::MetadataExt;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("compat-unstable");
+    s3.put(&bucket, "f.bin", common::pseudo_random_bytes(9, 3 << 20));
+    let mount = s3
+        .mount_args(&bucket)
+        .env("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND", "100")
+        .env("UNSTABLE_MOUNTPOINT_CONGESTION_THRESHOLD", "90")
+        .env("UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE", "16777216")
+        .env("UNSTABLE_MOUNTPOINT_CACHE_KEY", "ours")
+        .mount();
+    assert_eq!(
+        std::fs::read(mount.join("f.bin")).unwrap(),
+        common::pseudo_random_bytes(9, 3 << 20)
+    );
+    let connection = Path::new("/sys/fs/fuse/connections")
+        .join(libc::minor(std::fs::metadata(mount.path()).unwrap().dev()).to_string());
+    if connection.exists() {
+        let read = |name: &str| std::fs::read_to_string(connection.join(name)).unwrap();
+        assert_eq!(read("max_background").trim(), "100");
+        assert_eq!(read("congestion_threshold").trim(), "90");
+    } else {
+        eprintln!("fusectl not mounted: the kernel's queue size not read back");
+    }
+    let log = mount.log();
+    assert!(
+        log.contains("prefetch window at most 16777216 bytes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("UNSTABLE_MOUNTPOINT_CACHE_KEY is set but not read"),
+        "{log}"
+    );
+    drop(mount);
+
+    let dir = tempfile::tempdir().unwrap();
+    let line = s3
+        .mount_args(&bucket)
+        .env("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND", "lots")
+        .run(dir.path(), false, Duration::from_secs(30))
+        .assert_refused("an unreadable UNSTABLE_MOUNTPOINT_MAX_BACKGROUND");
+    assert!(
+        line.contains("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND=lots"),
+        "{line}"
+    );
+}

@@ -68,6 +68,8 @@ impl Args {
             passthrough: self.cache_enabled() && !self.no_passthrough,
             list_page_size: crate::fs::listing::PAGE_SIZE,
             ordered_listings: !self.directory_bucket(),
+            // From the environment (`cli::unstable`), set by main.
+            max_prefetch_window: None,
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),

@@ -11,8 +11,9 @@ mod layers;
 #[cfg(test)]
 mod mountpoint_flags;
 pub mod options_form;
+pub mod unstable;
 mod validate;
-pub use validate::{PID_FILE_VARIABLE, unread_environment};
+pub use unstable::PID_FILE_VARIABLE;
 pub mod values;
 
 use std::path::PathBuf;

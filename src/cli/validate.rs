@@ -6,26 +6,6 @@
 use std::path::Path;
 
 use super::Args;
-
-#[cfg(test)]
-#[test]
-fn mountpoints_variables_are_named_when_unread() {
-    let vars = [
-        ("MOUNTPOINT_LOG", "trace"),
-        ("PATH", "/bin"),
-        ("UNSTABLE_MOUNTPOINT_PID_FILE", "/run/x"),
-        ("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND", "64"),
-        ("UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE", "1"),
-    ]
-    .map(|(n, v)| (n.to_string(), v.to_string()));
-    assert_eq!(
-        unread_environment(vars),
-        [
-            "UNSTABLE_MOUNTPOINT_MAX_BACKGROUND",
-            "UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE"
-        ]
-    );
-}
 use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
 
 /// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
@@ -141,22 +121,6 @@ impl Args {
         }
         Ok(())
     }
-}
-
-/// The variable naming a file to write the serving process's pid to, as Mountpoint's.
-pub const PID_FILE_VARIABLE: &str = "UNSTABLE_MOUNTPOINT_PID_FILE";
-
-/// Mountpoint's tuning variables that are set but that mount-s3 does not read
-/// (`UNSTABLE_MOUNTPOINT_*` but the pid file; `MOUNTPOINT_LOG` is read), for a warning in
-/// the log at start-up: never ignored silently.
-pub fn unread_environment(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
-    let mut unread: Vec<String> = vars
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("UNSTABLE_MOUNTPOINT_") && name != PID_FILE_VARIABLE)
-        .collect();
-    unread.sort();
-    unread
 }
 
 /// Whether `path` is already a mount point, by /proc/self/mountinfo.

@@ -44,6 +44,9 @@ pub struct FsConfig {
     /// Whether ListObjectsV2 pages come in key order: false for a directory bucket
     /// (`--bucket-type directory`), whose listings are then read whole before serving.
     pub ordered_listings: bool,
+    /// Most bytes one reader fetches ahead, below what `memory_limit` gives
+    /// (`UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE`); never below two parts.
+    pub max_prefetch_window: Option<u64>,
 }
 
 impl FsConfig {
@@ -73,6 +76,7 @@ impl Default for FsConfig {
             passthrough: false,
             list_page_size: crate::fs::listing::PAGE_SIZE,
             ordered_listings: true,
+            max_prefetch_window: None,
         }
     }
 }

@@ -210,7 +210,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .time_to_live(cache_ttl)
             .build();
         let budgets = Budgets::split(config.memory_limit);
-        let prefetch = PrefetchConfig::new(config.read_part_size, budgets.data.limit());
+        let prefetch = PrefetchConfig::new(config.read_part_size, budgets.data.limit())
+            .with_window_at_most(config.max_prefetch_window);
         let store_for_aborts = store.clone();
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),

@@ -4,6 +4,7 @@
 //! unrelated `ls`. No decisions are made here.
 
 mod attr;
+mod fusermount;
 mod notify;
 pub mod passed_fd;
 mod passthrough;
@@ -24,7 +25,7 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
 use crate::metrics::{ATTR_FUSE_REQUEST, FUSE_IO_SIZE, FUSE_REQUEST_ERRORS, FUSE_REQUEST_LATENCY};
@@ -60,6 +61,8 @@ pub struct FuseAdapter<S: ObjectStore> {
     runtime: Handle,
     /// I/O modes of open files, for passthrough of objects the cache holds whole.
     passthrough: Arc<PassthroughTable<BackingId>>,
+    /// The kernel's most background requests, and its congestion threshold.
+    queue: (u16, u16),
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
@@ -74,7 +77,17 @@ impl<S: ObjectStore> FuseAdapter<S> {
             fs,
             runtime,
             passthrough: Arc::default(),
+            queue: (MAX_BACKGROUND, MAX_BACKGROUND * 3 / 4),
         }
+    }
+
+    /// Sets the kernel's background queue (Mountpoint's `UNSTABLE_MOUNTPOINT_MAX_BACKGROUND`
+    /// and `..._CONGESTION_THRESHOLD`): the most background requests, and the congestion
+    /// threshold (default three quarters of it).
+    pub fn with_queue(mut self, max_background: Option<u16>, congestion: Option<u16>) -> Self {
+        let max = max_background.unwrap_or(self.queue.0);
+        self.queue = (max, congestion.unwrap_or(max - max / 4));
+        self
     }
 
     /// Runs a request's future: first polled right here on the dispatch thread (with
@@ -141,8 +154,17 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         }
         // Let the kernel keep many readahead and write requests in flight: the replies come
         // from tasks, so concurrency costs no dispatch thread.
-        let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        let (max_background, congestion) = self.queue;
+        if let Err(kept) = config.set_max_background(max_background) {
+            warn!(
+                max_background,
+                kept, "FUSE background queue size not accepted"
+            );
+        }
+        if let Err(kept) = config.set_congestion_threshold(congestion) {
+            warn!(congestion, kept, "FUSE congestion threshold not accepted");
+        }
+        debug!(max_background, congestion, "FUSE background queue");
         passthrough::negotiate(&self.fs, &self.passthrough, config);
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, Session, SessionACL};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -41,25 +41,10 @@ pub struct MountConfig {
 }
 
 impl MountConfig {
+    /// fuser's settings for serving a mounted descriptor (the mount options themselves go to
+    /// mount(2) or fusermount3: [`mount_direct`], [`super::fusermount`]).
     fn fuser_config(&self) -> Config {
-        let mut options = vec![
-            MountOption::FSName(self.fs_name.clone()),
-            MountOption::Subtype("mount-s3".to_string()),
-            MountOption::DefaultPermissions,
-            MountOption::NoDev,
-            MountOption::NoSuid,
-            MountOption::NoAtime,
-            if self.read_only {
-                MountOption::RO
-            } else {
-                MountOption::RW
-            },
-        ];
-        if self.noexec {
-            options.push(MountOption::NoExec);
-        }
         let mut config = Config::default();
-        config.mount_options = options;
         config.acl = if self.allow_other {
             SessionACL::All
         } else if self.allow_root {
@@ -84,8 +69,8 @@ const FS_TYPE: &str = "fuse.mount-s3";
 /// How the mount will be undone.
 #[derive(Debug)]
 enum Unmounter {
-    /// Mounted by fuser (through fusermount3): fuser unmounts.
-    Fuser(SessionUnmounter),
+    /// Mounted through fusermount3 (no privilege for mount(2)): `fusermount3 -u -z`, once.
+    Fusermount(Option<PathBuf>),
     /// Mounted directly with mount(2): a lazy umount2(2), once.
     Direct(Option<PathBuf>),
     /// A descriptor mounted by the parent that passed it: never unmounted here; once asked
@@ -97,10 +82,16 @@ enum Unmounter {
 /// reads `fuse.mount-s3` (fuser's own direct path always says plain `fuse`). Returns
 /// `Ok(None)` when the kernel refuses for lack of privilege: then fusermount3 must do it.
 fn mount_direct(mount_point: &Path, config: &MountConfig) -> io::Result<Option<OwnedFd>> {
-    let device = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")?;
+    // A user who may not open /dev/fuse (mode 0600 on some systems) may still mount through
+    // the setuid fusermount3, which opens it as root.
+    let device = match OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        Ok(device) => device,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            debug!("/dev/fuse not open to this user ({e}), mounting through fusermount3");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     // SAFETY: geteuid/getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut data = format!(
@@ -184,9 +175,16 @@ impl LiveMount {
                 }
             }
         } else {
-            let mut session = Session::new(adapter, mount_point, &fuser_config)?;
-            let unmounter = Unmounter::Fuser(session.unmount_callable());
-            (session, unmounter)
+            let fd = super::fusermount::mount(mount_point, config)?;
+            let session = Session::from_fd(adapter, fd, fuser_config.acl, fuser_config.clone());
+            let mut unmounter = Unmounter::Fusermount(Some(mount_point.to_path_buf()));
+            match session {
+                Ok(session) => (session, unmounter),
+                Err(e) => {
+                    let _ = unmount_with(&mut unmounter);
+                    return Err(e);
+                }
+            }
         };
         let passed = matches!(unmounter, Unmounter::Passed { .. });
         // Mounted: whatever fails from here on unmounts again before returning.
@@ -253,7 +251,10 @@ impl LiveMount {
 
 fn unmount_with(unmounter: &mut Unmounter) -> io::Result<()> {
     match unmounter {
-        Unmounter::Fuser(unmounter) => unmounter.unmount(),
+        Unmounter::Fusermount(path) => match path.take() {
+            Some(path) => super::fusermount::unmount(&path),
+            None => Ok(()),
+        },
         Unmounter::Passed { left } => {
             *left = true;
             Ok(())

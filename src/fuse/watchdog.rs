@@ -14,17 +14,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-/// Where fusermount3 may be beyond `PATH`, tried last when umount2 is not permitted.
-const FUSERMOUNT: [&str; 2] = ["/usr/bin/fusermount3", "/bin/fusermount3"];
-
-/// fusermount3 in each `PATH` directory (its setuid wrapper may live in one, as on NixOS),
-/// then the usual places; resolved before the fork, which may not allocate.
+/// fusermount3's candidate paths ([`super::fusermount::candidates`]) as C strings, made
+/// before the fork, which may not allocate.
 fn fusermount_candidates() -> Vec<CString> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("fusermount3"))
-        .filter(|p| p.is_absolute() && p.exists())
-        .chain(FUSERMOUNT.iter().map(std::path::PathBuf::from))
+    super::fusermount::candidates()
+        .into_iter()
         .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
         .collect()
 }

@@ -56,6 +56,20 @@ impl PrefetchConfig {
             keep_behind: 2 * MIB,
         }
     }
+
+    /// The same, with the window at most `cap` bytes when given, though never below two parts
+    /// (the reader's next part is fetched while it reads one), and parts at most a quarter of
+    /// the window as before.
+    pub fn with_window_at_most(mut self, cap: Option<u64>) -> Self {
+        if let Some(cap) = cap {
+            self.max_window = self
+                .max_window
+                .min(cap)
+                .max(self.part_size.saturating_mul(2));
+            self.max_part = self.max_part.min(self.max_window / 4).max(self.part_size);
+        }
+        self
+    }
 }
 
 enum PartData {
@@ -371,6 +385,21 @@ mod tests {
                 assert!(config.initial <= config.part_size);
             }
         }
+    }
+
+    #[test]
+    fn a_window_cap_is_kept_down_to_two_parts() {
+        let free = PrefetchConfig::new(8 * MIB, 512 * MIB);
+        assert_eq!(free.with_window_at_most(None).max_window, free.max_window);
+        let capped = free.with_window_at_most(Some(32 * MIB));
+        assert_eq!(capped.max_window, 32 * MIB);
+        assert_eq!(
+            capped.max_part,
+            8 * MIB,
+            "a quarter of the window, at least a part"
+        );
+        let tiny = free.with_window_at_most(Some(1));
+        assert_eq!((tiny.max_window, tiny.max_part), (16 * MIB, 8 * MIB));
     }
 
     #[test]
