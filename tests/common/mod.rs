@@ -28,7 +28,7 @@ mod run;
 mod server;
 
 pub use binary::{isolated_command, mount_s3_binary, mount_s3_processes_for, reap_daemons};
-pub use client::{error_text, http_status, make_client, runtime, unique_bucket_name};
+pub use client::{error_text, http_status, make_client, runtime, unique_bucket_name, unique_token};
 pub use data::{PseudoRandomReader, Rng, pseudo_random_bytes};
 pub use faults::{Fault, FaultPlan, FaultProxy, Liveness, ProxyStats, RecordedRequest};
 pub use fileio::{
