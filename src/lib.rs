@@ -15,6 +15,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod s3;
+pub mod shared_cache;
 pub mod sync;
 pub mod throughput;
 

@@ -19,7 +19,8 @@ use mount_s3::logging::{self, LogSink};
 use mount_s3::s3::deadline::WithDeadline;
 use mount_s3::s3::health::WithHealth;
 use mount_s3::s3::sdk::SdkStore;
-use mount_s3::s3::{ObjectStore, S3Error};
+use mount_s3::s3::{BlockStore, ObjectStore, S3Error};
+use mount_s3::shared_cache::SharedCache;
 
 /// Where Mountpoint writes the serving process's pid, for attaching tools (read as it is).
 const PID_FILE_VARIABLE: &str = mount_s3::cli::PID_FILE_VARIABLE;
@@ -63,11 +64,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
             eprintln!(
                 "mount-s3: {} (see mount-s3 --help)",
-                logging::one_line(first.trim_start_matches("error: "))
+                logging::one_line(&first_paragraph(&err.render().to_string()))
             );
             return ExitCode::from(2);
         }
@@ -211,6 +210,22 @@ fn run(
             return Err(());
         }
     };
+    // The shared cache bucket: the same client (region, endpoint, credentials, headers),
+    // another bucket; its blocks are checked on read, so it needs no deadline or health of
+    // the source's (it has its own, shorter ones).
+    let shared = args.shared_cache_config().map(|config| {
+        let blocks: Arc<dyn BlockStore> = Arc::new(store.with_bucket(&config.bucket));
+        info!(
+            bucket = %config.bucket,
+            max_object_size = config.max_object_size,
+            block_size = config.block_size,
+            "shared cache"
+        );
+        SharedCache::new(blocks, &config)
+    });
+    if let Some(shared) = &shared {
+        shared.probe(runtime.handle());
+    }
     let store = WithDeadline::new(store, Duration::from_secs(args.request_deadline));
     let store = WithHealth::new(store);
     // Handlers go in before the mount, so a signal during start-up still unmounts cleanly.
@@ -238,7 +253,9 @@ fn run(
             return Err(());
         }
     };
-    let fs = Arc::new(S3Filesystem::with_cache(Arc::new(store), fs_config, cache));
+    let fs = Arc::new(
+        S3Filesystem::with_cache(Arc::new(store), fs_config, cache).with_shared_cache(shared),
+    );
     let metadata_disabled = std::env::var("AWS_EC2_METADATA_DISABLED").ok();
     mount_s3::throughput::apply_target(
         fs.get_slots().clone(),
@@ -337,6 +354,9 @@ fn run(
             cache.counters.snapshot(),
             cache.used()
         );
+    }
+    if let Some(shared) = fs.shared_cache() {
+        info!("shared cache summary: {}", shared.counters().snapshot());
     }
     info!(
         open_handles = fs.open_handles(),
@@ -478,4 +498,20 @@ fn environment() -> impl Iterator<Item = (String, String)> {
             value.to_string_lossy().into_owned(),
         )
     })
+}
+
+/// clap's error as one line: its first line, with the indented lines that continue it (the
+/// arguments "the following required arguments were not provided:" names), without `error: `.
+fn first_paragraph(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let mut text = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    for more in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+        text.push(' ');
+        text.push_str(more.trim());
+    }
+    text
 }

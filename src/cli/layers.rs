@@ -26,7 +26,7 @@ impl Args {
     pub fn metadata_ttl(&self) -> Duration {
         match self.metadata_ttl {
             Some(ttl) => ttl.duration(),
-            None if self.cache_enabled() => CACHE_DEFAULT_TTL,
+            None if self.any_cache() => CACHE_DEFAULT_TTL,
             None => MINIMAL_TTL,
         }
     }
@@ -35,7 +35,7 @@ impl Args {
     fn minimal_metadata(&self) -> bool {
         match self.metadata_ttl {
             Some(ttl) => ttl == Ttl::Minimal,
-            None => !self.cache_enabled(),
+            None => !self.any_cache(),
         }
     }
 
@@ -96,6 +96,29 @@ impl Args {
     /// Whether there is a data cache: `--cache`, and `--max-cache-size` not 0.
     fn cache_enabled(&self) -> bool {
         self.cache.is_some() && self.max_cache_size != Some(0)
+    }
+
+    /// Whether data is cached at all (locally or in a shared bucket): the metadata TTL's
+    /// default follows it, as in Mountpoint.
+    fn any_cache(&self) -> bool {
+        self.cache_enabled() || self.cache_xz.is_some()
+    }
+
+    /// The shared cache's settings, with `--cache-xz` (after [`Args::validate`], which
+    /// reduces an `s3://` form to the bucket's name).
+    pub fn shared_cache_config(&self) -> Option<crate::shared_cache::SharedCacheConfig> {
+        let bucket = self.cache_xz.clone()?;
+        Some(crate::shared_cache::SharedCacheConfig {
+            directory_bucket: bucket.ends_with("--x-s3"),
+            bucket,
+            source_bucket: self.bucket.clone(),
+            block_size: self.cache_block_size.saturating_mul(1024),
+            max_object_size: self
+                .cache_xz_max_object_size
+                .map_or(crate::shared_cache::DEFAULT_MAX_OBJECT_SIZE, |mib| {
+                    mib.saturating_mul(1024 * 1024)
+                }),
+        })
     }
 
     /// The data cache's settings, if `--cache` was given (and `--max-cache-size` is not 0,

@@ -68,6 +68,9 @@ const ADVANCED: &str = "Advanced options";
     about,
     max_term_width = 100,
     after_help = "fstab form: mount-s3 <BUCKET> <DIRECTORY> -o <OPTIONS> (comma-separated flags without '--'; \\, \\\" and \\\\ escape)\nShell completions: mount-s3 completions <bash|zsh|fish|elvish|powershell>"
+,
+    // --cache-block-size cuts the blocks of either cache.
+    group(clap::ArgGroup::new("caching").args(["cache", "cache_xz"]).multiple(true))
 )]
 pub struct Args {
     /// Name of the bucket to mount, an access point ARN, or an S3 URI (s3://bucket/prefix/)
@@ -271,7 +274,7 @@ pub struct Args {
     #[arg(long, help_heading = CACHING, value_name = "DIRECTORY")]
     pub cache: Option<PathBuf>,
 
-    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' (0 too: opens revalidate, no negative entries) [default: 60 with --cache, else minimal]
+    /// How long metadata is trusted: seconds, 'indefinite' or 'minimal' (0 too: opens revalidate, no negative entries) [default: 60 with --cache or --cache-xz, else minimal]
     #[arg(long, help_heading = CACHING, value_name = "SECONDS|indefinite|minimal", value_parser = parse_ttl)]
     pub metadata_ttl: Option<Ttl>,
 
@@ -283,13 +286,17 @@ pub struct Args {
     #[arg(long, help_heading = CACHING, value_name = "MiB", requires = "cache", value_parser = clap::value_parser!(u64).range(0..=u64::MAX >> 20))]
     pub max_cache_size: Option<u64>,
 
-    /// Size of the data cache's blocks, in KiB (4 to 65536)
-    #[arg(long, help_heading = CACHING, value_name = "KiB", requires = "cache", default_value_t = DEFAULT_CACHE_BLOCK_KIB, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    /// Size of the cache's blocks (local and shared), in KiB (4 to 65536)
+    #[arg(long, help_heading = CACHING, value_name = "KiB", requires = "caching", default_value_t = DEFAULT_CACHE_BLOCK_KIB, value_parser = clap::value_parser!(u64).range(4..=65536))]
     pub cache_block_size: u64,
 
-    /// Cache object data in this S3 Express One Zone bucket (refused until supported, see README)
+    /// Share cached blocks through this bucket, in Mountpoint's format (an S3 Express One Zone directory bucket, or any bucket; same region, endpoint and credentials as the mounted bucket)
     #[arg(long, help_heading = CACHING, value_name = "BUCKET")]
     pub cache_xz: Option<String>,
+
+    /// Largest object shared through --cache-xz, in MiB (default 1, Mountpoint's limit; ours)
+    #[arg(long, help_heading = CACHING, value_name = "MiB", requires = "cache_xz", value_parser = clap::value_parser!(u64).range(1..=5_242_880))]
+    pub cache_xz_max_object_size: Option<u64>,
 
     /// Serve objects the cache holds whole through mount-s3 instead of letting the kernel read them directly (FUSE passthrough, used when running as root; ours, not Mountpoint's)
     #[arg(long, help_heading = CACHING, requires = "cache")]

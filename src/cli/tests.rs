@@ -37,8 +37,9 @@ fn flags_of_other_work_are_refused_by_name_in_one_line() {
     let dir = std::env::temp_dir();
     let d = dir.to_str().unwrap();
     for (extra, named) in [
-        (vec!["--cache-xz", "xz-bucket"], "--cache-xz"),
         (vec!["--incremental-upload"], "--incremental-upload"),
+        (vec!["--cache-xz", "s3://xz-bucket/p/"], "--cache-xz"),
+        (vec!["--cache-xz", "x"], "--cache-xz"),
         (
             vec![
                 "--sse",
@@ -410,4 +411,56 @@ fn directory_buckets_are_known_by_flag_or_by_name() {
         "general-purpose"
     ]));
     assert!(parse(&["bkt", "/m", "--bucket-type", "express"]).is_err());
+}
+
+#[test]
+fn cache_xz_takes_a_bucket_or_an_s3_uri_without_prefix() {
+    let dir = std::env::temp_dir();
+    let d = dir.to_str().unwrap();
+    for (value, bucket) in [
+        ("cache--use1-az4--x-s3", "cache--use1-az4--x-s3"),
+        ("s3://cache-bucket", "cache-bucket"),
+        ("s3://cache-bucket/", "cache-bucket"),
+    ] {
+        let mut args = parse(&["src-bucket", d, "--cache-xz", value]).unwrap();
+        args.validate().unwrap();
+        let config = args.shared_cache_config().unwrap();
+        assert_eq!(config.bucket, bucket);
+        assert_eq!(config.source_bucket, "src-bucket");
+        assert_eq!(config.block_size, 1024 * 1024);
+        assert_eq!(config.max_object_size, 1024 * 1024, "Mountpoint's limit");
+        assert_eq!(config.directory_bucket, bucket.ends_with("--x-s3"));
+        assert_eq!(
+            args.fs_config().metadata_ttl,
+            Duration::from_secs(60),
+            "as with --cache"
+        );
+    }
+    let mut args = parse(&[
+        "s3://src-bucket/data/",
+        d,
+        "--cache-xz",
+        "xz-cache",
+        "--cache-xz-max-object-size",
+        "64",
+        "--cache-block-size",
+        "4096",
+    ])
+    .unwrap();
+    args.validate().unwrap();
+    let config = args.shared_cache_config().unwrap();
+    assert_eq!(
+        config.source_bucket, "src-bucket",
+        "the bucket, not its prefix"
+    );
+    assert_eq!(config.max_object_size, 64 << 20);
+    assert_eq!(config.block_size, 4 << 20);
+    assert!(
+        parse(&["b-b", d, "--cache-xz-max-object-size", "4"]).is_err(),
+        "needs --cache-xz"
+    );
+    assert!(
+        parse(&["b-b", d, "--cache-block-size", "64"]).is_err(),
+        "needs a cache"
+    );
 }

@@ -11,13 +11,20 @@ use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
 /// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
 /// with the reason the user sees.
 fn unsupported(args: &Args) -> Option<&'static str> {
-    if args.cache_xz.is_some() {
-        return Some("--cache-xz (a cache in an S3 Express One Zone bucket) is not supported yet");
-    }
     if args.incremental_upload {
         return Some("--incremental-upload (appends to existing objects) is not supported yet");
     }
     None
+}
+
+/// `--cache-xz`'s bucket: a name, an ARN, or `s3://bucket[/]` without a prefix (Mountpoint's
+/// rule: the shared cache has its own layout under the bucket's root).
+fn parse_cache_bucket(value: &str) -> Result<String, String> {
+    let bucket = parse_bucket(value).map_err(|e| format!("--cache-xz {e}"))?;
+    if bucket.uri_prefix.is_some_and(|p| !p.is_empty()) {
+        return Err(format!("--cache-xz '{value}' must not contain a prefix"));
+    }
+    Ok(bucket.name)
 }
 
 impl Args {
@@ -38,6 +45,9 @@ impl Args {
             if !uri_prefix.is_empty() {
                 self.prefix = Some(uri_prefix);
             }
+        }
+        if let Some(cache_bucket) = &self.cache_xz {
+            self.cache_xz = Some(parse_cache_bucket(cache_bucket)?);
         }
         if let Some(prefix) = &self.prefix {
             if !prefix.ends_with('/') {

@@ -125,7 +125,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let reader = FileReader::new(
             self.store.clone(),
-            self.cache.clone(),
+            super::read::Caches {
+                local: self.cache.clone(),
+                shared: self.shared.clone(),
+            },
             inode.key.clone(),
             inode.stat.etag.clone().unwrap_or_default(),
             inode.stat.size,

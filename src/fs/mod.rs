@@ -33,6 +33,7 @@ pub use names::Kind;
 use crate::cache::DiskCache;
 use crate::memory::{Budgets, MemoryBudget};
 use crate::s3::{ObjectInfo, ObjectStore, S3Error};
+use crate::shared_cache::SharedCache;
 use commit::CommitsInFlight;
 use counters::{CounterSnapshot, ReadCounters};
 use handle_map::HandleMap;
@@ -177,6 +178,8 @@ pub struct S3Filesystem<S: ObjectStore> {
     prefetch: PrefetchConfig,
     /// The local data cache, if enabled.
     cache: Option<Arc<DiskCache>>,
+    /// The shared cache bucket (`--cache-xz`), if enabled.
+    shared: Option<Arc<SharedCache>>,
     /// Multipart uploads whose abort failed, retried until they succeed.
     aborts: Arc<PendingAborts<S>>,
     /// Commits under way (the end of the mount waits for them).
@@ -225,11 +228,23 @@ impl<S: ObjectStore> S3Filesystem<S> {
             counters: Arc::new(ReadCounters::default()),
             prefetch,
             cache,
+            shared: None,
             aborts: PendingAborts::new(store_for_aborts),
             commits: CommitsInFlight::default(),
             lost: Mutex::new(Vec::new()),
             kernel: OnceLock::new(),
         }
+    }
+
+    /// The same filesystem reading through a shared cache bucket too (`--cache-xz`).
+    pub fn with_shared_cache(mut self, shared: Option<Arc<SharedCache>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared cache, if the mount has one.
+    pub fn shared_cache(&self) -> Option<&Arc<SharedCache>> {
+        self.shared.as_ref()
     }
 
     /// Gives the filesystem the kernel's caches to invalidate (once, at mount).

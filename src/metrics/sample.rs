@@ -1,5 +1,6 @@
 //! The counters the mount already keeps, copied into metrics once a second: reads and
 //! prefetch ([`crate::fs::CounterSnapshot`]), the cache ([`crate::cache::CacheSnapshot`]),
+//! the shared cache ([`crate::shared_cache::SharedSnapshot`]),
 //! memory, handles, inodes and commits ([`crate::fs::Status`]), and the process's RSS.
 
 use crate::fs::S3Filesystem;
@@ -32,6 +33,17 @@ pub fn sample<S: ObjectStore>(fs: &S3Filesystem<S>) {
         metrics::counter!("cache.passthrough_opens").absolute(c.whole_opens);
         metrics::gauge!("cache.total_size").set(cache.used() as f64);
         metrics::gauge!("cache.size_limit").set(cache.max_bytes() as f64);
+    }
+    if let Some(shared) = fs.shared_cache() {
+        let c = shared.counters().snapshot();
+        metrics::counter!("shared_cache.block_hits").absolute(c.hits);
+        metrics::counter!("shared_cache.block_misses").absolute(c.misses);
+        metrics::counter!("shared_cache.block_rejects").absolute(c.rejects);
+        metrics::counter!("shared_cache.errors").absolute(c.errors);
+        metrics::counter!("shared_cache.hit_bytes").absolute(c.hit_bytes);
+        metrics::counter!("shared_cache.block_puts").absolute(c.puts);
+        metrics::counter!("shared_cache.put_errors").absolute(c.put_errors);
+        metrics::counter!("shared_cache.skipped_bytes").absolute(c.skipped_bytes);
     }
     if let Some(rss) = resident_bytes() {
         metrics::gauge!(super::PROCESS_MEMORY_USAGE).set(rss as f64);

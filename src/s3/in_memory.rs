@@ -11,7 +11,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
+use super::{
+    BlockStore, Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, StoreFuture,
+    TaggedObject, TaggedPut, WriteOptions,
+};
 
 #[derive(Debug, Clone)]
 struct StoredObject {
@@ -46,6 +49,11 @@ pub struct InMemoryStore {
     heads: AtomicU64,
     /// Listings in no particular order (as a directory bucket's), shuffled by this seed.
     unordered: Option<u64>,
+    /// Objects written with metadata through [`BlockStore`] (the shared cache's blocks).
+    tagged: Mutex<BTreeMap<String, TaggedObject>>,
+    /// [`BlockStore`] GETs and PUTs answered.
+    tagged_gets: AtomicU64,
+    tagged_puts: AtomicU64,
 }
 
 impl InMemoryStore {
@@ -133,6 +141,37 @@ impl InMemoryStore {
     /// Removes `key` if present.
     pub fn delete(&self, key: &str) {
         self.lock().remove(key);
+    }
+
+    /// The tagged object under `key` (the shared cache's block), as stored.
+    pub fn tagged(&self, key: &str) -> Option<TaggedObject> {
+        self.tagged_lock().get(key).cloned()
+    }
+
+    /// Replaces (or, with `None`, removes) the tagged object under `key`, as another client
+    /// would, bypassing every check.
+    pub fn set_tagged(&self, key: &str, object: Option<TaggedObject>) {
+        match object {
+            Some(object) => self.tagged_lock().insert(key.to_string(), object),
+            None => self.tagged_lock().remove(key),
+        };
+    }
+
+    /// Keys of the tagged objects, in order.
+    pub fn tagged_keys(&self) -> Vec<String> {
+        self.tagged_lock().keys().cloned().collect()
+    }
+
+    /// [`BlockStore`] GETs and PUTs answered so far.
+    pub fn tagged_calls(&self) -> (u64, u64) {
+        (
+            self.tagged_gets.load(Ordering::Relaxed),
+            self.tagged_puts.load(Ordering::Relaxed),
+        )
+    }
+
+    fn tagged_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TaggedObject>> {
+        self.tagged.lock().expect("tagged lock poisoned")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredObject>> {
@@ -390,6 +429,43 @@ impl ObjectStore for InMemoryStore {
         Ok(Copied {
             etag,
             last_modified: SystemTime::now(),
+        })
+    }
+}
+
+/// CRC32C as S3 writes it in `x-amz-checksum-crc32c`: base64 of its four big-endian bytes.
+fn crc32c_base64(data: &[u8]) -> String {
+    aws_smithy_types::base64::encode(crc32c::crc32c(data).to_be_bytes())
+}
+
+impl BlockStore for InMemoryStore {
+    fn put_tagged(&self, key: &str, data: Bytes, put: TaggedPut) -> StoreFuture<'_, ()> {
+        let key = key.to_string();
+        Box::pin(async move {
+            self.tagged_puts.fetch_add(1, Ordering::Relaxed);
+            let crc = crc32c_base64(&data);
+            if put.crc32c.as_ref().is_some_and(|given| *given != crc) {
+                return Err(S3Error::Service {
+                    status: 400,
+                    code: "BadDigest".into(),
+                    message: "the CRC32C you specified did not match the body".into(),
+                });
+            }
+            let object = TaggedObject {
+                data,
+                metadata: put.metadata.into_iter().collect(),
+                crc32c: Some(crc),
+            };
+            self.tagged_lock().insert(key, object);
+            Ok(())
+        })
+    }
+
+    fn get_tagged(&self, key: &str) -> StoreFuture<'_, Option<TaggedObject>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            self.tagged_gets.fetch_add(1, Ordering::Relaxed);
+            Ok(self.tagged_lock().get(&key).cloned())
         })
     }
 }

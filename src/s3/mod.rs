@@ -87,6 +87,47 @@ pub struct PartTag {
     pub checksum: Option<String>,
 }
 
+/// A small object with its user metadata, as the shared cache stores its blocks
+/// ([`BlockStore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedObject {
+    /// The body.
+    pub data: Bytes,
+    /// User metadata, by name without `x-amz-meta-` (lower case, as S3 keeps it).
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The object's CRC32C as the server reports it (`x-amz-checksum-crc32c`), if it does.
+    pub crc32c: Option<String>,
+}
+
+/// How a tagged object is written: one PUT with this user metadata and CRC32C (base64),
+/// which the server checks; a storage class only where asked (the shared cache's start-up
+/// probe of a directory bucket). Server-side encryption follows the store's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaggedPut {
+    /// User metadata, by name without `x-amz-meta-`.
+    pub metadata: Vec<(String, String)>,
+    /// The body's CRC32C, base64 of its four big-endian bytes.
+    pub crc32c: Option<String>,
+    /// Storage class of the object.
+    pub storage_class: Option<String>,
+}
+
+/// A future a [`BlockStore`] returns (boxed, so the trait can be a trait object).
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, S3Error>> + Send + 'a>>;
+
+/// A bucket of small tagged objects: the shared cache's blocks (`--cache-xz`). Separate from
+/// [`ObjectStore`] because the filesystem never needs metadata this way, and a trait object
+/// so the cache is not generic over its store.
+pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes `data` as `key` with `put`'s metadata and checksum.
+    fn put_tagged(&self, key: &str, data: Bytes, put: TaggedPut) -> StoreFuture<'_, ()>;
+
+    /// Reads `key` whole with its metadata (and its CRC32C where the server gives it);
+    /// `None` if there is no such key.
+    fn get_tagged(&self, key: &str) -> StoreFuture<'_, Option<TaggedObject>>;
+}
+
 /// S3's largest object (5 TiB).
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 

@@ -152,6 +152,8 @@ struct Shared {
     script: Mutex<VecDeque<Fault>>,
     /// One-shot faults for the first request whose request line contains the text.
     targeted: Mutex<Vec<(String, Fault)>>,
+    /// Faults for every request whose request line contains the needle, for good.
+    rules: Mutex<Vec<(String, Fault)>>,
     stats: Mutex<ProxyStats>,
     /// Close a client connection that sends nothing for this long (None: never).
     idle_timeout: Mutex<Option<Duration>>,
@@ -205,6 +207,15 @@ impl Shared {
     }
 
     fn choose(&self, request_line: &str) -> Option<Fault> {
+        if let Some((_, fault)) = self
+            .rules
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(needle, _)| request_line.contains(needle.as_str()))
+        {
+            return Some(*fault);
+        }
         {
             let mut targeted = self.targeted.lock().unwrap();
             if let Some(i) = targeted
@@ -267,6 +278,7 @@ impl FaultProxy {
             plan: Mutex::new((plan, rng)),
             script: Mutex::new(VecDeque::new()),
             targeted: Mutex::new(Vec::new()),
+            rules: Mutex::new(Vec::new()),
             stats: Mutex::new(ProxyStats::default()),
             idle_timeout: Mutex::new(None),
             recorded: Mutex::new(None),
@@ -304,6 +316,17 @@ impl FaultProxy {
     pub fn script_matching(&self, needle: &str, fault: Fault) {
         self.shared
             .targeted
+            .lock()
+            .unwrap()
+            .push((needle.to_string(), fault));
+    }
+
+    /// `fault` for every request whose request line contains `needle`, from now on (a
+    /// bucket that denies writes: `"PUT /bucket/"` with [`Fault::Status403`]); before any
+    /// other fault.
+    pub fn rule_matching(&self, needle: &str, fault: Fault) {
+        self.shared
+            .rules
             .lock()
             .unwrap()
             .push((needle.to_string(), fault));

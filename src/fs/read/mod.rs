@@ -4,6 +4,7 @@
 //! two versions: an overwrite under an open handle fails the read (EIO) instead. Sequential
 //! readers are prefetched ([`prefetch`]); random readers fetch only what they ask for.
 
+mod blocks;
 pub mod prefetch;
 pub mod source;
 
@@ -13,10 +14,10 @@ use bytes::Bytes;
 
 use super::counters::ReadCounters;
 use super::error::FsError;
-use crate::cache::DiskCache;
 use crate::memory::Budgets;
 use crate::s3::ObjectStore;
 use prefetch::{PrefetchConfig, Prefetcher};
+pub use source::Caches;
 use source::ObjectSource;
 
 /// An open file's reader.
@@ -30,11 +31,11 @@ pub struct FileReader<S: ObjectStore> {
 
 impl<S: ObjectStore> FileReader<S> {
     /// A reader of `key` as it was when it had `etag` (empty: send no If-Match) and `size`,
-    /// through `cache` when the mount has one.
+    /// through the mount's `caches`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<S>,
-        cache: Option<Arc<DiskCache>>,
+        caches: Caches,
         key: String,
         etag: String,
         size: u64,
@@ -44,7 +45,7 @@ impl<S: ObjectStore> FileReader<S> {
     ) -> Self {
         let source = Arc::new(ObjectSource {
             store,
-            cache,
+            caches,
             key,
             etag: (!etag.is_empty()).then_some(etag),
             size,
@@ -91,5 +92,7 @@ fn join(mut pieces: Vec<Bytes>, len: usize) -> Bytes {
     joined.freeze()
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

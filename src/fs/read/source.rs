@@ -1,11 +1,5 @@
-//! Where a handle's bytes come from: the local data cache when it has them, S3 otherwise.
-//!
-//! With a cache, a range is split into cache blocks; the cached ones are read from disk and
-//! each run of missing blocks is one block-aligned GET, whose blocks are then stored in the
-//! background (the read does not wait for the disk). The bytes a block-aligned GET fetches
-//! beyond what the read asked for come from the memory budget, held until the blocks are on
-//! disk; when the budget is short, only the asked-for bytes are fetched and nothing is cached.
-//! Without a cache, a range is one GET.
+//! Where a handle's bytes come from: the caches when they have them ([`super::blocks`]), S3
+//! otherwise. Without a cache (or without a pinned ETag), a range is one GET.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,6 +11,7 @@ use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
 use crate::memory::MemoryBudget;
 use crate::s3::ObjectStore;
+use crate::shared_cache::SharedCache;
 use crate::throughput::GetSlots;
 
 /// One pinned object version and the ways to read it.
@@ -24,8 +19,8 @@ use crate::throughput::GetSlots;
 pub struct ObjectSource<S: ObjectStore> {
     /// The bucket.
     pub store: Arc<S>,
-    /// The data cache, if the mount has one.
-    pub cache: Option<Arc<DiskCache>>,
+    /// The caches the mount has.
+    pub caches: Caches,
     /// Object key.
     pub key: String,
     /// ETag pinned at open (sent as If-Match; `None` sends none and bypasses the cache).
@@ -45,15 +40,16 @@ pub struct ObjectSource<S: ObjectStore> {
 impl<S: ObjectStore> ObjectSource<S> {
     /// The bytes of `range` (inside the object).
     pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, FsError> {
-        match (&self.cache, &self.etag) {
-            (Some(cache), Some(etag)) => {
-                self.fetch_cached(cache.clone(), etag.clone(), range).await
+        match (self.caches.block_size(self.size), &self.etag) {
+            (Some(block_size), Some(etag)) => {
+                self.fetch_blocks(etag.clone(), block_size, range).await
             }
             _ => self.get(range).await,
         }
     }
 
-    async fn get(&self, range: Range<u64>) -> Result<Bytes, FsError> {
+    /// One GET of `range` (with If-Match when an ETag is pinned), counted.
+    pub(super) async fn get(&self, range: Range<u64>) -> Result<Bytes, FsError> {
         // Held until the body is in: the cap is on GETs in flight, not on requests sent.
         let _slot = self.gets.acquire().await;
         ReadCounters::add(&self.counters.get_requests, 1);
@@ -65,92 +61,31 @@ impl<S: ObjectStore> ObjectSource<S> {
         ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Ok(bytes)
     }
+}
 
-    async fn fetch_cached(
-        self: &Arc<Self>,
-        cache: Arc<DiskCache>,
-        etag: String,
-        range: Range<u64>,
-    ) -> Result<Bytes, FsError> {
-        let block_size = cache.block_size();
-        let first = range.start / block_size;
-        let last = (range.end - 1) / block_size;
-        // The part of each block the read needs: a 4 KiB read of a cached block reads 4 KiB.
-        let wanted: Vec<(u64, Range<usize>)> = (first..=last)
-            .map(|index| {
-                let base = index * block_size;
-                let from = range.start.max(base) - base;
-                let to = range.end.min(base + block_size) - base;
-                (index, from as usize..to as usize)
-            })
-            .collect();
-        let key = self.key.clone();
-        let lookup_cache = cache.clone();
-        let lookup_etag = etag.clone();
-        let size = self.size;
-        let mut blocks: Vec<Option<Bytes>> = crate::fs::blocking::unblock(move || {
-            wanted
-                .into_iter()
-                .map(|(index, within)| lookup_cache.read(&key, &lookup_etag, size, index, within))
-                .collect()
-        })
-        .await
-        .map_err(FsError::task)?;
+/// The caches a mount reads through: the local disk cache (`--cache`) and the shared one in a
+/// bucket (`--cache-xz`), either, both or neither.
+#[derive(Debug, Clone, Default)]
+pub struct Caches {
+    /// The local data cache.
+    pub local: Option<Arc<DiskCache>>,
+    /// The shared cache bucket.
+    pub shared: Option<Arc<SharedCache>>,
+}
 
-        // Each cached block is one piece; each run of missing blocks is one GET whose body
-        // is one piece (a slice of it), so a read that misses entirely is passed on without a
-        // copy. The run's blocks are stored as slices of the same body.
-        let mut pieces = Vec::new();
-        let mut fetched = Vec::new();
-        let mut held = Vec::new();
-        let mut at = 0;
-        while at < blocks.len() {
-            if let Some(block) = blocks[at].take() {
-                pieces.push(block);
-                at += 1;
-                continue;
-            }
-            let run_start = at;
-            while at < blocks.len() && blocks[at].is_none() {
-                at += 1;
-            }
-            let start = (first + run_start as u64) * block_size;
-            let end = ((first + at as u64) * block_size).min(self.size);
-            let wanted = range.start.max(start)..range.end.min(end);
-            let extra = (end - start) - (wanted.end - wanted.start);
-            let Some(reservation) = self.budget.try_reserve(extra) else {
-                // No room for whole blocks: the asked-for bytes only, not cached.
-                pieces.push(self.get(wanted).await?);
-                continue;
-            };
-            held.push(reservation);
-            let bytes = self.get(start..end).await?;
-            let wanted_from = (wanted.start - start) as usize;
-            let wanted_to = (wanted.end - start) as usize;
-            pieces.push(bytes.slice(wanted_from..wanted_to));
-            for offset in 0..at - run_start {
-                let from = offset * block_size as usize;
-                let to = (from + block_size as usize).min(bytes.len());
-                fetched.push((first + (run_start + offset) as u64, bytes.slice(from..to)));
-            }
+impl Caches {
+    /// The block size reads of an object of `size` bytes are cut in, if any cache takes it
+    /// (both caches share one block size, `--cache-block-size`).
+    pub fn block_size(&self, size: u64) -> Option<u64> {
+        match (&self.local, &self.shared) {
+            (Some(local), _) => Some(local.block_size()),
+            (None, Some(shared)) if shared.covers(size) => Some(shared.block_size()),
+            _ => None,
         }
-        let fetched_bytes = fetched.iter().map(|(_, block)| block.len() as u64).sum();
-        if !fetched.is_empty()
-            && let Some(queued) = cache.queue(fetched_bytes)
-        {
-            let key = self.key.clone();
-            let size = self.size;
-            tokio::task::spawn_blocking(move || {
-                for (index, block) in fetched {
-                    cache.put(&key, &etag, index, &block);
-                }
-                drop((queued, held)); // written: the copy below is not waiting blocks
-                // These may have been the object's last missing blocks.
-                if let Some(copy) = cache.pending_copy(&key, &etag, size) {
-                    copy.run();
-                }
-            });
-        }
-        Ok(super::join(pieces, (range.end - range.start) as usize))
+    }
+
+    /// The shared cache, if it takes an object of `size` bytes.
+    pub fn shared_for(&self, size: u64) -> Option<&Arc<SharedCache>> {
+        self.shared.as_ref().filter(|shared| shared.covers(size))
     }
 }

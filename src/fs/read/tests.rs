@@ -6,10 +6,10 @@ use super::*;
 use crate::memory::MemoryBudget;
 use crate::s3::in_memory::InMemoryStore;
 
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
+pub(super) const KIB: u64 = 1024;
+pub(super) const MIB: u64 = 1024 * KIB;
 
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
         .collect()
@@ -28,13 +28,14 @@ impl Lcg {
     }
 }
 
-struct Fixture {
-    store: Arc<InMemoryStore>,
-    cache: Option<Arc<crate::cache::DiskCache>>,
-    budget: Arc<MemoryBudget>,
-    reads: Arc<MemoryBudget>,
-    counters: Arc<ReadCounters>,
-    config: PrefetchConfig,
+pub(super) struct Fixture {
+    pub(super) store: Arc<InMemoryStore>,
+    pub(super) cache: Option<Arc<crate::cache::DiskCache>>,
+    pub(super) shared: Option<Arc<crate::shared_cache::SharedCache>>,
+    pub(super) budget: Arc<MemoryBudget>,
+    pub(super) reads: Arc<MemoryBudget>,
+    pub(super) counters: Arc<ReadCounters>,
+    pub(super) config: PrefetchConfig,
 }
 
 impl Fixture {
@@ -42,6 +43,7 @@ impl Fixture {
         Self {
             store: Arc::new(InMemoryStore::new()),
             cache: None,
+            shared: None,
             budget: MemoryBudget::new(budget),
             reads: MemoryBudget::new(budget / 8),
             counters: Arc::new(ReadCounters::default()),
@@ -49,15 +51,18 @@ impl Fixture {
         }
     }
 
-    fn default_sizes() -> Self {
+    pub(super) fn default_sizes() -> Self {
         Self::new(PrefetchConfig::new(8 * MIB, 512 * MIB), 512 * MIB)
     }
 
-    async fn reader(&self, key: &str) -> FileReader<InMemoryStore> {
+    pub(super) async fn reader(&self, key: &str) -> FileReader<InMemoryStore> {
         let info = self.store.head(key).await.unwrap();
         FileReader::new(
             self.store.clone(),
-            self.cache.clone(),
+            super::Caches {
+                local: self.cache.clone(),
+                shared: self.shared.clone(),
+            },
             key.into(),
             info.etag,
             info.size,
@@ -74,7 +79,7 @@ impl Fixture {
 
 use crate::s3::ObjectStore;
 
-async fn read_all(reader: &FileReader<InMemoryStore>, chunk: u32) -> Vec<u8> {
+pub(super) async fn read_all(reader: &FileReader<InMemoryStore>, chunk: u32) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let got = reader.read(out.len() as u64, chunk).await.unwrap();
@@ -348,7 +353,7 @@ async fn streaming_readers_are_counted_until_they_jump_or_close() {
     assert_eq!(fx.budget.used(), 0);
 }
 
-fn cached_fixture(dir: &std::path::Path) -> Fixture {
+pub(super) fn cached_fixture(dir: &std::path::Path) -> Fixture {
     let mut fx = Fixture::default_sizes();
     let cache = crate::cache::DiskCache::open(crate::cache::CacheConfig {
         dir: dir.to_path_buf(),
@@ -363,7 +368,7 @@ fn cached_fixture(dir: &std::path::Path) -> Fixture {
 
 /// Waits for the background cache writes of a read to land (in place, not only reserved:
 /// counting reservations let a read race the blocks it meant to find).
-async fn settle(fx: &Fixture, blocks: u64) {
+pub(super) async fn settle(fx: &Fixture, blocks: u64) {
     for _ in 0..200 {
         if fx.cache.as_ref().unwrap().stored() >= blocks * MIB {
             return;

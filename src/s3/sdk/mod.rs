@@ -6,7 +6,8 @@
 //!
 //! One job per file: client set-up and the trait's entry points (here); single-request
 //! object calls (`objects`); the resuming ranged GET (`get`); multipart uploads with their
-//! own retry and the abort of strays (`multipart`); server-side copies (`copy`); how keys
+//! own retry and the abort of strays (`multipart`); server-side copies (`copy`); small objects with metadata, whole, for the shared cache
+//! (`tagged`); how keys
 //! are encoded on the wire (`keys`); what an SDK error means (`errors`); the headers the
 //! command line adds (`headers`); the trust store of `--ca-bundle` (`tls`).
 
@@ -19,6 +20,7 @@ mod keys;
 mod metrics;
 mod multipart;
 mod objects;
+mod tagged;
 mod tls;
 
 use std::ops::Range;

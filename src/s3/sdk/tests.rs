@@ -159,3 +159,71 @@ async fn without_the_flags_nothing_is_added() {
         assert_eq!(header(&r, name), None, "{name}");
     }
 }
+
+/// The shared cache's writes (`--cache-xz`): to the cache bucket, with the block's metadata
+/// and CRC32C, the mount's encryption (as Mountpoint applies `--sse` there) but not its
+/// storage class or Content-Type; the probe with the storage class asked. Its reads ask for
+/// the stored checksum.
+#[tokio::test]
+async fn shared_cache_blocks_carry_metadata_checksum_and_encryption() {
+    use crate::s3::{BlockStore, TaggedPut};
+    let put = TaggedPut {
+        metadata: vec![("cache-version".into(), "V2".into())],
+        crc32c: Some("yZRlqg==".into()),
+        storage_class: None,
+    };
+    let block = first_request(|s| async move {
+        s.with_bucket("cache--use1-az4--x-s3")
+            .put_tagged(
+                "p/o/0000000000",
+                bytes::Bytes::from_static(b"hello world"),
+                put,
+            )
+            .await
+    })
+    .await;
+    assert!(
+        block
+            .line
+            .starts_with("PUT http://127.0.0.1:9/cache--use1-az4--x-s3/p/o/0000000000"),
+        "{}",
+        block.line
+    );
+    assert_eq!(header(&block, "x-amz-meta-cache-version"), Some("V2"));
+    assert_eq!(header(&block, "x-amz-checksum-crc32c"), Some("yZRlqg=="));
+    assert_eq!(
+        header(&block, "x-amz-server-side-encryption"),
+        Some("aws:kms")
+    );
+    assert_eq!(
+        header(&block, "x-amz-server-side-encryption-aws-kms-key-id"),
+        Some("arn:aws:kms:eu-west-1:111122223333:key/k1")
+    );
+    assert_eq!(header(&block, "x-amz-storage-class"), None);
+    assert_eq!(
+        header(&block, "content-type").filter(|t| t.contains("json")),
+        None
+    );
+    let probe = first_request(|s| async move {
+        let put = TaggedPut {
+            storage_class: Some("EXPRESS_ONEZONE".into()),
+            ..TaggedPut::default()
+        };
+        s.with_bucket("cache")
+            .put_tagged(
+                "p/_mountpoint_cache_metadata",
+                bytes::Bytes::from_static(b"x"),
+                put,
+            )
+            .await
+    })
+    .await;
+    assert_eq!(
+        header(&probe, "x-amz-storage-class"),
+        Some("EXPRESS_ONEZONE")
+    );
+    let get =
+        first_request(|s| async move { s.with_bucket("cache").get_tagged("p/o/1").await }).await;
+    assert!(get.line.starts_with("GET "), "{}", get.line);
+    assert_eq!(header(&get, "x-amz-checksum-mode"), Some("ENABLED"));
+}
