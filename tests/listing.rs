@@ -293,3 +293,66 @@ fn hostile_key_names_list_and_read_through_the_server() {
     }
     assert_eq!(list_dir(&dir), ["leaf.txt"]);
 }
+
+/// `ls -l` twice within `--metadata-ttl`: the second costs no LIST (the pages are
+/// remembered) and no HEAD (readdirplus carries the stats); a file this mount writes or
+/// deletes shows in the very next listing; with `minimal` (the default) every listing asks.
+#[test]
+fn a_second_listing_within_the_ttl_asks_nothing_of_s3() {
+    use common::{FaultPlan, FaultProxy};
+    use std::os::unix::fs::MetadataExt;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("list-remembered");
+    let objects: Vec<(String, Vec<u8>)> = (0..1500)
+        .map(|i| (format!("d/f{i:04}"), vec![b'x'; i % 7]))
+        .collect();
+    s3.put_many(&bucket, objects, 32);
+    let ls_l = |dir: &std::path::Path| -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().size())
+            .sum()
+    };
+    let requests = |proxy: &FaultProxy, what: &str| {
+        proxy
+            .recorded()
+            .iter()
+            .filter(|r| match what {
+                "LIST" => r.line.starts_with("GET ") && r.line.contains("list-type"),
+                _ => r.line.starts_with("HEAD "),
+            })
+            .count()
+    };
+    let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+    let mount = s3
+        .mount_args(&bucket)
+        .endpoint(&proxy.url())
+        .args(["--metadata-ttl", "60", "--allow-delete"])
+        .mount();
+    let dir = mount.join("d");
+    let total = ls_l(&dir);
+    proxy.record_requests();
+    assert_eq!(ls_l(&dir), total);
+    assert_eq!(requests(&proxy, "LIST"), 0, "second ls -l: LISTs");
+    assert_eq!(requests(&proxy, "HEAD"), 0, "second ls -l: HEADs");
+    // Our own changes show at once.
+    fs::write(dir.join("new.txt"), b"new").unwrap();
+    fs::remove_file(dir.join("f0003")).unwrap();
+    let names = list_dir(&dir);
+    assert!(names.contains(&"new.txt".to_string()));
+    assert!(!names.contains(&"f0003".to_string()));
+    assert_eq!(names.len(), 1500);
+    drop(mount);
+
+    let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+    let mount = s3.mount_args(&bucket).endpoint(&proxy.url()).mount();
+    let dir = mount.join("d");
+    ls_l(&dir);
+    proxy.record_requests();
+    ls_l(&dir);
+    assert_eq!(
+        requests(&proxy, "LIST"),
+        2,
+        "minimal: the second ls -l lists again"
+    );
+}

@@ -81,7 +81,7 @@ sum_field() {
   local marker=$1 field=$2
   shift 2
   { grep -h "$marker" "$@" || true; } | { grep -o "$field=[0-9]*" || true; } | cut -d= -f2 |
-    awk '{ s += $1 } END { print s + 0 }'
+    awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 printf '%-5s %-4s %-5s %9s %11s %11s %11s %11s %9s %9s\n' nodes mode epoch seconds src_requests src_GETs src_MiB shared_MiB src_reads MiB/s

@@ -211,6 +211,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 };
                 self.inodes.refresh(handle.ino, stat);
                 self.inodes.make_real(handle.ino);
+                let key = handle.writer.key();
+                self.listing_changed(&key[..key.rfind('/').map_or(0, |at| at + 1)]);
                 Ok(done)
             }
             Err(e) => {

@@ -170,6 +170,8 @@ pub struct S3Filesystem<S: ObjectStore> {
     files: HandleMap<OpenFile<S>>,
     /// Open directories by handle number.
     dirs: HandleMap<DirHandle>,
+    /// Listing pages remembered within the metadata TTL (none with `minimal`).
+    pages: Option<Arc<listing::PageCache>>,
     /// Memory for data (parts, part buffers, cache blocks; reads' own bytes), shared by all
     /// handles.
     budgets: Budgets,
@@ -216,6 +218,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let prefetch = PrefetchConfig::new(config.read_part_size, budgets.data.limit())
             .with_window_at_most(config.max_prefetch_window);
         let store_for_aborts = store.clone();
+        // With `minimal` (opens revalidate) a listing always asks S3, as Mountpoint's.
+        let pages = (config.open_revalidates_after.is_none() && !ttl.is_zero())
+            .then(|| Arc::new(listing::PageCache::new(ttl, listing::pages::MAX_ENTRIES)));
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
             store,
@@ -224,6 +229,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             listed,
             files: HandleMap::default(),
             dirs: HandleMap::default(),
+            pages,
             budgets,
             counters: Arc::new(ReadCounters::default()),
             prefetch,
@@ -439,6 +445,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let cache_key = (parent, name.to_string());
         self.negative.invalidate(&cache_key);
         self.listed.invalidate(&cache_key);
+        if let Some(dir) = self.inodes.get(parent) {
+            self.listing_changed(&dir.key);
+        }
     }
 
     /// Asks S3 what `name` in `parent` is: a directory if any key lies under `name/` (which

@@ -84,7 +84,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 .map_err(|e| FsError::s3(&dir.key, e))?;
         }
         self.inodes.remove(dir.ino);
-        self.forget_name(parent.ino, name);
+        self.name_removed(&parent, name);
         Ok(())
     }
 
@@ -107,7 +107,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .await
             .map_err(|e| FsError::s3(&file.key, e))?;
         self.inodes.unlink(file.ino);
-        self.forget_name(parent.ino, name);
+        self.name_removed(&parent, name);
         Ok(())
     }
 
@@ -182,10 +182,28 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         self.inodes
             .rename(source.ino, new_parent.ino, new_name, target_key, stat);
-        self.forget_name(parent.ino, name);
+        self.name_removed(&parent, name);
         self.forget_name(new_parent.ino, new_name);
         self.inodes.make_real(new_parent.ino);
         Ok(())
+    }
+
+    /// `name` left `parent` (deleted, or renamed away). S3 has no directories: if it was the
+    /// last key under `parent`'s prefix, `parent` is gone from S3 too (and a file of its
+    /// name, which it shadowed, shows again), and so may be its parent, up to the root. So
+    /// the stat of each directory up the chain is expired and each one's name forgotten in
+    /// its parent (listing pages included): the next look at them asks S3.
+    fn name_removed(&self, parent: &Inode, name: &str) {
+        self.forget_name(parent.ino, name);
+        let mut dir = parent.clone();
+        while dir.ino != super::ROOT_INO && dir.local.is_none() {
+            self.inodes.expire(dir.ino);
+            let Some(up) = self.inodes.get(dir.parent) else {
+                break;
+            };
+            self.forget_name(up.ino, &dir.name);
+            dir = up;
+        }
     }
 
     /// Deletes `key` only while it still has ETag `etag` (the version a rename copied):

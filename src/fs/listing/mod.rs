@@ -3,10 +3,12 @@
 //! rest), so `ls -l` costs no HEAD per file. The listing itself, page by page from
 //! ListObjectsV2, is [`stream`].
 
+pub mod pages;
 mod stream;
 
 use std::sync::Arc;
 
+pub use pages::PageCache;
 pub use stream::{DirStream, ListedEntry, PAGE_SIZE};
 
 use super::{DirEntry, FsError, Inode, S3Filesystem, file_stat};
@@ -24,6 +26,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 name: child.name,
                 kind: child.kind,
                 object: None,
+                remembered: false,
             })
             .collect();
         let stream = DirStream::with_extras(
@@ -31,7 +34,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             extras,
             self.config.list_page_size,
             self.config.ordered_listings,
-        );
+        )
+        .with_pages(self.pages.clone());
         Ok(self.dirs.insert(Arc::new(tokio::sync::Mutex::new(stream))))
     }
 
@@ -93,6 +97,16 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Records a listed entry (its stat comes free with the listing; see
     /// [`S3Filesystem::record`]). A local entry keeps the inode it has.
     fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
+        if entry.remembered {
+            // What the mount learned since the page was fetched is newer: keep it.
+            if let Some(known) = self
+                .inodes
+                .known_child(dir.ino, &entry.name)
+                .filter(|i| i.kind == entry.kind)
+            {
+                return known;
+            }
+        }
         if entry.object.is_none() {
             if let Some(local) = self
                 .inodes
@@ -117,6 +131,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return;
         };
         self.record(&dir, &entry.name, entry.attr.kind, entry.stat.clone(), 1);
+    }
+
+    /// This mount changed the directory whose prefix is `dir_key`: its remembered listing
+    /// pages are dropped.
+    pub(super) fn listing_changed(&self, dir_key: &str) {
+        if let Some(pages) = &self.pages {
+            pages.invalidate(dir_key);
+        }
     }
 
     /// Closes a directory handle.

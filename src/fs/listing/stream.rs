@@ -9,7 +9,9 @@
 //! hand out before the last page: such a listing is read whole, then served sorted.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
+use super::pages::PageCache;
 use crate::fs::names::{self, Kind};
 use crate::s3::{ListPage, ObjectInfo, ObjectStore, S3Error};
 
@@ -25,6 +27,9 @@ pub struct ListedEntry {
     pub kind: Kind,
     /// The object, for files (its size, mtime and ETag seed the stat cache).
     pub object: Option<ObjectInfo>,
+    /// Whether it comes from a remembered page ([`PageCache`]) rather than from S3 now: its
+    /// stat may be older than what the mount has learned since, and must not replace it.
+    pub remembered: bool,
 }
 
 /// The state of one open directory's listing.
@@ -50,6 +55,8 @@ pub struct DirStream {
     extras: BTreeMap<String, ListedEntry>,
     /// All of them, for a restart.
     all_extras: Vec<ListedEntry>,
+    /// Pages remembered within the metadata TTL, asked before S3.
+    pages: Option<Arc<PageCache>>,
 }
 
 impl DirStream {
@@ -77,7 +84,14 @@ impl DirStream {
             base: 0,
             extras: extras.iter().map(|e| (e.name.clone(), e.clone())).collect(),
             all_extras: extras,
+            pages: None,
         }
+    }
+
+    /// The same listing, its pages asked of `pages` first.
+    pub fn with_pages(mut self, pages: Option<Arc<PageCache>>) -> Self {
+        self.pages = pages;
+        self
     }
 
     /// Up to `count` entries starting at entry number `index` (0-based). Fewer than `count`
@@ -95,7 +109,8 @@ impl DirStream {
                 self.all_extras.clone(),
                 self.page_size,
                 self.ordered,
-            );
+            )
+            .with_pages(self.pages.clone());
         }
         loop {
             while self.base < index && !self.ready.is_empty() {
@@ -110,10 +125,21 @@ impl DirStream {
             if have >= count || self.done {
                 break;
             }
-            let page = store
-                .list(&self.prefix, true, self.token.take(), self.page_size)
-                .await?;
-            self.absorb(page);
+            let token = self.token.take();
+            let (page, remembered) = match &self.pages {
+                Some(pages) => {
+                    pages
+                        .list(store, &self.prefix, token, self.page_size)
+                        .await?
+                }
+                None => (
+                    store
+                        .list(&self.prefix, true, token, self.page_size)
+                        .await?,
+                    false,
+                ),
+            };
+            self.absorb(page, remembered);
         }
         if self.base != index {
             return Ok(Vec::new());
@@ -121,7 +147,7 @@ impl DirStream {
         Ok(self.ready.iter().take(count).cloned().collect())
     }
 
-    fn absorb(&mut self, page: ListPage) {
+    fn absorb(&mut self, page: ListPage, remembered: bool) {
         self.token = page.next_token;
         self.done = self.token.is_none();
         // Unordered pages set no horizon: every name waits for the last page.
@@ -138,6 +164,7 @@ impl DirStream {
                     name,
                     kind: Kind::File,
                     object: Some(object),
+                    remembered,
                 });
             }
         }
@@ -150,6 +177,7 @@ impl DirStream {
                         name: name.to_string(),
                         kind: Kind::Dir,
                         object: None,
+                        remembered,
                     },
                 );
             }
@@ -303,6 +331,7 @@ mod tests {
             name: name.to_string(),
             kind: Kind::Dir,
             object: None,
+            remembered: false,
         };
         let mut stream = DirStream::with_extras("d/", vec![extra("new"), extra("both")], 1, true);
         let got = stream.entries_from(&store, 0, 10).await.unwrap();

@@ -399,11 +399,13 @@ impl Harness {
 
 /// Runs `ops` over a bucket of `initial` keys on both sides; the first difference is the
 /// error, with the trace of every step up to it.
-/// `unordered`: a directory bucket's listings, shuffled by this seed.
+/// `unordered`: a directory bucket's listings, shuffled by this seed. `remembered`: stats,
+/// names and listing pages trusted for an hour (valid only without remote changes).
 async fn run_case(
     initial: &[(String, Data)],
     ops: &[Op<Target>],
     unordered: Option<u64>,
+    remembered: bool,
 ) -> Result<(), String> {
     let mut model = Model::default();
     let store = Arc::new(unordered.map_or_else(InMemoryStore::new, InMemoryStore::unordered));
@@ -413,6 +415,10 @@ async fn run_case(
     }
     let config = FsConfig {
         ordered_listings: unordered.is_none(),
+        metadata_ttl: match remembered {
+            true => Duration::from_secs(3600),
+            false => config().metadata_ttl,
+        },
         ..config()
     };
     let fs = S3Filesystem::new(store.clone(), config);
@@ -474,8 +480,9 @@ fn initial_key((path, data): (String, Option<Data>)) -> (String, Data) {
     }
 }
 
-/// One step, weighted towards those that change or reveal the namespace.
-fn op() -> impl Strategy<Value = Op<Target>> {
+/// One step, weighted towards those that change or reveal the namespace; with `remote`,
+/// another client's puts and deletes too.
+fn op(remote: bool) -> impl Strategy<Value = Op<Target>> {
     let offset = prop_oneof![Just(0u64), 0..64u64, 0..3500u64];
     let reads = prop::collection::vec((offset, prop_oneof![1..64u32, 0..4000u32]), 1..=3);
     prop_oneof![
@@ -492,11 +499,24 @@ fn op() -> impl Strategy<Value = Op<Target>> {
         1 => Just(Op::Forget),
         1 => Just(Op::Remount),
     ]
+    .prop_filter("another client's changes", move |op| {
+        remote || !matches!(op, Op::RemotePut(..) | Op::RemoteDelete(..))
+    })
 }
 
-/// Runs `cases` random cases from `seed`, with up to `max_ops` steps each, over a
-/// general-purpose bucket or (`directory`) one that lists unordered.
-fn check_model(cases: u32, seed: u64, max_ops: usize, directory: bool) {
+/// Which filesystem runs against the model.
+#[derive(Debug, Clone, Copy, Default)]
+struct Variant {
+    /// A directory bucket: listings come in no order.
+    directory: bool,
+    /// Metadata and listing pages remembered for an hour; only this mount changes the
+    /// bucket (its own changes must show at once all the same).
+    remembered: bool,
+}
+
+/// Runs `cases` random cases from `seed`, with up to `max_ops` steps each, over the
+/// filesystem `variant` says.
+fn check_model(cases: u32, seed: u64, max_ops: usize, variant: Variant) {
     let config = Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
@@ -505,7 +525,7 @@ fn check_model(cases: u32, seed: u64, max_ops: usize, directory: bool) {
     };
     let strategy = (
         prop::collection::vec((path(), object()).prop_map(initial_key), 0..=8),
-        prop::collection::vec(op(), 1..=max_ops),
+        prop::collection::vec(op(!variant.remembered), 1..=max_ops),
     );
     let result = TestRunner::new(config).run(&strategy, |(initial, ops)| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -513,7 +533,12 @@ fn check_model(cases: u32, seed: u64, max_ops: usize, directory: bool) {
             .build();
         let runtime = runtime.expect("a runtime");
         runtime
-            .block_on(run_case(&initial, &ops, directory.then_some(seed)))
+            .block_on(run_case(
+                &initial,
+                &ops,
+                variant.directory.then_some(seed),
+                variant.remembered,
+            ))
             .map_err(TestCaseError::fail)
     });
     if let Err(e) = result {
@@ -523,21 +548,43 @@ fn check_model(cases: u32, seed: u64, max_ops: usize, directory: bool) {
 
 #[test]
 fn model_matches_filesystem() {
-    check_model(256, CI_SEED, 20, false);
+    check_model(256, CI_SEED, 20, Variant::default());
+}
+
+/// The same model with stats, names and listing pages remembered for an hour and only this
+/// mount changing the bucket: every change of ours shows in the next listing and lookup.
+#[test]
+fn model_matches_filesystem_with_remembered_listings() {
+    let variant = Variant {
+        remembered: true,
+        ..Variant::default()
+    };
+    check_model(256, CI_SEED + 3, 20, variant);
 }
 
 /// The same model over a directory bucket, whose listings come in no order.
 #[test]
 fn model_matches_filesystem_on_a_directory_bucket() {
-    check_model(128, CI_SEED + 2, 20, true);
+    let variant = Variant {
+        directory: true,
+        ..Variant::default()
+    };
+    check_model(128, CI_SEED + 2, 20, variant);
 }
 
 /// The long run, for manual use: `MOUNT_S3_MODEL_CASES` cases (default 256) from
-/// `MOUNT_S3_MODEL_SEED` (default: a fixed seed other than the CI run's), up to 40 steps.
+/// `MOUNT_S3_MODEL_SEED` (default: a fixed seed other than the CI run's), up to 40 steps,
+/// without and with remembered listings.
 #[test]
 fn model_long_run() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let cases = env("MOUNT_S3_MODEL_CASES").unwrap_or(256);
     let seed = env("MOUNT_S3_MODEL_SEED").unwrap_or(CI_SEED + 1);
-    check_model(u32::try_from(cases).unwrap_or(u32::MAX), seed, 40, false);
+    for remembered in [false, true] {
+        let variant = Variant {
+            remembered,
+            ..Variant::default()
+        };
+        check_model(u32::try_from(cases).unwrap_or(u32::MAX), seed, 40, variant);
+    }
 }
