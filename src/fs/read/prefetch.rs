@@ -72,6 +72,11 @@ impl PrefetchConfig {
     }
 }
 
+/// How far past the queued parts a read may start and still count as the same stream: the
+/// kernel's readahead (1 MiB on our mounts) keeps a few requests in flight, and they may
+/// arrive out of order.
+const OUT_OF_ORDER_SLACK: u64 = 2 * 1024 * 1024;
+
 enum PartData {
     Pending(JoinHandle<Result<Bytes, FsError>>),
     Ready(Bytes),
@@ -168,10 +173,12 @@ impl<S: ObjectStore> Prefetcher<S> {
     /// The bytes of `range` (inside the object, non-empty).
     pub async fn read(&mut self, range: Range<u64>) -> Result<Bytes, FsError> {
         // The kernel's readahead sends several reads at once, which may arrive out of order:
-        // a read a little past the queued parts is still the same stream.
+        // a read a little past the queued parts (within the kernel's own readahead) is still
+        // the same stream. Further on it is a jump: a reader that skips (tensors of a
+        // safetensors file read through mmap) must not have the skipped bytes fetched.
         let near_ahead = !self.parts.is_empty()
             && range.start >= self.parts[0].range.start
-            && range.start < self.end().saturating_add(self.config.part_size);
+            && range.start < self.end().saturating_add(OUT_OF_ORDER_SLACK);
         let sequential = near_ahead || range.start == self.last_end;
         self.last_end = range.end;
         if !sequential {

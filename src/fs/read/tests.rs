@@ -255,6 +255,48 @@ async fn slightly_out_of_order_reads_stay_in_the_window() {
     assert!(c.bytes_fetched <= 17 * MIB, "{c}");
 }
 
+/// A reader that reads runs and skips between them: 8 tensors of 2 MiB, one in every 16 MiB,
+/// read through mmap (safetensors). The requests are the kernel's, as traced on a real
+/// mount: each tensor's first fault reads around it (from 512 KiB before), then readahead
+/// out of order. The skipped bytes between tensors are not fetched.
+#[tokio::test]
+async fn skipped_ranges_are_not_fetched() {
+    let fx = Fixture::default_sizes();
+    let data = pattern((128 * MIB) as usize, 8);
+    fx.store.put("model", data.clone());
+    let reader = fx.reader("model").await;
+    let mut served = 0;
+    // The header and the first tensor, from the start.
+    for (offset, len) in [
+        (0, MIB),
+        (1_576_960, MIB),
+        (MIB, 528_384),
+        (2_625_536, 520_192),
+    ] {
+        let got = reader.read(offset, len as u32).await.unwrap();
+        assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
+        served += len;
+    }
+    for tensor in 1..8u64 {
+        let s = tensor * 16 * MIB;
+        for (offset, len) in [
+            (s - 512 * KIB, MIB),
+            (s + 1536 * KIB, MIB),
+            (s + 512 * KIB, MIB - 4 * KIB),
+            (s + 1536 * KIB - 4 * KIB, 4 * KIB),
+            (s + 2560 * KIB, MIB - 4 * KIB),
+        ] {
+            let got = reader.read(offset, len as u32).await.unwrap();
+            assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
+            served += len;
+        }
+    }
+    drop(reader);
+    let c = fx.counters.snapshot();
+    assert_eq!(c.bytes_served, served);
+    assert!(c.bytes_fetched <= 3 * c.bytes_served, "{c}");
+}
+
 #[tokio::test]
 async fn overwrite_under_handle_is_an_error_not_new_bytes() {
     let fx = Fixture::default_sizes();
