@@ -356,3 +356,53 @@ fn a_second_listing_within_the_ttl_asks_nothing_of_s3() {
         "minimal: the second ls -l lists again"
     );
 }
+
+/// A tree walk (`find`) lists each directory once, whether its listing came from the walk's
+/// readahead (siblings listed ahead in the background) or from its own readdir, and sees
+/// every file.
+#[test]
+fn a_tree_walk_lists_each_directory_once_and_sees_everything() {
+    use common::{FaultPlan, FaultProxy};
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("list-walk");
+    let objects: Vec<(String, Vec<u8>)> = (0..30)
+        .flat_map(|d| (0..20).map(move |f| (format!("d{d:02}/f{f:02}"), vec![b'x'; 3])))
+        .collect();
+    s3.put_many(&bucket, objects.clone(), 32);
+    for ttl in [None, Some("60")] {
+        let proxy = FaultProxy::start(s3.endpoint(), FaultPlan::none());
+        proxy.record_requests();
+        let mut args = s3.mount_args(&bucket).endpoint(&proxy.url());
+        if let Some(ttl) = ttl {
+            args = args.args(["--metadata-ttl", ttl]);
+        }
+        let mount = args.mount();
+        let found = std::process::Command::new("find")
+            .arg(".")
+            .arg("-type")
+            .arg("f")
+            .current_dir(mount.path())
+            .output()
+            .unwrap();
+        let mut names: Vec<String> = String::from_utf8(found.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("./").to_string())
+            .collect();
+        names.sort();
+        let want: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(names, want, "{ttl:?}");
+        // Directory listings (pages of up to 1000 keys; lookups ask for one key).
+        let listings: Vec<String> = proxy
+            .recorded()
+            .iter()
+            .filter(|r| r.line.contains("list-type") && r.line.contains("max-keys=1000"))
+            .map(|r| r.line.clone())
+            .collect();
+        assert_eq!(
+            listings.len(),
+            31,
+            "{ttl:?}: root + 30 directories, once each: {listings:#?}"
+        );
+    }
+}

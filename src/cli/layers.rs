@@ -70,6 +70,7 @@ impl Args {
             ordered_listings: !self.directory_bucket(),
             // From the environment (`cli::unstable`), set by main.
             max_prefetch_window: None,
+            held_entries: crate::fs::held::BOUND,
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),

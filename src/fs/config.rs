@@ -47,6 +47,9 @@ pub struct FsConfig {
     /// Most bytes one reader fetches ahead, below what `memory_limit` gives
     /// (`UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE`); never below two parts.
     pub max_prefetch_window: Option<u64>,
+    /// Inodes the table may hold before the oldest entries handed to the kernel are dropped
+    /// from it ([`crate::fs::held`]; smaller in tests).
+    pub held_entries: usize,
 }
 
 impl FsConfig {
@@ -77,6 +80,7 @@ impl Default for FsConfig {
             list_page_size: crate::fs::listing::PAGE_SIZE,
             ordered_listings: true,
             max_prefetch_window: None,
+            held_entries: crate::fs::held::BOUND,
         }
     }
 }

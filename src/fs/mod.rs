@@ -11,6 +11,7 @@ pub mod counters;
 pub mod error;
 pub mod handle_map;
 mod handles;
+pub mod held;
 pub mod inode;
 pub mod listing;
 mod mutate;
@@ -109,6 +110,10 @@ pub struct OpenMode {
 pub trait KernelCache: Send + Sync + std::fmt::Debug {
     /// The kernel's cached attributes and pages of inode `ino` are stale.
     fn inode_changed(&self, ino: u64);
+
+    /// The kernel should drop its entry `name` in directory `parent` (and forget the inode,
+    /// unless something still uses it): to bound the entries it holds.
+    fn drop_entry(&self, parent: u64, name: &str);
 }
 
 /// What the mount holds at one moment (see [`S3Filesystem::status`]).
@@ -170,8 +175,13 @@ pub struct S3Filesystem<S: ObjectStore> {
     files: HandleMap<OpenFile<S>>,
     /// Open directories by handle number.
     dirs: HandleMap<DirHandle>,
-    /// Listing pages remembered within the metadata TTL (none with `minimal`).
+    /// The entries handed to the kernel by readdirplus, oldest first, for its bound.
+    held: held::HeldEntries,
+    /// Listing pages remembered within the metadata TTL (with `minimal`, only a walk's
+    /// readahead, once).
     pages: Option<Arc<listing::PageCache>>,
+    /// What tree walks in progress have shown, for their listing readahead.
+    walks: listing::walk::WalkAhead,
     /// Memory for data (parts, part buffers, cache blocks; reads' own bytes), shared by all
     /// handles.
     budgets: Budgets,
@@ -218,9 +228,16 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let prefetch = PrefetchConfig::new(config.read_part_size, budgets.data.limit())
             .with_window_at_most(config.max_prefetch_window);
         let store_for_aborts = store.clone();
-        // With `minimal` (opens revalidate) a listing always asks S3, as Mountpoint's.
-        let pages = (config.open_revalidates_after.is_none() && !ttl.is_zero())
-            .then(|| Arc::new(listing::PageCache::new(ttl, listing::pages::MAX_ENTRIES)));
+        // With `minimal` (opens revalidate) a listing always asks S3, as Mountpoint's: only
+        // the pages a walk's readahead fetched are used, once.
+        let reuse = config.open_revalidates_after.is_none();
+        let pages = (!ttl.is_zero()).then(|| {
+            Arc::new(listing::PageCache::new(
+                ttl,
+                listing::pages::MAX_ENTRIES,
+                reuse,
+            ))
+        });
         Self {
             inodes: inode::InodeTable::new(&config.prefix, SystemTime::now(), ttl),
             store,
@@ -229,6 +246,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             listed,
             files: HandleMap::default(),
             dirs: HandleMap::default(),
+            held: held::HeldEntries::default(),
+            walks: listing::walk::WalkAhead::new(ttl),
             pages,
             budgets,
             counters: Arc::new(ReadCounters::default()),

@@ -145,8 +145,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // ATOMIC_O_TRUNC: O_TRUNC arrives with open, not as a separate truncate that S3
         // could not honour.
+        // READDIRPLUS always, not the kernel's adaptive mode: `du` reads a whole directory
+        // before it stats, which the adaptive mode answers with plain readdir and then a
+        // lookup per file. The entries the kernel holds that way are bounded by
+        // `fs::held` (oldest dropped from the kernel past the bound).
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(unsupported) = config.add_capabilities(wanted) {

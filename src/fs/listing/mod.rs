@@ -5,13 +5,14 @@
 
 pub mod pages;
 mod stream;
+pub mod walk;
 
 use std::sync::Arc;
 
 pub use pages::PageCache;
 pub use stream::{DirStream, ListedEntry, PAGE_SIZE};
 
-use super::{DirEntry, FsError, Inode, S3Filesystem, file_stat};
+use super::{DirEntry, FsError, Inode, Kind, S3Filesystem, file_stat};
 use crate::s3::ObjectStore;
 
 impl<S: ObjectStore> S3Filesystem<S> {
@@ -75,12 +76,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if wanted == 0 {
             return Ok(out);
         }
-        let listed = stream
-            .lock()
-            .await
-            .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
-            .await
-            .map_err(|e| FsError::s3(&dir.key, e))?;
+        if offset == 2 {
+            self.list_ahead(&dir);
+        }
+        let listed = {
+            let mut stream = stream.lock().await;
+            let listed = stream
+                .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
+                .await
+                .map_err(|e| FsError::s3(&dir.key, e))?;
+            if let Some(subdirs) = stream.take_subdirs_when_done() {
+                self.walks.listed(dir.ino, subdirs);
+            }
+            listed
+        };
         for entry in listed {
             offset += 1;
             let inode = self.register(&dir, entry);
@@ -131,6 +140,42 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return;
         };
         self.record(&dir, &entry.name, entry.attr.kind, entry.stat.clone(), 1);
+        // Past the bound, the oldest files the kernel holds for nothing are dropped from it.
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        for (parent, name) in self.held.handed_out(
+            dir.ino,
+            &entry.name,
+            self.inodes.len(),
+            self.config.held_entries,
+        ) {
+            if self
+                .inodes
+                .known_child(parent, &name)
+                .is_some_and(|i| i.kind == Kind::File && i.local.is_none() && !i.is_open())
+            {
+                kernel.drop_entry(parent, &name);
+            }
+        }
+    }
+
+    /// `dir` starts being listed: if a walk goes through its parent's subdirectories one
+    /// after the other, the next few are listed ahead ([`walk`]).
+    fn list_ahead(&self, dir: &Inode) {
+        let Some(pages) = &self.pages else {
+            return;
+        };
+        if dir.ino == super::ROOT_INO {
+            return;
+        }
+        let Some(parent) = self.inodes.get(dir.parent) else {
+            return;
+        };
+        for name in self.walks.entering(parent.ino, &dir.name) {
+            let prefix = super::names::child_prefix(&parent.key, &name);
+            pages.prefetch(&self.store, prefix, self.config.list_page_size);
+        }
     }
 
     /// This mount changed the directory whose prefix is `dir_key`: its remembered listing

@@ -8,9 +8,11 @@
 //! flight) are never found again. A generation entry lives as long as the pages do (the
 //! TTL), so when it expires every page older than the invalidation has expired too.
 //!
-//! Bounded by the entries the pages hold (about 150 bytes each). Not used with
-//! `--metadata-ttl minimal` (the default without a cache), where a listing always asks S3,
-//! as Mountpoint's does.
+//! Bounded by the entries the pages hold (about 150 bytes each). With `--metadata-ttl
+//! minimal` (the default without a cache) a listing always asks S3, as Mountpoint's does:
+//! pages are not kept for another listing, only the pages a tree walk's readahead fetched
+//! ([`super::walk`]) wait for the listing they were fetched for, at most the TTL (1 s), and
+//! are used once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,9 @@ pub const MAX_ENTRIES: u64 = 200_000;
 /// (prefix, its generation, continuation token, keys per page).
 type PageKey = (String, u64, Option<String>, usize);
 
+/// Listings fetched ahead at once, at most.
+const PREFETCHES: usize = 8;
+
 /// Remembered listing pages.
 #[derive(Debug)]
 pub struct PageCache {
@@ -33,11 +38,26 @@ pub struct PageCache {
     /// Current generation of prefixes invalidated within the TTL (absent: 0).
     generations: Cache<String, u64>,
     next_generation: AtomicU64,
+    /// Whether a listing may use a page another listing fetched (not with `minimal`: only
+    /// the walk's readahead pages, once).
+    reuse: bool,
+    /// Listings fetched ahead now.
+    prefetching: Arc<tokio::sync::Semaphore>,
+    /// First pages fetched ahead for a walk, done or in flight, each for one listing: one
+    /// that comes while its page is still on its way waits for it rather than asking again.
+    ahead: Cache<PageKey, Arc<Ahead>>,
 }
 
+/// A page fetched ahead: set once its LIST answers (`None` if it failed).
+type Ahead = tokio::sync::OnceCell<Option<Arc<ListPage>>>;
+
+/// Pages fetched ahead remembered at most (a walk asks for a few at a time).
+const AHEAD_PAGES: u64 = 1024;
+
 impl PageCache {
-    /// Pages kept for `ttl`, at most `max_entries` entries in all.
-    pub fn new(ttl: Duration, max_entries: u64) -> Self {
+    /// Pages kept for `ttl`, at most `max_entries` entries in all; with `reuse`, for every
+    /// listing, else only the readahead's, for one.
+    pub fn new(ttl: Duration, max_entries: u64, reuse: bool) -> Self {
         let ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
         Self {
             pages: Cache::builder()
@@ -50,6 +70,12 @@ impl PageCache {
                 .build(),
             generations: Cache::builder().time_to_live(ttl).build(),
             next_generation: AtomicU64::new(1),
+            reuse,
+            prefetching: Arc::new(tokio::sync::Semaphore::new(PREFETCHES)),
+            ahead: Cache::builder()
+                .max_capacity(AHEAD_PAGES)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -73,12 +99,65 @@ impl PageCache {
             token.clone(),
             page_size,
         );
-        if let Some(page) = self.pages.get(&key) {
+        if self.reuse
+            && let Some(page) = self.pages.get(&key)
+        {
             return Ok((ListPage::clone(&page), true));
         }
+        if let Some(ahead) = self.ahead.remove(&key) {
+            let fetch = || async {
+                store
+                    .list(prefix, true, None, page_size)
+                    .await
+                    .ok()
+                    .map(Arc::new)
+            };
+            if let Some(page) = ahead.get_or_init(fetch).await {
+                return Ok((ListPage::clone(page), true));
+            }
+            // The readahead's LIST failed: this listing asks again.
+        }
         let page = store.list(prefix, true, token, page_size).await?;
-        self.pages.insert(key, Arc::new(page.clone()));
+        if self.reuse {
+            self.pages.insert(key, Arc::new(page.clone()));
+        }
         Ok((page, false))
+    }
+
+    /// Fetches the first page of `prefix`'s listing in the background (a walk will list it
+    /// soon), unless it is remembered already; a few at a time, more are skipped.
+    pub fn prefetch<S: ObjectStore>(
+        self: &Arc<Self>,
+        store: &Arc<S>,
+        prefix: String,
+        page_size: usize,
+    ) {
+        let key = (prefix.clone(), self.generation(&prefix), None, page_size);
+        if self.ahead.contains_key(&key) || (self.reuse && self.pages.contains_key(&key)) {
+            return;
+        }
+        // Busy: the walk lists it itself, or asks again as it moves on.
+        let Ok(slot) = self.prefetching.clone().try_acquire_owned() else {
+            return;
+        };
+        let ahead = Arc::new(Ahead::new());
+        self.ahead.insert(key.clone(), ahead.clone());
+        let (pages, store, reuse) = (self.pages.clone(), store.clone(), self.reuse);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let fetch = || async {
+                store
+                    .list(&prefix, true, None, page_size)
+                    .await
+                    .ok()
+                    .map(Arc::new)
+            };
+            if let Some(page) = ahead.get_or_init(fetch).await
+                && reuse
+            {
+                pages.insert(key, page.clone());
+            }
+        });
     }
 
     /// Forgets every page of `prefix`'s listing (this mount changed the directory).
@@ -99,7 +178,7 @@ mod tests {
         for key in ["d/a", "d/b", "d/c", "d/e/x", "other"] {
             store.put(key, "x");
         }
-        let cache = PageCache::new(Duration::from_secs(60), MAX_ENTRIES);
+        let cache = PageCache::new(Duration::from_secs(60), MAX_ENTRIES, true);
         let (first, remembered) = cache.list(&store, "d/", None, 2).await.unwrap();
         assert!(!remembered);
         let token = first.next_token.clone();
@@ -132,7 +211,7 @@ mod tests {
     async fn a_listing_in_flight_during_an_invalidation_is_not_kept() {
         let store = InMemoryStore::new();
         store.put("d/a", "x");
-        let cache = PageCache::new(Duration::from_secs(60), MAX_ENTRIES);
+        let cache = PageCache::new(Duration::from_secs(60), MAX_ENTRIES, true);
         let key = ("d/".to_string(), cache.generation("d/"), None, 10);
         let stale = store.list("d/", true, None, 10).await.unwrap();
         cache.invalidate("d/");
@@ -143,10 +222,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_reuse_only_prefetched_pages_serve_once() {
+        let store = Arc::new(InMemoryStore::new());
+        store.put("d/a", "x");
+        let cache = Arc::new(PageCache::new(Duration::from_secs(1), MAX_ENTRIES, false));
+        cache.list(store.as_ref(), "d/", None, 10).await.unwrap();
+        cache.list(store.as_ref(), "d/", None, 10).await.unwrap();
+        assert_eq!(
+            store.list_calls(),
+            2,
+            "a listing's pages are not kept for the next"
+        );
+        cache.prefetch(&store, "d/".into(), 10);
+        // Asked at once: the listing waits for the page on its way, no second LIST.
+        let (_, remembered) = cache.list(store.as_ref(), "d/", None, 10).await.unwrap();
+        assert!(remembered, "the prefetched page");
+        let (_, remembered) = cache.list(store.as_ref(), "d/", None, 10).await.unwrap();
+        assert!(!remembered, "used once");
+        assert_eq!(store.list_calls(), 4);
+        // Fetched ahead and answered before the listing comes: the same.
+        cache.prefetch(&store, "d/".into(), 10);
+        for _ in 0..100 {
+            if store.list_calls() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (_, remembered) = cache.list(store.as_ref(), "d/", None, 10).await.unwrap();
+        assert!(remembered);
+        assert_eq!(store.list_calls(), 5);
+    }
+
+    #[tokio::test]
     async fn pages_expire_with_the_ttl() {
         let store = InMemoryStore::new();
         store.put("d/a", "x");
-        let cache = PageCache::new(Duration::from_millis(50), MAX_ENTRIES);
+        let cache = PageCache::new(Duration::from_millis(50), MAX_ENTRIES, true);
         cache.list(&store, "d/", None, 10).await.unwrap();
         std::thread::sleep(Duration::from_millis(80));
         cache.list(&store, "d/", None, 10).await.unwrap();

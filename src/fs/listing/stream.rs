@@ -57,7 +57,13 @@ pub struct DirStream {
     all_extras: Vec<ListedEntry>,
     /// Pages remembered within the metadata TTL, asked before S3.
     pages: Option<Arc<PageCache>>,
+    /// Names of the subdirectories seen, in order (for a walk's listing readahead), at most
+    /// [`SUBDIRS`]; `None` once handed over or past the limit.
+    subdirs: Option<Vec<String>>,
 }
+
+/// Subdirectory names a listing keeps for the walk's readahead at most.
+const SUBDIRS: usize = 100_000;
 
 impl DirStream {
     /// A listing of the directory whose key prefix is `prefix`.
@@ -85,6 +91,17 @@ impl DirStream {
             extras: extras.iter().map(|e| (e.name.clone(), e.clone())).collect(),
             all_extras: extras,
             pages: None,
+            subdirs: Some(Vec::new()),
+        }
+    }
+
+    /// The subdirectories' names, in listing order, once the listing has reached its end
+    /// (once: later calls give `None`).
+    pub fn take_subdirs_when_done(&mut self) -> Option<Vec<String>> {
+        if self.done && self.pending.is_empty() {
+            self.subdirs.take()
+        } else {
+            None
         }
     }
 
@@ -203,12 +220,20 @@ impl DirStream {
                 // A directory shadows a file of the same name, a local one too (another
                 // client's object named as a directory made here); otherwise S3's entry wins.
                 let local = self.extras.remove(&name);
-                match local {
-                    Some(local) if local.kind == Kind::Dir && entry.kind == Kind::File => {
-                        self.ready.push_back(local);
+                let settled = match local {
+                    Some(local) if local.kind == Kind::Dir && entry.kind == Kind::File => local,
+                    _ => entry,
+                };
+                if settled.kind == Kind::Dir
+                    && let Some(subdirs) = &mut self.subdirs
+                {
+                    if subdirs.len() < SUBDIRS {
+                        subdirs.push(settled.name.clone());
+                    } else {
+                        self.subdirs = None;
                     }
-                    _ => self.ready.push_back(entry),
                 }
+                self.ready.push_back(settled);
             }
         }
         if done {

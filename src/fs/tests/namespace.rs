@@ -335,3 +335,54 @@ async fn hostile_names_list_and_open_or_are_hidden() {
         fs.release(fh).await;
     }
 }
+
+/// What the filesystem asks the kernel to drop, recorded.
+#[derive(Debug, Default)]
+struct Dropped(std::sync::Arc<std::sync::Mutex<Vec<(u64, String)>>>);
+
+impl KernelCache for Dropped {
+    fn inode_changed(&self, _ino: u64) {}
+    fn drop_entry(&self, parent: u64, name: &str) {
+        self.0.lock().unwrap().push((parent, name.to_string()));
+    }
+}
+
+/// Readdirplus hands every entry to the kernel; past the bound the oldest files it holds
+/// for nothing are dropped from it (not open ones, not directories), so a walk over
+/// millions of keys keeps a bounded table.
+#[tokio::test]
+async fn entries_past_the_bound_are_dropped_from_the_kernel_oldest_first() {
+    let mut keys: Vec<(String, &[u8])> =
+        (0..30).map(|i| (format!("d/f{i:02}"), &b"x"[..])).collect();
+    keys.push(("d/sub/k".into(), b"y"));
+    let keys: Vec<(&str, &[u8])> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let config = FsConfig {
+        held_entries: 12,
+        ..ttl(60)
+    };
+    let (_, fs) = setup(&keys, config);
+    let dropped = Dropped::default();
+    let seen = dropped.0.clone();
+    fs.set_kernel_cache(Box::new(dropped));
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    // f01 is open, so it stays whatever its age.
+    let f01 = fs.lookup(d.ino, "f01").await.unwrap();
+    let fh = fs.open(f01.ino, OpenMode::default(), 1).await.unwrap();
+    let dir = fs.opendir(d.ino).unwrap();
+    let entries = fs.readdir(d.ino, dir, 0, 100).await.unwrap();
+    for entry in entries.iter().filter(|e| e.name != "." && e.name != "..") {
+        fs.entry_looked_up(d.ino, entry);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(!names.is_empty(), "over the bound, something is dropped");
+    assert!(!names.contains(&"f01"), "an open file stays: {names:?}");
+    assert!(!names.contains(&"sub"), "directories stay: {names:?}");
+    assert!(seen.iter().all(|(parent, _)| *parent == d.ino));
+    // Oldest first: the dropped names are the first ones handed out, in order.
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert_eq!(names[0], "f00");
+    fs.release(fh).await;
+}
