@@ -5,7 +5,7 @@
 #
 #   benches/fio/run.sh                   all jobs
 #   BENCH_BIG_MIB=512 benches/fio/run.sh smaller objects for a quick look
-#   BENCH_ONLY="reads cache" benches/fio/run.sh   some sections: reads, head, cache, write
+#   BENCH_ONLY="reads cache" benches/fio/run.sh   some sections: reads, head, cache, write, peer
 #
 # Settings (environment): BENCH_BIG_MIB (2048) size of the large object; BENCH_QUAD_MIB (1024)
 # size of each of the four objects; BENCH_WRITE_MIB (1024) size of the written file; BENCH_RUNTIME (15) seconds of each random job;
@@ -13,6 +13,8 @@
 # BENCH_SERVER_DIR where the server keeps its data (default: in memory, /dev/shm, when it has
 # room: S3 is remote in real use, and a server reading the same disk the cache writes would
 # measure that disk twice; otherwise BENCH_DIR);
+# BENCH_PEER, a Mountpoint binary to run the same sequential and cached jobs with, in the same
+# run (section "peer"; CPU-seconds per GiB for both, and for curl's direct GET);
 # BENCH_PARALLEL (8) ranged GETs in the parallel direct read; BENCH_BIN, a mount-s3 binary built
 # elsewhere (then nothing is built or installed: fio, curl and S3_WEED, the `weed` binary, must be
 # there already; a bare machine without cargo or a package mirror). Needs root (to drop caches).
@@ -26,7 +28,8 @@ runtime=${BENCH_RUNTIME:-15}
 write_mib=${BENCH_WRITE_MIB:-1024}
 parallel=${BENCH_PARALLEL:-8}
 dir=${BENCH_DIR:-/tmp/mount-s3-bench}
-only=" ${BENCH_ONLY:-reads head cache write} "
+only=" ${BENCH_ONLY:-reads head cache write peer} "
+peer=${BENCH_PEER:-}
 want() { [[ $only == *" $1 "* ]]; }
 bucket=bench
 mnt=$dir/mnt
@@ -91,12 +94,25 @@ mib_per_s() { python3 -c "print(f'{$1 / 1048576 / ($3 - $2):.1f}')"; }
 # slow run would flatter every ratio below).
 best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
 sync; sleep 5
+# CPU-seconds (user + system) of the shell's children so far, from `times`.
+# (`times` runs in this shell, not in a command substitution's subshell, whose children
+# would be none.)
+children_cpu() {
+  times >"$dir/times"
+  tail -1 "$dir/times" | awk '{ split($1, u, /[ms]/); split($2, k, /[ms]/); printf "%.3f", u[1] * 60 + u[2] + k[1] * 60 + k[2] }'
+}
 singles=()
+curl_cpus=()
 for _ in 1 2 3; do
   drop_caches
+  children_cpu >"$dir/c0"
   t0=$(now); s3curl -o /dev/null "$S3_ENDPOINT/$bucket/big/object-0"; t1=$(now)
+  children_cpu >"$dir/c1"
+  c0=$(cat "$dir/c0") c1=$(cat "$dir/c1")
   singles+=("$(mib_per_s $((big_mib * 1048576)) "$t0" "$t1")")
+  curl_cpus+=("$(python3 -c "print(f'{($c1 - $c0) / ($big_mib / 1024):.2f}')")")
 done
+curl_cpu=$(python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "${curl_cpus[@]}")
 direct_single=$(best "${singles[@]}")
 chunk=$((big_mib * 1048576 / parallel))
 parallels=()
@@ -122,11 +138,19 @@ if want reads; then
 fi
 
 # Mounts in the foreground (so its PID is ours), waits until live.
+# Mounts with $mount_bin: mount-s3 (BENCH_MOUNT_ARGS added), or the peer for its section.
+mount_bin=$bin
 mount_it() {
   log_from=$(($(wc -l <"$dir/mount.log") + 1)) # where this mount's lines start
-  # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is split into flags on purpose
-  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" "$@" ${BENCH_MOUNT_ARGS:-} \
-    >>"$dir/mount.log" 2>&1 &
+  local extra=()
+  if [ "$mount_bin" = "$bin" ]; then
+    # shellcheck disable=SC2206 # BENCH_MOUNT_ARGS is split into flags on purpose
+    extra=(${BENCH_MOUNT_ARGS:-})
+  else
+    extra=(--upload-checksums off)
+  fi
+  AWS_EC2_METADATA_DISABLED=true "$mount_bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style \
+    "$bucket" "$mnt" "$@" "${extra[@]}" >>"$dir/mount.log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do
     grep -qs " $mnt fuse" /proc/mounts && return 0
@@ -136,7 +160,9 @@ mount_it() {
   echo "mount failed:" >&2; cat "$dir/mount.log" >&2; exit 1
 }
 unmount_it() {
-  fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt"
+  # The kernel may call the mount busy for a moment after the last reader closed.
+  for _ in $(seq 1 25); do fusermount3 -u "$mnt" 2>/dev/null && break; sleep 0.2; done
+  grep -qs " $mnt fuse" /proc/mounts && umount "$mnt"
   wait "$mount_pid" || true
 }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$mount_pid/status"; }
@@ -148,7 +174,7 @@ summary() { tail -n "+$log_from" "$dir/mount.log" | grep -o "$1=[0-9]*" | tail -
 printf '\nlocal S3 at %s (data in %s); objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$server_dir" "$big_mib" "$quad_mib"
 printf 'direct S3 read of %s MiB, best of 3: single GET %s MiB/s (%s), %s parallel ranged GETs %s MiB/s (%s)\n\n' \
   "$big_mib" "$direct_single" "${singles[*]}" "$parallel" "$direct_parallel" "${parallels[*]}"
-printf '%-16s %10s %12s %14s %10s %12s %12s %8s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB" "CPU s"
+printf '%-16s %10s %12s %14s %10s %12s %12s %8s %10s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB" "CPU s" "CPU s/GiB"
 
 export MNT=$mnt BIG_SIZE=${big_mib}M QUAD_SIZE=${quad_mib}M RUNTIME=$runtime
 read_jobs="seq_read_1job seq_read_4jobs rand_read_4k rand_read_1m"
@@ -157,7 +183,10 @@ want reads || read_jobs=seq_read_1job # the cache section compares with it
 # dropped page cache each time; peak RSS is the highest of the three); the random jobs run once
 # for $runtime seconds.
 fio_json_bw() { python3 -c "import json; j=json.load(open('$1')); print(f\"{sum(x['read']['bw_bytes'] for x in j['jobs'])/1048576:.1f}\")"; }
+# CPU-seconds per GiB that fio read: CPU, fio's JSON.
+cpu_per_gib() { python3 -c "import json; j=json.load(open('$2')); b=sum(x['read']['io_bytes'] for x in j['jobs']); print(f'{$1 / max(b, 1) * 1073741824:.2f}')"; }
 all_runs=""
+declare -A ours_bw ours_cpu
 for job in $read_jobs; do
   runs=1
   case $job in seq_*) runs=3 ;; esac
@@ -180,12 +209,48 @@ for job in $read_jobs; do
     cpus+=("$try_cpu")
   done
   all_runs+="$job: ${tries[*]} (CPU s: ${cpus[*]}); "
-  printf '%-16s %10s %12s %14s %10s %12s %12s %8s\n' "$job" "$bw" \
+  per_gib=$(cpu_per_gib "$cpu" "$dir/$job.json")
+  ours_bw[$job]=$bw
+  ours_cpu[$job]=$per_gib
+  printf '%-16s %10s %12s %14s %10s %12s %12s %8s %10s\n' "$job" "$bw" \
     "$(python3 -c "print(f'{$bw / $direct_single:.2f}')")" \
     "$(python3 -c "print(f'{$bw / $direct_parallel:.2f}')")" "$rss" \
-    "$((fetched / 1048576))" "$((served / 1048576))" "$cpu"
+    "$((fetched / 1048576))" "$((served / 1048576))" "$cpu" "$per_gib"
 done
+printf 'curl, one GET of the %s MiB object: %s CPU s/GiB (best of 3: %s)\n' "$big_mib" "$curl_cpu" "${curl_cpus[*]}"
 printf '(each run, MiB/s: %s)\n' "$all_runs"
+
+# The peer (BENCH_PEER, Mountpoint): the sequential jobs, best of three each, with its
+# CPU-seconds per GiB, next to mount-s3's figures of this run.
+if want peer && [ -n "$peer" ]; then
+  printf '\npeer: %s\n' "$("$peer" --version 2>/dev/null | head -1)"
+  printf '%-16s %11s %11s %10s %13s %13s %10s\n' job "peer MiB/s" "ours MiB/s" ours/peer \
+    "peer CPU/GiB" "ours CPU/GiB" ours/peer
+  mount_bin=$peer
+  for job in seq_read_1job seq_read_4jobs; do
+    [ -n "${ours_bw[$job]:-}" ] || continue
+    bw=0 per_gib=0 tries=()
+    for _ in 1 2 3; do
+      mount_it
+      drop_caches
+      fio --output-format=json --output="$dir/peer-$job-try.json" "$jobs_dir/$job.fio" >/dev/null
+      try_cpu=$(cpu_seconds)
+      unmount_it
+      try_bw=$(fio_json_bw "$dir/peer-$job-try.json")
+      tries+=("$try_bw")
+      if python3 -c "import sys; sys.exit(0 if $try_bw > $bw else 1)"; then
+        bw=$try_bw
+        per_gib=$(cpu_per_gib "$try_cpu" "$dir/peer-$job-try.json")
+      fi
+    done
+    printf '%-16s %11s %11s %10s %13s %13s %10s   (peer runs: %s)\n' "$job" "$bw" "${ours_bw[$job]}" \
+      "$(python3 -c "print(f'{${ours_bw[$job]} / $bw:.2f}')")" "$per_gib" "${ours_cpu[$job]}" \
+      "$(python3 -c "print(f'{${ours_cpu[$job]} / $per_gib:.2f}')")" "${tries[*]}"
+  done
+  mount_bin=$bin
+  printf 'ours against curl (CPU per GiB of one GET stream): %s\n' \
+    "$(python3 -c "print(f'{${ours_cpu[seq_read_1job]} / $curl_cpu:.2f}')")"
+fi
 
 # `head -c 100` of the large object: how much did the mount fetch for 100 bytes?
 if want head; then
@@ -236,6 +301,32 @@ printf '\ncache: first read %s MiB/s (%s of the uncached %s; runs %s); second re
 printf 'cache: random 4 KiB over the cached object %s MiB/s (%s of the local file %s); %s\n' \
   "$rand_cached" "$(ratio "$rand_cached" "$local_rand")" "$local_rand" \
   "$(tail -n "+$log_from" "$dir/mount.log" | grep -o 'cache summary: .*' | tail -1)"
+# Pass 2 in the same mount (page cache dropped between the passes), for mount-s3 and the
+# peer, best of three: what a second epoch of one job sees.
+pass_two() {
+  local best=0 try
+  for _ in 1 2 3; do
+    rm -rf "$cache_dir"
+    mkdir -p "$cache_dir"
+    mount_it --cache "$cache_dir"
+    drop_caches
+    fio_bw seq_read_1job "$mnt" pass-one >/dev/null
+    drop_caches
+    try=$(fio_bw seq_read_1job "$mnt" pass-two)
+    unmount_it
+    python3 -c "import sys; sys.exit(0 if $try > $best else 1)" && best=$try
+  done
+  echo "$best"
+}
+ours_two=$(pass_two)
+line="cache: pass 2 in the same mount $ours_two MiB/s ($(ratio "$ours_two" "$local_seq") of the local file)"
+if want peer && [ -n "$peer" ]; then
+  mount_bin=$peer
+  peer_two=$(pass_two)
+  mount_bin=$bin
+  line+="; peer $peer_two MiB/s, ours/peer $(ratio "$ours_two" "$peer_two")"
+fi
+printf '%s\n' "$line"
 fi
 
 # Sequential write of a new file (commit included) next to a direct multipart upload of the

@@ -125,6 +125,9 @@ pub struct Prefetcher<S: ObjectStore> {
     window: u64,
     /// Where the previous read ended: a read starting here is sequential.
     last_end: u64,
+    /// Where the current sequential run began: the window never exceeds what the run has
+    /// read so far (a reader that reads 2 MiB and jumps does not get 16 MiB fetched ahead).
+    run_start: u64,
     /// Counted among the streaming readers from its first part until it jumps elsewhere or
     /// closes (a reader idle at the end of its object still counts).
     streaming: Option<Streaming>,
@@ -156,6 +159,7 @@ impl<S: ObjectStore> Prefetcher<S> {
             next_part: config.initial,
             window: config.initial,
             last_end: 0,
+            run_start: 0,
             streaming: None,
         }
     }
@@ -185,6 +189,7 @@ impl<S: ObjectStore> Prefetcher<S> {
             // A jump: what is queued belongs to another region. Serve exactly what was asked;
             // prefetch again only once the reader shows it is sequential from here.
             self.reset();
+            self.run_start = range.start;
             return self.fetch_direct(range).await;
         }
         self.forget_behind(range.start);
@@ -259,8 +264,13 @@ impl<S: ObjectStore> Prefetcher<S> {
     /// stops early, like `head`, leaves little unread), until the object ends or the budget
     /// refuses.
     fn top_up(&mut self, offset: u64) {
-        // More readers may have started streaming since the window grew.
-        self.window = self.window.min(self.max_window().max(self.config.initial));
+        // More readers may have started streaming since the window grew; and a run is not
+        // given a window over twice what it has read.
+        let run = self.last_end.saturating_sub(self.run_start);
+        self.window = self
+            .window
+            .min(self.max_window().max(self.config.initial))
+            .min(run.saturating_mul(2).max(self.config.initial));
         loop {
             let start = if self.parts.is_empty() {
                 offset

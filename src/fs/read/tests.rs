@@ -199,8 +199,9 @@ async fn long_streams_grow_parts_past_the_part_size() {
     let c = fx.counters.snapshot();
     assert_eq!(c.bytes_fetched, 200 * MIB, "{c}");
     // 8 MiB parts would take 30 GETs; parts growing to 32 MiB (a quarter of the window)
-    // take about half as many.
-    assert!(c.get_requests <= 18, "{c}");
+    // take about two thirds as many (the window grows no faster than twice what the run has
+    // read).
+    assert!(c.get_requests <= 20, "{c}");
     drop(reader);
     assert_eq!(fx.budget.used(), 0);
 }
