@@ -14,6 +14,7 @@ pub mod fuse;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod private_dir;
 pub mod s3;
 pub mod shared_cache;
 pub mod sync;

@@ -13,6 +13,7 @@ use mount_s3::cli::Args;
 use mount_s3::cli::unstable::Tuning;
 use mount_s3::daemon::{self, StartupReport};
 use mount_s3::fs::S3Filesystem;
+use mount_s3::fs::staged::dir::StagingDir;
 use mount_s3::fuse::FuseAdapter;
 use mount_s3::fuse::session::LiveMount;
 use mount_s3::logging::{self, LogSink};
@@ -253,8 +254,21 @@ fn run(
             return Err(());
         }
     };
+    let staging = match args.staging_config().map(|c| StagingDir::open(&c)) {
+        None => None,
+        Some(Ok(area)) => {
+            info!(dir = %area.shown(), max_bytes = area.max_bytes(), "staging area for writes");
+            Some(Arc::new(area))
+        }
+        Some(Err(message)) => {
+            fail(report, message);
+            return Err(());
+        }
+    };
     let fs = Arc::new(
-        S3Filesystem::with_cache(Arc::new(store), fs_config, cache).with_shared_cache(shared),
+        S3Filesystem::with_cache(Arc::new(store), fs_config, cache)
+            .with_shared_cache(shared)
+            .with_staging(staging),
     );
     let metadata_disabled = std::env::var("AWS_EC2_METADATA_DISABLED").ok();
     mount_s3::throughput::apply_target(

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -20,6 +20,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::CacheError;
 use super::index::BlockId;
+use crate::private_dir::{check_owner, mode, open_dir_at};
 
 /// The cache's own subdirectory of `--cache DIR`.
 pub const SUBDIR: &str = "mount-s3-cache";
@@ -84,43 +85,6 @@ pub struct CacheFiles {
     shards: Box<[OnceLock<OwnedFd>]>,
     /// The flocked lock file, held for the life of the mount.
     _lock: File,
-}
-
-fn mode(bits: u32) -> Mode {
-    Mode::from_raw_mode(bits)
-}
-
-/// Opens directory `name` in `dir`, creating it (0700) if missing, without following a
-/// symlink: a symlink there is an error (ELOOP or ENOTDIR), never a way out.
-fn open_dir_at(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
-    match rustix::fs::mkdirat(&dir, name, mode(0o700)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(rustix::fs::openat(&dir, name, flags, Mode::empty())?)
-}
-
-/// The effective uid.
-fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
-
-/// Refuses a directory that another user could write (see the module comment).
-fn check_owner(shown: &str, stat: &rustix::fs::Stat, allow_root: bool) -> Result<(), String> {
-    let uid = stat.st_uid;
-    if uid != euid() && !(allow_root && uid == 0) {
-        return Err(format!(
-            "{shown} belongs to uid {uid}, not to the user mounting; use a directory of your own"
-        ));
-    }
-    if stat.st_mode & 0o022 != 0 {
-        return Err(format!(
-            "{shown} can be written by other users (mode {:o}); use a directory only you can write, such as a new one inside it",
-            stat.st_mode & 0o7777
-        ));
-    }
-    Ok(())
 }
 
 impl CacheFiles {

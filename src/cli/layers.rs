@@ -70,6 +70,11 @@ impl Args {
             ordered_listings: !self.directory_bucket(),
             // From the environment (`cli::unstable`), set by main.
             max_prefetch_window: None,
+            staging: match (self.staged_writes, self.incremental_upload) {
+                (true, _) => crate::fs::config::Staging::All,
+                (false, true) => crate::fs::config::Staging::Appends,
+                (false, false) => crate::fs::config::Staging::Off,
+            },
             held_entries: crate::fs::held::BOUND,
             memory_limit: self
                 .memory_target
@@ -103,6 +108,29 @@ impl Args {
     /// default follows it, as in Mountpoint.
     fn any_cache(&self) -> bool {
         self.cache_enabled() || self.cache_xz.is_some()
+    }
+
+    /// The staging area's settings, with `--staged-writes` or `--incremental-upload`: in
+    /// `--staging-dir`, else the `--cache` directory, else `mount-s3-<uid>` in the system's
+    /// temporary directory.
+    pub fn staging_config(&self) -> Option<crate::fs::staged::dir::StagingConfig> {
+        if !self.staged_writes && !self.incremental_upload {
+            return None;
+        }
+        let dir = self
+            .staging_dir
+            .clone()
+            .or_else(|| self.cache.clone())
+            .unwrap_or_else(|| {
+                std::env::temp_dir()
+                    .join(format!("mount-s3-{}", rustix::process::geteuid().as_raw()))
+            });
+        Some(crate::fs::staged::dir::StagingConfig {
+            dir,
+            max_bytes: self
+                .max_staging_size
+                .map(|mib| mib.saturating_mul(1024 * 1024)),
+        })
     }
 
     /// The shared cache's settings, with `--cache-xz` (after [`Args::validate`], which

@@ -70,7 +70,9 @@ const ADVANCED: &str = "Advanced options";
     after_help = "fstab form: mount-s3 <BUCKET> <DIRECTORY> -o <OPTIONS> (comma-separated flags without '--'; \\, \\\" and \\\\ escape)\nShell completions: mount-s3 completions <bash|zsh|fish|elvish|powershell>"
 ,
     // --cache-block-size cuts the blocks of either cache.
-    group(clap::ArgGroup::new("caching").args(["cache", "cache_xz"]).multiple(true))
+    group(clap::ArgGroup::new("caching").args(["cache", "cache_xz"]).multiple(true)),
+    // --staging-dir and --max-staging-size are for either way of staging.
+    group(clap::ArgGroup::new("staging").args(["staged_writes", "incremental_upload"]).multiple(true))
 )]
 pub struct Args {
     /// Name of the bucket to mount, an access point ARN, or an S3 URI (s3://bucket/prefix/)
@@ -158,9 +160,21 @@ pub struct Args {
     #[arg(long, help_heading = MOUNT)]
     pub allow_overwrite: bool,
 
-    /// Appends to existing objects (refused until supported, see README)
+    /// Append to existing objects: an open with O_APPEND stages the new bytes, and the commit copies the old object on the server and uploads them (any bucket)
     #[arg(long, help_heading = MOUNT)]
     pub incremental_upload: bool,
+
+    /// Stage files opened for writing in local files, so any write works (writes anywhere, O_RDWR, truncation, O_APPEND); the object is replaced whole at close or fsync, its unchanged parts copied on the server (ours)
+    #[arg(long, help_heading = MOUNT)]
+    pub staged_writes: bool,
+
+    /// Where staged files are kept [default: the --cache directory, else a directory of your own in the system's temporary directory] (ours)
+    #[arg(long, help_heading = MOUNT, value_name = "DIR", requires = "staging")]
+    pub staging_dir: Option<PathBuf>,
+
+    /// Most disk space staged files may take, in MiB [default: keep 5% of its filesystem free] (ours)
+    #[arg(long, help_heading = MOUNT, value_name = "MiB", requires = "staging", value_parser = clap::value_parser!(u64).range(1..=u64::MAX >> 20))]
+    pub max_staging_size: Option<u64>,
 
     /// Unmount automatically when the process exits, even if killed
     #[arg(long, help_heading = MOUNT)]

@@ -33,11 +33,10 @@ fn s3_uris_become_bucket_and_prefix() {
 }
 
 #[test]
-fn flags_of_other_work_are_refused_by_name_in_one_line() {
+fn refused_combinations_are_named_in_one_line() {
     let dir = std::env::temp_dir();
     let d = dir.to_str().unwrap();
     for (extra, named) in [
-        (vec!["--incremental-upload"], "--incremental-upload"),
         (vec!["--cache-xz", "s3://xz-bucket/p/"], "--cache-xz"),
         (vec!["--cache-xz", "x"], "--cache-xz"),
         (
@@ -462,5 +461,40 @@ fn cache_xz_takes_a_bucket_or_an_s3_uri_without_prefix() {
     assert!(
         parse(&["b-b", d, "--cache-block-size", "64"]).is_err(),
         "needs a cache"
+    );
+}
+
+#[test]
+fn staging_flags_need_a_way_to_stage_and_find_a_directory() {
+    let dir = std::env::temp_dir();
+    let d = dir.to_str().unwrap();
+    assert!(
+        parse(&["bkt", d, "--staging-dir", "/x"]).is_err(),
+        "needs staging"
+    );
+    assert!(parse(&["bkt", d, "--max-staging-size", "5"]).is_err());
+    let staged = |argv: &[&str]| {
+        let args = parse(argv).unwrap();
+        (
+            args.fs_config().staging,
+            args.staging_config().map(|c| c.dir),
+        )
+    };
+    use crate::fs::config::Staging;
+    assert_eq!(staged(&["bkt", d]), (Staging::Off, None));
+    let (policy, area) = staged(&["bkt", d, "--staged-writes", "--cache", "/c"]);
+    assert_eq!(policy, Staging::All);
+    assert_eq!(
+        area.as_deref(),
+        Some(std::path::Path::new("/c")),
+        "the cache's directory"
+    );
+    let (policy, area) = staged(&["bkt", d, "--incremental-upload", "--staging-dir", "/s"]);
+    assert_eq!(policy, Staging::Appends);
+    assert_eq!(area.as_deref(), Some(std::path::Path::new("/s")));
+    let (_, area) = staged(&["bkt", d, "--staged-writes"]);
+    assert!(
+        area.unwrap().starts_with(std::env::temp_dir()),
+        "a directory of one's own in TMPDIR"
     );
 }

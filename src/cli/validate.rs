@@ -1,5 +1,5 @@
-//! The checks that need no network, run before the process detaches: flags we do not
-//! support yet are refused by name, an `s3://` URI becomes bucket and prefix, combinations
+//! The checks that need no network, run before the process detaches: an `s3://` URI
+//! becomes bucket and prefix, combinations
 //! Mountpoint refuses are refused, and every path the background process keeps using is
 //! made absolute.
 
@@ -7,15 +7,6 @@ use std::path::Path;
 
 use super::Args;
 use super::values::{MIN_WRITE_PART_SIZE, parse_bucket};
-
-/// Flags of Mountpoint's that parse but are refused until the work behind them lands, each
-/// with the reason the user sees.
-fn unsupported(args: &Args) -> Option<&'static str> {
-    if args.incremental_upload {
-        return Some("--incremental-upload (appends to existing objects) is not supported yet");
-    }
-    None
-}
 
 /// `--cache-xz`'s bucket: a name, an ARN, or `s3://bucket[/]` without a prefix (Mountpoint's
 /// rule: the shared cache has its own layout under the bucket's root).
@@ -31,9 +22,6 @@ impl Args {
     /// Checks everything that needs no network, and makes the mount point absolute.
     /// The error is one line saying what to fix.
     pub fn validate(&mut self) -> Result<(), String> {
-        if let Some(why) = unsupported(self) {
-            return Err(why.to_string());
-        }
         let bucket = parse_bucket(&self.bucket)?;
         if let Some(uri_prefix) = bucket.uri_prefix {
             if self.prefix.is_some() {
@@ -115,6 +103,7 @@ impl Args {
             ("--cache", &mut self.cache),
             ("--log-directory", &mut self.log_directory),
             ("--ca-bundle", &mut self.ca_bundle),
+            ("--staging-dir", &mut self.staging_dir),
         ] {
             if let Some(dir) = path {
                 *dir = std::path::absolute(&*dir)

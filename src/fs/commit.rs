@@ -24,17 +24,18 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::error;
 
 use super::handles::OpenFile;
-use super::write::{Committed, FileWriter};
+use super::upload::Upload;
+use super::write::Committed;
 use super::{FsError, S3Filesystem, Stat};
 use crate::s3::ObjectStore;
 
 /// A writing handle: the uploader, and who may commit it by closing.
 #[derive(Debug)]
-pub struct WriteHandle<S: ObjectStore> {
+pub(crate) struct WriteHandle<S: ObjectStore> {
     /// The inode being written.
-    pub(super) ino: u64,
-    /// Its uploader.
-    pub(super) writer: FileWriter<S>,
+    pub(crate) ino: u64,
+    /// Its upload.
+    pub(crate) upload: Upload<S>,
     /// The process that opened it (0: one the mount cannot see).
     opener: u32,
     /// The processes that wrote through it, and the thread last seen writing.
@@ -42,6 +43,9 @@ pub struct WriteHandle<S: ObjectStore> {
     /// The object's stat before the write began, if it existed: restored when the upload
     /// fails or the open is refused after all.
     pub(super) before: Option<Stat>,
+    /// Opened for reading only (an open beside a staged file's writers): never commits at
+    /// close or release.
+    read_only: bool,
 }
 
 /// The processes that wrote through a handle.
@@ -55,13 +59,20 @@ struct Writers {
 
 impl<S: ObjectStore> WriteHandle<S> {
     /// A handle of inode `ino` opened by thread `caller`.
-    pub(super) fn new(ino: u64, writer: FileWriter<S>, caller: u32, before: Option<Stat>) -> Self {
+    pub(crate) fn new(
+        ino: u64,
+        upload: Upload<S>,
+        caller: u32,
+        before: Option<Stat>,
+        read_only: bool,
+    ) -> Self {
         Self {
             ino,
-            writer,
+            upload,
             opener: process_of(caller),
             writers: Mutex::new(Writers::default()),
             before,
+            read_only,
         }
     }
 
@@ -165,8 +176,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let OpenFile::Write(handle) = self.handle(fh)? else {
             return Err(FsError::BadHandle);
         };
+        if handle.read_only {
+            return Err(FsError::BadHandle);
+        }
         handle.wrote(caller);
-        match handle.writer.write(offset, data).await {
+        match handle.upload.write(offset, data).await {
             Ok(size) => {
                 self.inodes.set_size(handle.ino, size);
                 Ok(data.len() as u32)
@@ -184,7 +198,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub async fn flush(&self, fh: u64, caller: u32) -> Result<(), FsError> {
         match self.handle(fh)? {
             OpenFile::Write(handle)
-                if handle.commits_on_close_by(caller) && handle.writer.written().await > 0 =>
+                if !handle.read_only
+                    && handle.commits_on_close_by(caller)
+                    && handle.upload.has_changes().await =>
             {
                 self.commit(&handle).await.map(drop)
             }
@@ -202,7 +218,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     async fn commit(&self, handle: &WriteHandle<S>) -> Result<Committed, FsError> {
         let _in_flight = self.commits.start();
-        match handle.writer.commit().await {
+        match handle.upload.commit().await {
             Ok(done) => {
                 let stat = Stat {
                     size: done.size,
@@ -211,12 +227,24 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 };
                 self.inodes.refresh(handle.ino, stat);
                 self.inodes.make_real(handle.ino);
-                let key = handle.writer.key();
+                if handle.upload.is_staged() {
+                    // Its handles may write on: the file stays this mount's until the last
+                    // one goes.
+                    self.inodes.set_local(
+                        handle.ino,
+                        Some(super::inode::Local::Writing { new: false }),
+                    );
+                }
+                let key = handle.upload.key().await;
                 self.listing_changed(&key[..key.rfind('/').map_or(0, |at| at + 1)]);
                 Ok(done)
             }
             Err(e) => {
-                self.upload_gone(handle).await;
+                // A staged file keeps its data for the next commit (the last handle's
+                // release settles what the inode shows).
+                if !handle.upload.is_staged() {
+                    self.upload_gone(handle).await;
+                }
                 Err(e)
             }
         }
@@ -225,6 +253,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// The commit of a handle at its release: a failure nobody was told of is logged by
     /// name and remembered for the end of the mount.
     pub(super) async fn commit_at_release(&self, handle: &WriteHandle<S>) {
+        if handle.read_only || !handle.upload.commits_at_release().await {
+            return;
+        }
         let Err(e) = self.commit(handle).await else {
             return;
         };
@@ -235,21 +266,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         ) {
             return;
         }
-        let key = handle.writer.key();
+        let key = handle.upload.key().await;
         error!(
             key,
             "the file did not land: its upload failed at release ({e})"
         );
-        self.lost
-            .lock()
-            .expect("lost lock poisoned")
-            .push(key.to_string());
+        self.lost.lock().expect("lost lock poisoned").push(key);
     }
 
     /// After a failed upload: a new name vanishes again; an overwritten one shows the old
     /// object with its old stat, to be revalidated at the next use.
     async fn upload_gone(&self, handle: &WriteHandle<S>) {
-        if handle.writer.is_committed().await {
+        if handle.upload.is_committed().await {
             return;
         }
         self.restore(handle);
@@ -257,7 +285,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// The file as it was before `handle` began writing it; the kernel is told to forget
     /// the size it saw grow.
-    pub(super) fn restore(&self, handle: &WriteHandle<S>) {
+    pub(crate) fn restore(&self, handle: &WriteHandle<S>) {
         match &handle.before {
             Some(stat) => {
                 self.inodes.set_local(handle.ino, None);
@@ -289,11 +317,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
             let OpenFile::Write(handle) = file else {
                 continue;
             };
-            if handle.writer.is_committed().await || handle.writer.has_failed().await {
+            if handle.upload.is_committed().await || handle.upload.has_failed().await {
                 continue;
             }
-            handle.writer.abort(libc::EIO).await;
-            let key = handle.writer.key().to_string();
+            handle.upload.abort(libc::EIO).await;
+            let key = handle.upload.key().await;
             error!(
                 key,
                 "the file did not land: it was still open for writing when the mount ended; its upload was aborted"

@@ -50,6 +50,20 @@ pub struct FsConfig {
     /// Inodes the table may hold before the oldest entries handed to the kernel are dropped
     /// from it ([`crate::fs::held`]; smaller in tests).
     pub held_entries: usize,
+    /// Which opens for writing are staged ([`crate::fs::staged`]).
+    pub staging: Staging,
+}
+
+/// Which opens for writing are staged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Staging {
+    /// None: writes stream sequentially (Mountpoint's semantics).
+    #[default]
+    Off,
+    /// Opens of existing objects with O_APPEND (`--incremental-upload`).
+    Appends,
+    /// Every open for writing, and `truncate` (`--staged-writes`).
+    All,
 }
 
 impl FsConfig {
@@ -81,6 +95,7 @@ impl Default for FsConfig {
             ordered_listings: true,
             max_prefetch_window: None,
             held_entries: crate::fs::held::BOUND,
+            staging: Staging::Off,
         }
     }
 }

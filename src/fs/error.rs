@@ -58,6 +58,19 @@ pub enum FsError {
         /// The budget's limit.
         limit: u64,
     },
+    /// The staging area (`--staged-writes`) is full: the write would pass its bound.
+    #[error(
+        "the staging area is full ({held} of {max} bytes); close files being written or raise --max-staging-size"
+    )]
+    NoSpace {
+        /// Bytes staged files hold.
+        held: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// A local staging file could not be read or written.
+    #[error("staging file: {0}")]
+    Staging(String),
     /// The name is longer than NAME_MAX.
     #[error("file name too long")]
     NameTooLong,
@@ -130,6 +143,8 @@ impl FsError {
             FsError::TaskFailed(_) => libc::EIO,
             FsError::Stale => libc::ESTALE,
             FsError::OutOfMemory { .. } => libc::ENOMEM,
+            FsError::NoSpace { .. } => libc::ENOSPC,
+            FsError::Staging(_) => libc::EIO,
             FsError::S3 { source, .. } => match source {
                 S3Error::NotFound => libc::ENOENT,
                 S3Error::AccessDenied(_) => libc::EACCES,
@@ -151,6 +166,8 @@ impl FsError {
                 | FsError::S3 { .. }
                 | FsError::TaskFailed(_)
                 | FsError::OutOfMemory { .. }
+                | FsError::NoSpace { .. }
+                | FsError::Staging(_)
         )
     }
 }

@@ -15,13 +15,14 @@ use bytes::Bytes;
 use super::commit::WriteHandle;
 use super::inode::Local;
 use super::read::FileReader;
+use super::upload::Upload;
 use super::write::{FileWriter, new_write_id};
 use super::{Attr, FsError, Inode, Kind, Observed, OpenMode, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, WriteOptions};
 
 /// What an open file handle does.
 #[derive(Debug)]
-pub(super) enum OpenFile<S: ObjectStore> {
+pub(crate) enum OpenFile<S: ObjectStore> {
     /// Reads one pinned object version of inode `ino`.
     Read {
         /// The inode read.
@@ -55,7 +56,7 @@ impl<S: ObjectStore> OpenFile<S> {
 }
 
 impl<S: ObjectStore> S3Filesystem<S> {
-    pub(super) fn handle(&self, fh: u64) -> Result<OpenFile<S>, FsError> {
+    pub(crate) fn handle(&self, fh: u64) -> Result<OpenFile<S>, FsError> {
         self.files.get(fh).ok_or(FsError::BadHandle)
     }
 
@@ -67,9 +68,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return Err(FsError::IsADirectory);
         }
         if matches!(inode.local, Some(Local::Writing { .. })) {
+            if let Some(file) = self.live_staged(ino)
+                && (!mode.write || self.stages(mode))
+            {
+                return self.attach_staged(&inode, file, mode, caller).await;
+            }
             return Err(FsError::NotPermitted(
                 "the file is being written through another handle",
             ));
+        }
+        if mode.write && self.stages(mode) {
+            self.check_writable()?;
+            return self.open_staged(&inode, mode, caller).await;
         }
         if mode.write {
             self.check_writable()?;
@@ -95,9 +105,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
             let options = WriteOptions {
                 write_id: new_write_id(),
                 if_none_match: false,
+                if_match: None,
             };
             let writer = self.new_writer(&inode.key, options).await?;
-            return Ok(self.start_upload(&inode, false, caller, writer));
+            return Ok(self.start_upload(&inode, false, caller, writer.into()));
         }
         let current = match self.config.open_revalidates_after {
             Some(age) => inode.fetched_within(age, self.config.metadata_ttl),
@@ -204,23 +215,38 @@ impl<S: ObjectStore> S3Filesystem<S> {
             Some(_) if self.config.allow_overwrite => false,
             Some(_) => return Err(FsError::Exists),
         };
-        let options = WriteOptions {
-            write_id: new_write_id(),
-            // A name found missing stays ours only if nobody creates it meanwhile, unless
-            // the mount may overwrite and the program did not ask for O_EXCL.
-            if_none_match: exclusive || (new && !self.config.allow_overwrite),
-        };
-        let writer = self
-            .new_writer(&names::child_key(&parent.key, name), options)
-            .await?;
+        // A name found missing stays ours only if nobody creates it meanwhile, unless the
+        // mount may overwrite and the program did not ask for O_EXCL.
+        let if_none_match = exclusive || (new && !self.config.allow_overwrite);
+        let key = names::child_key(&parent.key, name);
         let stat = Stat {
             size: 0,
             mtime: SystemTime::now(),
             etag: None,
         };
+        if self.staging_on() {
+            // A new file from nothing (an object of that name is replaced at commit, with
+            // --allow-overwrite, as an O_TRUNC open would).
+            let file = self.new_staged(&key, None)?;
+            let upload = Upload::Staged {
+                file: file.clone(),
+                if_none_match,
+            };
+            let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
+            self.forget_name(parent.ino, name);
+            let fh = self.start_staged(&inode, file, upload, new, caller, false, 0);
+            let inode = self.inode(inode.ino)?;
+            return Ok((self.attr_of(&inode), fh));
+        }
+        let options = WriteOptions {
+            write_id: new_write_id(),
+            if_none_match,
+            if_match: None,
+        };
+        let writer = self.new_writer(&key, options).await?;
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
         self.forget_name(parent.ino, name);
-        let fh = self.start_upload(&inode, new, caller, writer);
+        let fh = self.start_upload(&inode, new, caller, writer.into());
         let inode = self.inode(inode.ino)?;
         Ok((self.attr_of(&inode), fh))
     }
@@ -242,13 +268,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Makes `writer` the writing handle of `inode`; `caller` is the thread id the kernel
     /// reports for the open.
-    fn start_upload(&self, inode: &Inode, new: bool, caller: u32, writer: FileWriter<S>) -> u64 {
+    fn start_upload(&self, inode: &Inode, new: bool, caller: u32, upload: Upload<S>) -> u64 {
         self.inodes
             .set_local(inode.ino, Some(Local::Writing { new }));
         self.inodes.set_size(inode.ino, 0);
         self.inodes.opened(inode.ino);
         let before = (!new).then(|| inode.stat.clone());
-        let handle = WriteHandle::new(inode.ino, writer, caller, before);
+        let handle = WriteHandle::new(inode.ino, upload, caller, before, false);
         self.files.insert(OpenFile::Write(Arc::new(handle)))
     }
 
@@ -256,9 +282,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
         match self.handle(fh)? {
             OpenFile::Read { reader, .. } => reader.read(offset, len).await,
-            OpenFile::Write(_) => Err(FsError::NotPermitted(
-                "reading a file while it is being written",
-            )),
+            OpenFile::Write(handle) => handle.upload.read(offset, len).await,
         }
     }
 
@@ -269,7 +293,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return;
         };
         if let OpenFile::Write(handle) = &file {
-            handle.writer.abort(libc::EBUSY).await;
+            handle.upload.abort(libc::EBUSY).await;
             self.restore(handle);
         }
         self.inodes.closed(file.ino());
@@ -283,6 +307,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         if let OpenFile::Write(handle) = &file {
             self.commit_at_release(handle).await;
+            self.staged_released(handle).await;
         }
         self.inodes.closed(file.ino());
     }
@@ -294,8 +319,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         let writing = matches!(inode.local, Some(Local::Writing { .. }));
-        if size.is_some_and(|s| !writing || s != inode.stat.size) {
-            return Err(FsError::NotPermitted("truncating an S3 object"));
+        if let Some(size) = size {
+            match self.live_staged(ino) {
+                Some(file) => {
+                    file.truncate(size).await?;
+                    self.inodes.set_size(ino, size);
+                }
+                None if !writing && inode.kind == Kind::File && self.staging_on() => {
+                    self.truncate_closed(&inode, size).await?;
+                }
+                _ if writing && size == inode.stat.size => {}
+                _ => return Err(FsError::NotPermitted("truncating an S3 object")),
+            }
         }
         if other && !writing {
             return Err(FsError::NotPermitted(

@@ -5,18 +5,20 @@
 //! through [`ObjectStore`].
 
 pub mod blocking;
-mod commit;
+pub(crate) mod commit;
 pub mod config;
 pub mod counters;
 pub mod error;
 pub mod handle_map;
-mod handles;
+pub(crate) mod handles;
 pub mod held;
 pub mod inode;
 pub mod listing;
 mod mutate;
 pub mod names;
 pub mod read;
+pub mod staged;
+pub(crate) mod upload;
 pub mod write;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -192,6 +194,10 @@ pub struct S3Filesystem<S: ObjectStore> {
     cache: Option<Arc<DiskCache>>,
     /// The shared cache bucket (`--cache-xz`), if enabled.
     shared: Option<Arc<SharedCache>>,
+    /// The staging area (`--staged-writes`), if enabled.
+    staging: Option<Arc<staged::dir::StagingDir>>,
+    /// The staged file open on each inode, shared by its handles.
+    staged: Mutex<std::collections::HashMap<u64, std::sync::Weak<staged::StagedFile<S>>>>,
     /// Multipart uploads whose abort failed, retried until they succeed.
     aborts: Arc<PendingAborts<S>>,
     /// Commits under way (the end of the mount waits for them).
@@ -254,6 +260,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             prefetch,
             cache,
             shared: None,
+            staging: None,
+            staged: Mutex::new(std::collections::HashMap::new()),
             aborts: PendingAborts::new(store_for_aborts),
             commits: CommitsInFlight::default(),
             lost: Mutex::new(Vec::new()),
@@ -264,6 +272,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// The same filesystem reading through a shared cache bucket too (`--cache-xz`).
     pub fn with_shared_cache(mut self, shared: Option<Arc<SharedCache>>) -> Self {
         self.shared = shared;
+        self
+    }
+
+    /// The same filesystem staging its writes in `staging` (`--staged-writes`).
+    pub fn with_staging(mut self, staging: Option<Arc<staged::dir::StagingDir>>) -> Self {
+        self.staging = staging;
         self
     }
 

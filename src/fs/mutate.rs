@@ -3,9 +3,12 @@
 //! (If-Match on every copy request) before it deletes, and deletes the source only while it
 //! is still that version.
 
+use std::sync::Arc;
+
 use tracing::warn;
 
 use super::inode::Local;
+use super::staged::StagedFile;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
 
@@ -101,11 +104,16 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if file.kind == Kind::Dir {
             return Err(FsError::IsADirectory);
         }
-        Self::not_being_written(&file)?;
+        // A staged file may be unlinked while open (POSIX): what its handles still write is
+        // never committed. A streaming upload may not.
+        let staged = self.writer_of(&file, true).await?;
         self.store
             .delete(&file.key, None)
             .await
             .map_err(|e| FsError::s3(&file.key, e))?;
+        if let Some(staged) = staged {
+            staged.forget().await;
+        }
         self.inodes.unlink(file.ino);
         self.name_removed(&parent, name);
         Ok(())
@@ -136,7 +144,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if source.kind == Kind::Dir {
             return Err(FsError::CrossDevice);
         }
-        Self::not_being_written(&source)?;
+        let staged_source = self.writer_of(&source, false).await?;
         if !self.config.allow_delete {
             return Err(FsError::NotPermitted(
                 "renaming (it deletes the source; mount with --allow-delete)",
@@ -147,7 +155,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             if target.kind == Kind::Dir {
                 return Err(FsError::IsADirectory);
             }
-            Self::not_being_written(target)?;
+            self.writer_of(target, false).await?;
             if mode == RenameMode::NoReplace {
                 return Err(FsError::Exists);
             }
@@ -170,7 +178,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .await
             .map_err(|e| FsError::s3(&source.key, e))?;
         self.delete_if_still(&source.key, &etag).await?;
+        if let Some(staged) = staged_source {
+            staged.moved_to(&target_key, &copied.etag).await;
+        }
         if let Some(target) = target {
+            if let Some(staged) = self.live_staged(target.ino) {
+                staged.forget().await;
+            }
             self.inodes.unlink(target.ino);
         }
         // The kernel moved its entry to the new name, with this inode: it must read the
@@ -239,12 +253,25 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .ok_or(FsError::NotFound)
     }
 
-    fn not_being_written(inode: &Inode) -> Result<(), FsError> {
-        match inode.local {
-            Some(Local::Writing { .. }) => Err(FsError::NotPermitted(
+    /// The staged file of `inode` if it is being written through one; a staged file with
+    /// writes not committed yet only when `uncommitted_ok` (its data goes with it), a
+    /// streaming upload never: both EPERM.
+    async fn writer_of(
+        &self,
+        inode: &Inode,
+        uncommitted_ok: bool,
+    ) -> Result<Option<Arc<StagedFile<S>>>, FsError> {
+        if !matches!(inode.local, Some(Local::Writing { .. })) {
+            return Ok(None);
+        }
+        match self.live_staged(inode.ino) {
+            Some(staged) if uncommitted_ok || !staged.has_changes().await => Ok(Some(staged)),
+            Some(_) => Err(FsError::NotPermitted(
+                "the file has writes not committed yet (close or fsync it first)",
+            )),
+            None => Err(FsError::NotPermitted(
                 "the file is being written through another handle",
             )),
-            _ => Ok(()),
         }
     }
 }

@@ -113,6 +113,21 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
         .await
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let call = self
+            .inner
+            .upload_part_copy(key, upload_id, number, from, range, if_match);
+        self.limit("UploadPartCopy", call).await
+    }
+
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         self.limit(
             "AbortMultipartUpload",
@@ -202,6 +217,17 @@ mod tests {
         }
         async fn abort_multipart(&self, k: &str, u: &str) -> Result<(), S3Error> {
             self.0.abort_multipart(k, u).await
+        }
+        async fn upload_part_copy(
+            &self,
+            k: &str,
+            u: &str,
+            n: i32,
+            f: &str,
+            r: Range<u64>,
+            m: &str,
+        ) -> Result<PartTag, S3Error> {
+            self.0.upload_part_copy(k, u, n, f, r, m).await
         }
         async fn delete(&self, k: &str, m: Option<&str>) -> Result<(), S3Error> {
             ObjectStore::delete(&self.0, k, m).await

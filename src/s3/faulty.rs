@@ -21,6 +21,7 @@ pub enum Op {
     Put,
     CreateMultipart,
     UploadPart,
+    UploadPartCopy,
     CompleteMultipart,
     AbortMultipart,
     Delete,
@@ -194,6 +195,21 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
             .inner
             .complete_multipart(key, upload_id, parts, options);
         self.run(Op::CompleteMultipart, call).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let call = self
+            .inner
+            .upload_part_copy(key, upload_id, number, from, range, if_match);
+        self.run(Op::UploadPartCopy, call).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {

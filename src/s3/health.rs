@@ -150,6 +150,21 @@ impl<S: ObjectStore> ObjectStore for WithHealth<S> {
         self.call("CompleteMultipartUpload", request).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let request = self
+            .inner
+            .upload_part_copy(key, upload_id, number, from, range, if_match);
+        self.call("UploadPartCopy", request).await
+    }
+
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         let request = self.inner.abort_multipart(key, upload_id);
         self.call("AbortMultipartUpload", request).await

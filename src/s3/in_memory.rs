@@ -54,6 +54,14 @@ pub struct InMemoryStore {
     /// [`BlockStore`] GETs and PUTs answered.
     tagged_gets: AtomicU64,
     tagged_puts: AtomicU64,
+    /// Smallest part but the last a complete accepts (S3's 5 MiB with
+    /// [`InMemoryStore::with_s3_part_sizes`]; any by default, so tests can use tiny parts).
+    min_part: u64,
+    /// Bytes uploaded as parts or PUT bodies, and bytes copied by UploadPartCopy.
+    uploaded_bytes: AtomicU64,
+    copied_bytes: AtomicU64,
+    /// Bytes answered to ranged GETs.
+    fetched_bytes: AtomicU64,
 }
 
 impl InMemoryStore {
@@ -70,6 +78,26 @@ impl InMemoryStore {
             unordered: Some(seed),
             ..Self::default()
         }
+    }
+
+    /// The same, refusing at complete a part but the last under 5 MiB, as S3 does.
+    pub fn with_s3_part_sizes(mut self) -> Self {
+        self.min_part = 5 * 1024 * 1024;
+        self
+    }
+
+    /// Bytes answered to ranged GETs so far.
+    pub fn fetched(&self) -> u64 {
+        self.fetched_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes sent so far as PUT bodies and parts, and bytes copied server-side by
+    /// UploadPartCopy.
+    pub fn transferred(&self) -> (u64, u64) {
+        (
+            self.uploaded_bytes.load(Ordering::Relaxed),
+            self.copied_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Stores `data` under `key`, replacing any object there with a new ETag (as another
@@ -95,6 +123,11 @@ impl InMemoryStore {
     fn store_if(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
         let mut objects = self.lock();
         if options.if_none_match && objects.contains_key(key) {
+            return Err(precondition_failed());
+        }
+        if let Some(etag) = &options.if_match
+            && objects.get(key).is_none_or(|o| o.etag != *etag)
+        {
             return Err(precondition_failed());
         }
         let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
@@ -333,10 +366,14 @@ impl ObjectStore for InMemoryStore {
                 message: format!("{range:?} outside 0..{len}"),
             });
         }
+        self.fetched_bytes
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
         Ok(object.data.slice(range.start as usize..range.end as usize))
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
+        self.uploaded_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.store_if(key, data, options)
     }
 
@@ -356,6 +393,8 @@ impl ObjectStore for InMemoryStore {
         number: i32,
         data: Bytes,
     ) -> Result<PartTag, S3Error> {
+        self.uploaded_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
         let (upload_key, _, parts) = uploads.get_mut(upload_id).ok_or(S3Error::NotFound)?;
         assert_eq!(upload_key, key, "part for another key");
@@ -377,12 +416,19 @@ impl ObjectStore for InMemoryStore {
         let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
         let (_, write_id, stored) = uploads.get(upload_id).ok_or(S3Error::NotFound)?;
         let mut data = Vec::new();
-        for tag in &parts {
+        for (i, tag) in parts.iter().enumerate() {
             let part = stored.get(&tag.number).ok_or(S3Error::Service {
                 status: 400,
                 code: "InvalidPart".into(),
                 message: format!("part {} was not uploaded", tag.number),
             })?;
+            if i + 1 < parts.len() && (part.len() as u64) < self.min_part {
+                return Err(S3Error::Service {
+                    status: 400,
+                    code: "EntityTooSmall".into(),
+                    message: format!("part {} is {} bytes", tag.number, part.len()),
+                });
+            }
             data.extend_from_slice(part);
         }
         let options = WriteOptions {
@@ -392,6 +438,40 @@ impl ObjectStore for InMemoryStore {
         let etag = self.store_if(key, data.into(), &options)?;
         uploads.remove(upload_id);
         Ok(etag)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let source = self.lock().get(from).cloned().ok_or(S3Error::NotFound)?;
+        if source.etag != if_match {
+            return Err(precondition_failed());
+        }
+        if range.start >= range.end || range.end > source.data.len() as u64 {
+            return Err(S3Error::Service {
+                status: 416,
+                code: "InvalidRange".into(),
+                message: format!("{range:?} outside 0..{}", source.data.len()),
+            });
+        }
+        self.copied_bytes
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
+        let data = source.data.slice(range.start as usize..range.end as usize);
+        let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
+        let (upload_key, _, parts) = uploads.get_mut(upload_id).ok_or(S3Error::NotFound)?;
+        assert_eq!(upload_key, key, "part for another key");
+        parts.insert(number, data);
+        Ok(PartTag {
+            number,
+            etag: format!("\"copy-{number}\""),
+            checksum: None,
+        })
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), S3Error> {

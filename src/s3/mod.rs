@@ -50,6 +50,9 @@ pub struct WriteOptions {
     /// and for new files on a mount without `--allow-overwrite`. A server that does not know
     /// the header ignores it; the filesystem has checked before creating.
     pub if_none_match: bool,
+    /// Write only while the object there still has this ETag (`If-Match`): a staged file
+    /// replaces exactly the version it started from, or nothing.
+    pub if_match: Option<String>,
 }
 
 /// The user-metadata name under which [`WriteOptions::write_id`] is stored
@@ -195,6 +198,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         parts: Vec<PartTag>,
         options: &WriteOptions,
     ) -> impl Future<Output = Result<String, S3Error>> + Send;
+
+    /// Copies `range` of `from` on the server, only while `from` has ETag `if_match`, as
+    /// part `number` (1-based) of an upload to `key` (UploadPartCopy).
+    fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> impl Future<Output = Result<PartTag, S3Error>> + Send;
 
     /// Abandons an upload and frees its parts.
     fn abort_multipart(

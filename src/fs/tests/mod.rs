@@ -4,6 +4,7 @@
 mod commit_points;
 mod model;
 mod namespace;
+mod staged_points;
 mod versions;
 mod write;
 

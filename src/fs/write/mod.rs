@@ -12,7 +12,7 @@
 
 pub mod aborts;
 mod part_size;
-mod resolve;
+pub(super) mod resolve;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -307,26 +307,10 @@ impl<S: ObjectStore> FileWriter<S> {
     /// else the error to report. A Complete that may still be running on the server is
     /// aborted first, so that it cannot land after the writer was told it failed.
     async fn settle(&self, err: S3Error, upload_id: Option<&str>) -> Result<String, FsError> {
-        if !resolve::may_have_landed(&err) {
-            return Err(self.refused(err));
-        }
         let write_id = &self.options.write_id;
-        match resolve::landed(self.store.as_ref(), &self.key, write_id).await {
-            Ok(Some(etag)) => return Ok(etag),
-            Ok(None) => {}
-            Err(head) => {
-                warn!(key = %self.key, "cannot tell whether the commit landed ({head}); reporting it failed");
-                return Err(FsError::s3(&self.key, err));
-            }
-        }
-        if let Some(upload_id) = upload_id {
-            let _ = self.store.abort_multipart(&self.key, upload_id).await;
-            if let Ok(Some(etag)) = resolve::landed(self.store.as_ref(), &self.key, write_id).await
-            {
-                return Ok(etag);
-            }
-        }
-        Err(self.refused(err))
+        resolve::settle(self.store.as_ref(), &self.key, write_id, err, upload_id)
+            .await
+            .map_err(|err| self.refused(err))
     }
 
     /// What a commit refused by S3 means for the writer: a conditional create that found an

@@ -10,7 +10,7 @@ use tracing::warn;
 use crate::s3::{ObjectStore, S3Error};
 
 /// Whether a failed commit call may have been executed by the server all the same.
-pub(super) fn may_have_landed(err: &S3Error) -> bool {
+pub(crate) fn may_have_landed(err: &S3Error) -> bool {
     match err {
         S3Error::Network(_) | S3Error::NotFound | S3Error::PreconditionFailed => true,
         S3Error::Service { status, .. } => *status >= 500 || *status == 429 || *status < 300,
@@ -20,7 +20,7 @@ pub(super) fn may_have_landed(err: &S3Error) -> bool {
 
 /// The ETag of `key` if the object there is the one we wrote with `write_id`; `None` if it
 /// is absent or another's. An error means S3 could not say.
-pub(super) async fn landed<S: ObjectStore>(
+pub(crate) async fn landed<S: ObjectStore>(
     store: &S,
     key: &str,
     write_id: &str,
@@ -36,6 +36,41 @@ pub(super) async fn landed<S: ObjectStore>(
         Ok(_) | Err(S3Error::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// After a commit call (PUT or Complete of `upload_id`) of `key` with `write_id` failed
+/// with `err`: the object's ETag if it landed all the same, else the error S3 gave (as
+/// `Err(Some)`), or `Err(None)` when S3 could not say (reported as the original failure). A
+/// Complete that may still be running on the server is aborted first, so that it cannot land
+/// after the writer was told it failed.
+pub(crate) async fn settle<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    write_id: &str,
+    err: S3Error,
+    upload_id: Option<&str>,
+) -> Result<String, S3Error> {
+    if !may_have_landed(&err) {
+        return Err(err);
+    }
+    match landed(store, key, write_id).await {
+        Ok(Some(etag)) => return Ok(etag),
+        Ok(None) => {}
+        Err(head) => {
+            warn!(
+                key,
+                "cannot tell whether the commit landed ({head}); reporting it failed"
+            );
+            return Err(err);
+        }
+    }
+    if let Some(upload_id) = upload_id {
+        let _ = store.abort_multipart(key, upload_id).await;
+        if let Ok(Some(etag)) = landed(store, key, write_id).await {
+            return Ok(etag);
+        }
+    }
+    Err(err)
 }
 
 /// A fresh write id: 128 random bits in hex (time and a counter if the system has no

@@ -120,33 +120,70 @@ impl SdkStore {
         let mut number = 1;
         while start < size {
             let end = (start + COPY_PART_SIZE).min(size);
-            let out = self
-                .client
-                .upload_part_copy()
-                .bucket(&self.bucket)
-                .key(to)
-                .upload_id(upload_id)
-                .part_number(number)
-                .copy_source(source)
-                .copy_source_if_match(if_match)
-                .copy_source_range(format!("bytes={start}-{}", end - 1))
-                .send()
-                .await
-                .map_err(classify)?;
-            let result = out.copy_part_result();
-            parts.push(PartTag {
-                number,
-                etag: result
-                    .and_then(|r| r.e_tag())
-                    .unwrap_or_default()
-                    .to_string(),
-                checksum: result.and_then(|r| {
-                    self.part_checksum(r.checksum_crc32_c(), r.checksum_crc64_nvme())
-                }),
-            });
+            parts.push(
+                self.copy_part(source, to, upload_id, number, start..end, if_match)
+                    .await?,
+            );
             start = end;
             number += 1;
         }
         Ok(parts)
+    }
+
+    /// One UploadPartCopy: `range` of `source` (`bucket/key`, encoded) as part `number`.
+    async fn copy_part(
+        &self,
+        source: &str,
+        to: &str,
+        upload_id: &str,
+        number: i32,
+        range: std::ops::Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(to)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(source)
+            .copy_source_if_match(if_match)
+            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(classify)?;
+        debug!(
+            to,
+            number,
+            start = range.start,
+            len = range.end - range.start,
+            "UploadPartCopy ok"
+        );
+        let result = out.copy_part_result();
+        Ok(PartTag {
+            number,
+            etag: result
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_string(),
+            checksum: result
+                .and_then(|r| self.part_checksum(r.checksum_crc32_c(), r.checksum_crc64_nvme())),
+        })
+    }
+
+    /// UploadPartCopy of `range` of the object `from` (see [`crate::s3::ObjectStore`]).
+    pub(super) async fn copy_range_as_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: std::ops::Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        let source = format!("{}/{}", self.bucket, encode_copy_source(from));
+        self.copy_part(&source, key, upload_id, number, range, if_match)
+            .await
     }
 }

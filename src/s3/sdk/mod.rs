@@ -237,6 +237,19 @@ impl ObjectStore for SdkStore {
         self.complete_upload(key, upload_id, parts, options).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        from: &str,
+        range: Range<u64>,
+        if_match: &str,
+    ) -> Result<PartTag, S3Error> {
+        self.copy_range_as_part(key, upload_id, number, from, range, if_match)
+            .await
+    }
+
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         self.abort_upload(key, upload_id).await
     }

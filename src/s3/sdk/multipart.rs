@@ -184,6 +184,7 @@ impl SdkStore {
                     .build(),
             )
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
+            .set_if_match(options.if_match.clone())
             .send()
             .await
             .map_err(classify)?;

@@ -116,6 +116,7 @@ impl SdkStore {
             .body(data.into())
             .metadata(WRITE_ID_METADATA, &options.write_id)
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
+            .set_if_match(options.if_match.clone())
             .set_checksum_algorithm(self.checksum.clone())
             .set_server_side_encryption(self.new_object.sse.clone())
             .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())

@@ -1,0 +1,320 @@
+//! Staged writes (`--staged-writes`): a file opened for writing is kept in a local staging
+//! file, so any write pattern works (writes anywhere, holes, truncation to any size, reads
+//! of what was written, O_RDWR and O_APPEND on existing objects), and the object is replaced
+//! at close or fsync, whole or not at all.
+//!
+//! The staging file is filled lazily: the old version's bytes are fetched (GET with its
+//! ETag) only where a program reads them, or where a part to upload needs them; written
+//! bytes are never fetched. What was written is remembered ([`ranges`]), so the commit
+//! ([`commit`]) copies on the server every stretch of 5 MiB or more that is still the old
+//! version's ([`plan`]) and uploads the rest: an in-place update of a large object uploads one
+//! 5 MiB chunk around each change, an append to an object of 5 MiB or more uploads only the new
+//! bytes (a smaller one is uploaded whole: S3's parts but the last are 5 MiB at least). The commit is conditional on the version the staging started from
+//! (If-Match, and every copied part with `x-amz-copy-source-if-match`): if another client
+//! replaced the object meanwhile, the writer gets EIO and nothing is overwritten. After a
+//! commit the staging goes on from the new version, so the next fsync uploads only what
+//! changed since.
+//!
+//! Staged bytes count against the staging area's bound ([`dir`]); past it a write is ENOSPC.
+
+mod commit;
+pub mod dir;
+mod open;
+pub mod plan;
+pub mod ranges;
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::FsError;
+use super::write::aborts::PendingAborts;
+use crate::memory::MemoryBudget;
+use crate::s3::ObjectStore;
+use dir::StagingDir;
+use ranges::RangeSet;
+
+pub use commit::Committed;
+
+/// The object version a staging file started from (or last committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// Its ETag (the commit's condition, and the copies' source version).
+    pub etag: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// What a staged file holds, behind its lock.
+#[derive(Debug)]
+struct State {
+    /// The key written (a rename of the file moves it).
+    key: String,
+    /// The file was unlinked: nothing is committed any more.
+    deleted: bool,
+    /// The local copy (sparse: only present ranges hold data).
+    file: Arc<File>,
+    /// The version the bytes below `copyable` that are not dirty come from; `None` for a new
+    /// file.
+    base: Option<Base>,
+    /// The file's size now.
+    size: u64,
+    /// Offsets the local copy holds (fetched, written, or holes made by growing).
+    present: RangeSet,
+    /// Offsets written (or zeroed by growing) since `base`.
+    dirty: RangeSet,
+    /// Below this, a byte that is not dirty is the base's byte at the same offset (a
+    /// truncation lowers it: what is past it was cut, and growing again gives zeros).
+    copyable: u64,
+    /// Bytes taken from the staging area's bound.
+    held: u64,
+    /// Whether there is anything to commit (a new file is something even when empty).
+    changed: bool,
+    /// The last commit failed and its caller was told (a close or fsync error), with
+    /// nothing written since: the release does not commit behind the writer's back.
+    told_failed: bool,
+}
+
+/// One file being written through staging; shared by the handles open on its inode.
+#[derive(Debug)]
+pub struct StagedFile<S: ObjectStore> {
+    store: Arc<S>,
+    area: Arc<StagingDir>,
+    /// The memory budget that part buffers come from at commit.
+    budget: Arc<MemoryBudget>,
+    aborts: Arc<PendingAborts<S>>,
+    /// Size up to which a file with nothing to copy is one PUT.
+    put_limit: u64,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl<S: ObjectStore> StagedFile<S> {
+    /// A staging of `key` starting from `base` (the object as it is now), or empty for a new
+    /// file.
+    pub fn new(
+        store: Arc<S>,
+        key: String,
+        area: Arc<StagingDir>,
+        budget: Arc<MemoryBudget>,
+        aborts: Arc<PendingAborts<S>>,
+        put_limit: u64,
+        base: Option<Base>,
+    ) -> Result<Self, FsError> {
+        let file = area
+            .create()
+            .map_err(|e| FsError::Staging(format!("{}: {e}", area.shown())))?;
+        let size = base.as_ref().map_or(0, |b| b.size);
+        file.set_len(size)
+            .map_err(|e| FsError::Staging(e.to_string()))?;
+        Ok(Self {
+            store,
+            area,
+            budget,
+            aborts,
+            put_limit,
+            state: tokio::sync::Mutex::new(State {
+                key,
+                deleted: false,
+                file: Arc::new(file),
+                changed: base.is_none(),
+                base,
+                size,
+                present: RangeSet::new(),
+                dirty: RangeSet::new(),
+                copyable: size,
+                held: 0,
+                told_failed: false,
+            }),
+        })
+    }
+
+    /// The key written.
+    pub async fn key(&self) -> String {
+        self.state.lock().await.key.clone()
+    }
+
+    /// The file was unlinked: what is written from now on is never committed.
+    pub async fn forget(&self) {
+        let mut state = self.state.lock().await;
+        state.deleted = true;
+        state.changed = false;
+    }
+
+    /// The file was renamed to `key`, where the server copied it as `etag`: commits go there,
+    /// conditional on that copy.
+    pub async fn moved_to(&self, key: &str, etag: &str) {
+        let mut state = self.state.lock().await;
+        state.key = key.to_string();
+        if let Some(base) = &mut state.base {
+            base.etag = etag.to_string();
+        }
+    }
+
+    /// The file's size now.
+    pub async fn size(&self) -> u64 {
+        self.state.lock().await.size
+    }
+
+    /// Whether anything is not committed yet.
+    pub async fn has_changes(&self) -> bool {
+        let state = self.state.lock().await;
+        state.changed && !state.deleted
+    }
+
+    /// Whether the release must commit: changes nobody was told failed to commit.
+    pub async fn commits_at_release(&self) -> bool {
+        let state = self.state.lock().await;
+        state.changed && !state.deleted && !state.told_failed
+    }
+
+    /// The version the staging stands on now (the last commit, or the object it started
+    /// from), if any.
+    pub async fn current(&self) -> Option<crate::fs::write::Committed> {
+        let state = self.state.lock().await;
+        state.base.as_ref().map(|b| crate::fs::write::Committed {
+            size: b.size,
+            etag: b.etag.clone(),
+        })
+    }
+
+    /// Up to `len` bytes at `offset` (fewer at the end, none past it): what was written, the
+    /// base's bytes elsewhere (fetched into the staging file on first read).
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        let mut state = self.state.lock().await;
+        let end = offset.saturating_add(u64::from(len)).min(state.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.fill(&mut state, offset..end).await?;
+        let file = state.file.clone();
+        let mut buf = vec![0u8; (end - offset) as usize];
+        super::blocking::unblock(move || file.read_exact_at(&mut buf, offset).map(|()| buf))
+            .await
+            .map_err(FsError::task)?
+            .map(Bytes::from)
+            .map_err(|e| FsError::Staging(e.to_string()))
+    }
+
+    /// Writes `data` at `offset` (past the end, the gap reads as zeros); returns the new size.
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u64, FsError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= crate::s3::MAX_OBJECT_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let mut state = self.state.lock().await;
+        let from = offset.min(state.size);
+        self.hold(&mut state, from..end)?;
+        let file = state.file.clone();
+        let data = data.to_vec();
+        super::blocking::unblock(move || file.write_all_at(&data, offset))
+            .await
+            .map_err(FsError::task)?
+            .map_err(|e| FsError::Staging(e.to_string()))?;
+        // A gap before `offset` is a hole: zeros, present and changed.
+        state.present.insert(from..end);
+        state.dirty.insert(from..end);
+        state.size = state.size.max(end);
+        state.changed = true;
+        state.told_failed = false;
+        Ok(state.size)
+    }
+
+    /// Sets the size: cut, or grown with zeros.
+    pub async fn truncate(&self, size: u64) -> Result<(), FsError> {
+        if size > crate::s3::MAX_OBJECT_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let mut state = self.state.lock().await;
+        if size == state.size {
+            return Ok(());
+        }
+        if size > state.size {
+            let grown = state.size..size;
+            self.hold(&mut state, grown.clone())?;
+            state.present.insert(grown.clone());
+            state.dirty.insert(grown);
+        } else {
+            state.present.cut_at(size);
+            state.dirty.cut_at(size);
+            state.copyable = state.copyable.min(size);
+        }
+        let file = state.file.clone();
+        super::blocking::unblock(move || file.set_len(size))
+            .await
+            .map_err(FsError::task)?
+            .map_err(|e| FsError::Staging(e.to_string()))?;
+        state.size = size;
+        state.changed = true;
+        state.told_failed = false;
+        Ok(())
+    }
+
+    /// Takes from the staging area's bound the bytes of `range` the local copy does not hold
+    /// yet (ENOSPC when they do not fit).
+    fn hold(&self, state: &mut State, range: Range<u64>) -> Result<(), FsError> {
+        let new: u64 = state
+            .present
+            .missing(range)
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
+        if new == 0 {
+            return Ok(());
+        }
+        if !self.area.take(new) {
+            return Err(FsError::NoSpace {
+                held: self.area.held(),
+                max: self.area.max_bytes(),
+            });
+        }
+        state.held += new;
+        Ok(())
+    }
+
+    /// Makes the local copy hold `range`: the missing stretches are fetched from the base
+    /// (only the base's bytes can be missing: written bytes and holes are present).
+    async fn fill(&self, state: &mut State, range: Range<u64>) -> Result<(), FsError> {
+        let missing = state.present.missing(range);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let key = state.key.clone();
+        let Some(base) = state.base.clone() else {
+            return Err(FsError::Staging(format!(
+                "{key}: bytes neither written nor in S3"
+            )));
+        };
+        for gap in missing {
+            self.hold(state, gap.clone())?;
+            let bytes = self
+                .store
+                .get_range(&key, gap.clone(), Some(&base.etag))
+                .await
+                .map_err(|e| FsError::s3(&key, e))?;
+            if bytes.len() as u64 != gap.end - gap.start {
+                return Err(FsError::Staging(format!("{key}: short GET of {gap:?}")));
+            }
+            let file = state.file.clone();
+            let at = gap.start;
+            super::blocking::unblock(move || file.write_all_at(&bytes, at))
+                .await
+                .map_err(FsError::task)?
+                .map_err(|e| FsError::Staging(e.to_string()))?;
+            state.present.insert(gap);
+        }
+        Ok(())
+    }
+}
+
+impl<S: ObjectStore> Drop for StagedFile<S> {
+    fn drop(&mut self) {
+        let held = self.state.get_mut().held;
+        self.area.give_back(held);
+    }
+}
+
+#[cfg(test)]
+mod tests;
