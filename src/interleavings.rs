@@ -23,6 +23,7 @@ fn stat(etag: &str, size: u64) -> Stat {
         size,
         mtime: SystemTime::UNIX_EPOCH,
         etag: Some(etag.to_string()),
+        posix: None,
     }
 }
 

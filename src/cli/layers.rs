@@ -76,6 +76,8 @@ impl Args {
                 (false, false) => crate::fs::config::Staging::Off,
             },
             held_entries: crate::fs::held::BOUND,
+            posix_metadata: self.posix_metadata,
+            max_rename_keys: self.max_rename_keys as usize,
             memory_limit: self
                 .memory_target
                 .map_or_else(crate::memory::default_limit, |mib| mib * 1024 * 1024),

@@ -176,6 +176,14 @@ pub struct Args {
     #[arg(long, help_heading = MOUNT, value_name = "MiB", requires = "staging", value_parser = clap::value_parser!(u64).range(1..=u64::MAX >> 20))]
     pub max_staging_size: Option<u64>,
 
+    /// Keep mode, owner, group and mtime in object metadata as s3fs does (x-amz-meta-mode, -uid, -gid, -mtime), so chmod, chown, utimes and symbolic links work and mkdir writes a `dir/` marker; costs a HEAD per listed entry (ours)
+    #[arg(long, help_heading = MOUNT)]
+    pub posix_metadata: bool,
+
+    /// Rename directories of at most N keys (a copy of each, then the deletes; EXDEV above N, so `mv` copies instead) [default: 0, directories are not renamed] (ours)
+    #[arg(long, help_heading = MOUNT, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub max_rename_keys: u64,
+
     /// Unmount automatically when the process exits, even if killed
     #[arg(long, help_heading = MOUNT)]
     pub auto_unmount: bool,

@@ -27,7 +27,7 @@ use super::handles::OpenFile;
 use super::upload::Upload;
 use super::write::Committed;
 use super::{FsError, S3Filesystem, Stat};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, Posix};
 
 /// A writing handle: the uploader, and who may commit it by closing.
 #[derive(Debug)]
@@ -45,7 +45,10 @@ pub(crate) struct WriteHandle<S: ObjectStore> {
     pub(super) before: Option<Stat>,
     /// Opened for reading only (an open beside a staged file's writers): never commits at
     /// close or release.
-    read_only: bool,
+    pub(crate) read_only: bool,
+    /// A chmod/chown/utimes that came too late to go with a streaming upload's commit:
+    /// made after it, by a copy of the object onto itself.
+    deferred_posix: Mutex<Option<Posix>>,
 }
 
 /// The processes that wrote through a handle.
@@ -73,7 +76,21 @@ impl<S: ObjectStore> WriteHandle<S> {
             writers: Mutex::new(Writers::default()),
             before,
             read_only,
+            deferred_posix: Mutex::new(None),
         }
+    }
+
+    /// Keeps `change` for after the commit (see [`WriteHandle::deferred_posix`]).
+    pub(crate) fn defer_posix(&self, change: &Posix) {
+        let mut deferred = self.deferred_posix.lock().expect("posix lock poisoned");
+        *deferred = Some(deferred.unwrap_or_default().merged(change));
+    }
+
+    fn take_deferred_posix(&self) -> Option<Posix> {
+        self.deferred_posix
+            .lock()
+            .expect("posix lock poisoned")
+            .take()
     }
 
     /// Notes that thread `caller` writes through this handle.
@@ -220,10 +237,15 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let _in_flight = self.commits.start();
         match handle.upload.commit().await {
             Ok(done) => {
+                let done = match handle.take_deferred_posix() {
+                    Some(change) => self.posix_after_commit(handle, done, &change).await?,
+                    None => done,
+                };
                 let stat = Stat {
                     size: done.size,
                     mtime: SystemTime::now(),
                     etag: Some(done.etag.clone()),
+                    posix: done.posix,
                 };
                 self.inodes.refresh(handle.ino, stat);
                 self.inodes.make_real(handle.ino);
@@ -248,6 +270,27 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 Err(e)
             }
         }
+    }
+
+    /// A chmod/chown/utimes that could not go with the commit `done` (see
+    /// [`WriteHandle::defer_posix`]): made now, on the version just committed.
+    async fn posix_after_commit(
+        &self,
+        handle: &WriteHandle<S>,
+        done: Committed,
+        change: &Posix,
+    ) -> Result<Committed, FsError> {
+        let key = handle.upload.key().await;
+        let copied = self
+            .store
+            .copy(&key, &key, done.size, &done.etag, Some(change))
+            .await
+            .map_err(|e| FsError::s3(&key, e))?;
+        Ok(Committed {
+            etag: copied.etag,
+            posix: Some(done.posix.unwrap_or_default().merged(change)),
+            ..done
+        })
     }
 
     /// The commit of a handle at its release: a failure nobody was told of is logged by

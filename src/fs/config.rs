@@ -52,6 +52,12 @@ pub struct FsConfig {
     pub held_entries: usize,
     /// Which opens for writing are staged ([`crate::fs::staged`]).
     pub staging: Staging,
+    /// Mode, owner, group, mtime and symbolic links kept in object metadata
+    /// (`--posix-metadata`; [`crate::fs::posix`]).
+    pub posix_metadata: bool,
+    /// Most keys a directory rename moves (`--max-rename-keys`); 0: directories are not
+    /// renamed (EXDEV), as in Mountpoint.
+    pub max_rename_keys: usize,
 }
 
 /// Which opens for writing are staged.
@@ -96,6 +102,8 @@ impl Default for FsConfig {
             max_prefetch_window: None,
             held_entries: crate::fs::held::BOUND,
             staging: Staging::Off,
+            posix_metadata: false,
+            max_rename_keys: 0,
         }
     }
 }

@@ -84,6 +84,10 @@ pub enum FsError {
     /// copying file by file on this errno.
     #[error("renaming directories is not supported")]
     CrossDevice,
+    /// Files under a directory to rename are open: their handles read or write keys that
+    /// the rename would move.
+    #[error("files under the directory are open")]
+    Busy,
     /// The inode the kernel used stands for an object version other than the one this
     /// call needs (the object changed while files are open on it, and its name moved to a
     /// new inode): ESTALE, on which the kernel looks the name up again and retries the open.
@@ -140,6 +144,7 @@ impl FsError {
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
+            FsError::Busy => libc::EBUSY,
             FsError::TaskFailed(_) => libc::EIO,
             FsError::Stale => libc::ESTALE,
             FsError::OutOfMemory { .. } => libc::ENOMEM,

@@ -14,11 +14,13 @@ use bytes::Bytes;
 
 use super::commit::WriteHandle;
 use super::inode::Local;
+use super::posix::{AttrChange, Creator};
 use super::read::FileReader;
 use super::upload::Upload;
 use super::write::{FileWriter, new_write_id};
 use super::{Attr, FsError, Inode, Kind, Observed, OpenMode, S3Filesystem, Stat, names};
-use crate::s3::{ObjectStore, WriteOptions};
+use crate::s3::posix::S_IFREG;
+use crate::s3::{ObjectStore, Posix, WriteOptions};
 
 /// What an open file handle does.
 #[derive(Debug)]
@@ -63,7 +65,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Opens a file and returns its handle number. A reading handle pins the ETag; a writing
     /// handle must replace the whole object (O_TRUNC, `--allow-overwrite`).
     pub async fn open(&self, ino: u64, mode: OpenMode, caller: u32) -> Result<u64, FsError> {
-        let inode = self.inode(ino)?;
+        let mut inode = self.inode(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::IsADirectory);
         }
@@ -73,9 +75,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
             {
                 return self.attach_staged(&inode, file, mode, caller).await;
             }
-            return Err(FsError::NotPermitted(
-                "the file is being written through another handle",
-            ));
+            // Closed, its release still to come: opened as the object once it landed.
+            if !self.wait_released(ino).await {
+                return Err(FsError::NotPermitted(
+                    "the file is being written through another handle",
+                ));
+            }
+            inode = self.inode(ino)?;
         }
         if mode.write && self.stages(mode) {
             self.check_writable()?;
@@ -102,10 +108,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 self.inodes.move_name(ino);
                 return Err(FsError::Stale);
             }
+            // The object keeps its attributes (mtime aside) when its content is replaced.
             let options = WriteOptions {
                 write_id: new_write_id(),
-                if_none_match: false,
-                if_match: None,
+                posix: inode.stat.posix.filter(|_| self.posix_on()),
+                ..WriteOptions::default()
             };
             let writer = self.new_writer(&inode.key, options).await?;
             return Ok(self.start_upload(&inode, false, caller, writer.into()));
@@ -199,6 +206,19 @@ impl<S: ObjectStore> S3Filesystem<S> {
         caller: u32,
         exclusive: bool,
     ) -> Result<(Attr, u64), FsError> {
+        self.create_as(parent, name, caller, exclusive, None).await
+    }
+
+    /// [`S3Filesystem::create`] by `creator` (whose owner and mode the object gets with
+    /// `--posix-metadata`; the mount's defaults when `None`).
+    pub async fn create_as(
+        &self,
+        parent: u64,
+        name: &str,
+        caller: u32,
+        exclusive: bool,
+        creator: Option<Creator>,
+    ) -> Result<(Attr, u64), FsError> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
         names::check_new_name(name)?;
@@ -219,15 +239,17 @@ impl<S: ObjectStore> S3Filesystem<S> {
         // mount may overwrite and the program did not ask for O_EXCL.
         let if_none_match = exclusive || (new && !self.config.allow_overwrite);
         let key = names::child_key(&parent.key, name);
+        let posix = self.new_posix(S_IFREG, creator);
         let stat = Stat {
             size: 0,
             mtime: SystemTime::now(),
             etag: None,
+            posix,
         };
         if self.staging_on() {
             // A new file from nothing (an object of that name is replaced at commit, with
             // --allow-overwrite, as an O_TRUNC open would).
-            let file = self.new_staged(&key, None)?;
+            let file = self.new_staged(&key, None, posix)?;
             let upload = Upload::Staged {
                 file: file.clone(),
                 if_none_match,
@@ -241,7 +263,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let options = WriteOptions {
             write_id: new_write_id(),
             if_none_match,
-            if_match: None,
+            posix,
+            ..WriteOptions::default()
         };
         let writer = self.new_writer(&key, options).await?;
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
@@ -312,10 +335,17 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.inodes.closed(file.ino());
     }
 
-    /// setattr: only what S3 can honour. Truncating a file being written to its current size
-    /// (`ftruncate(fd, 0)` after create) and setting times on it (`touch`) are accepted; the
-    /// object's LastModified is set by S3 at commit. Everything else is refused.
-    pub async fn setattr(&self, ino: u64, size: Option<u64>, other: bool) -> Result<Attr, FsError> {
+    /// setattr: only what S3 can honour. A size goes through staging (`--staged-writes`);
+    /// mode, owner, group and mtime into object metadata (`--posix-metadata`). Without those
+    /// flags, truncating a file being written to its current size (`ftruncate(fd, 0)` after
+    /// create) and setting times on it (`touch`) are accepted and have no effect (the
+    /// object's LastModified is set by S3 at commit); everything else is refused.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        change: AttrChange,
+    ) -> Result<Attr, FsError> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         let writing = matches!(inode.local, Some(Local::Writing { .. }));
@@ -332,9 +362,17 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 _ => return Err(FsError::NotPermitted("truncating an S3 object")),
             }
         }
-        if other && !writing {
+        if change.other {
+            return Err(FsError::NotPermitted("changing file flags"));
+        }
+        if self.posix_on() {
+            if change.posix != Posix::default() {
+                let inode = self.inode(ino)?;
+                self.change_posix(&inode, change.posix).await?;
+            }
+        } else if !change.is_empty() && !writing {
             return Err(FsError::NotPermitted(
-                "changing mode, owner or times of an S3 object",
+                "changing mode, owner or times of an S3 object (mount with --posix-metadata)",
             ));
         }
         self.getattr(ino).await

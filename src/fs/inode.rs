@@ -23,6 +23,7 @@ use super::names::Kind;
 pub const ROOT_INO: u64 = 1;
 
 mod record;
+mod subtree;
 #[cfg(test)]
 mod tests;
 
@@ -194,6 +195,7 @@ impl InodeTable {
                 size: 0,
                 mtime: mount_time,
                 etag: None,
+                posix: None,
             },
             expires: None,
             local: None,
@@ -432,6 +434,13 @@ impl InodeTable {
         inode.stat = stat;
         inode.expires = expires;
         Some(inode.clone())
+    }
+
+    /// Sets the POSIX attributes `ino` shows (a chmod/chown/utimes made or staged here).
+    pub fn set_posix(&self, ino: u64, posix: Option<crate::s3::Posix>) {
+        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
+            inode.stat.posix = posix;
+        }
     }
 
     /// Marks `ino` as existing only here (or, with `None`, as real in S3 again).

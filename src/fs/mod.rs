@@ -8,14 +8,16 @@ pub mod blocking;
 pub(crate) mod commit;
 pub mod config;
 pub mod counters;
+mod dir_rename;
 pub mod error;
 pub mod handle_map;
 pub(crate) mod handles;
 pub mod held;
 pub mod inode;
 pub mod listing;
-mod mutate;
+pub(crate) mod mutate;
 pub mod names;
+pub mod posix;
 pub mod read;
 pub mod staged;
 pub(crate) mod upload;
@@ -79,6 +81,8 @@ pub struct Attr {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// A symbolic link (a file object whose POSIX mode says so; `--posix-metadata`).
+    pub link: bool,
 }
 
 /// One entry of a `readdir` reply.
@@ -363,7 +367,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             Kind::File => self.config.file_mode,
             Kind::Dir => self.config.dir_mode,
         };
-        Attr {
+        let attr = Attr {
             ino: inode.ino,
             kind: inode.kind,
             size: inode.stat.size,
@@ -371,7 +375,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
             perm,
             uid: self.config.uid,
             gid: self.config.gid,
-        }
+            link: false,
+        };
+        self.with_posix(attr, inode.stat.posix.as_ref())
     }
 
     fn inode(&self, ino: u64) -> Result<Inode, FsError> {
@@ -395,6 +401,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             size: 0,
             mtime: root_mtime,
             etag: None,
+            posix: None,
         }
     }
 
@@ -500,7 +507,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .known_child(parent.ino, name)
             .is_some_and(|d| d.kind == Kind::Dir && self.inodes.has_local_children(d.ino));
         if holds_local || !page.objects.is_empty() || !page.common_prefixes.is_empty() {
-            return Ok(Some((Kind::Dir, self.dir_stat())));
+            let mut stat = self.dir_stat();
+            if self.posix_on() && page.objects.first().is_some_and(|o| o.key == prefix) {
+                stat.posix = self.marker_posix(&prefix).await?;
+            }
+            return Ok(Some((Kind::Dir, stat)));
         }
         match head {
             Ok(info) => Ok(Some((Kind::File, file_stat(&info)))),
@@ -548,6 +559,7 @@ fn file_stat(info: &ObjectInfo) -> Stat {
         size: info.size,
         mtime: info.last_modified,
         etag: Some(info.etag.clone()),
+        posix: info.posix,
     }
 }
 

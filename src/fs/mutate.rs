@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tracing::warn;
 
+use super::handles::OpenFile;
 use super::inode::Local;
 use super::staged::StagedFile;
+use super::upload::Upload;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
 
@@ -28,11 +30,35 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Makes a directory that exists only in this mount until a file is written inside it
     /// (S3 has no directories; no marker object is written).
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        self.mkdir_as(parent, name, None).await
+    }
+
+    /// [`S3Filesystem::mkdir`] by `creator`. With `--posix-metadata` the directory is a
+    /// `name/` marker object carrying its attributes, as s3fs makes it: it exists in S3 at
+    /// once, empty or not.
+    pub async fn mkdir_as(
+        &self,
+        parent: u64,
+        name: &str,
+        creator: Option<super::posix::Creator>,
+    ) -> Result<Attr, FsError> {
         self.check_writable()?;
         let parent = self.dir_inode(parent)?;
         names::check_new_name(name)?;
         if self.child(&parent, name, true, 0).await?.is_some() {
             return Err(FsError::Exists);
+        }
+        if let Some(posix) = self.new_posix(crate::s3::posix::S_IFDIR, creator) {
+            let prefix = names::child_prefix(&parent.key, name);
+            self.put_marker(&prefix, posix, true).await?;
+            let stat = Stat {
+                posix: Some(posix),
+                ..self.dir_stat()
+            };
+            let inode = self.inodes.upsert_child(&parent, name, Kind::Dir, stat, 1);
+            self.forget_name(parent.ino, name);
+            self.inodes.make_real(parent.ino);
+            return Ok(self.attr_of(&inode));
         }
         let inode = self
             .inodes
@@ -74,6 +100,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         if !marker_only && !page.objects.is_empty() {
             return Err(FsError::NotEmpty);
+        }
+        if !marker_only && self.config.allow_delete {
+            // No key: a server that keeps empty directories (SeaweedFS lists one after its
+            // last key went) is told to drop it; anywhere else this deletes nothing.
+            if let Err(e) = self.store.delete(&dir.key, None).await
+                && !matches!(e, S3Error::NotFound)
+            {
+                warn!(
+                    key = dir.key,
+                    "cannot remove an empty directory's prefix: {e}"
+                );
+            }
         }
         if marker_only {
             if !self.config.allow_delete {
@@ -142,7 +180,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         names::check_new_name(new_name)?;
         let source = self.existing_child(&parent, name).await?;
         if source.kind == Kind::Dir {
-            return Err(FsError::CrossDevice);
+            // Boxed: its state is large, and the first poll runs on a FUSE thread's stack.
+            return Box::pin(self.rename_dir(&parent, &source, &new_parent, new_name, mode)).await;
         }
         let staged_source = self.writer_of(&source, false).await?;
         if !self.config.allow_delete {
@@ -174,7 +213,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let copied = self
             .store
-            .copy(&source.key, &target_key, source.stat.size, &etag)
+            .copy(&source.key, &target_key, source.stat.size, &etag, None)
             .await
             .map_err(|e| FsError::s3(&source.key, e))?;
         self.delete_if_still(&source.key, &etag).await?;
@@ -193,6 +232,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             size: source.stat.size,
             mtime: copied.last_modified,
             etag: Some(copied.etag),
+            posix: source.stat.posix,
         };
         self.inodes
             .rename(source.ino, new_parent.ino, new_name, target_key, stat);
@@ -207,7 +247,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// name, which it shadowed, shows again), and so may be its parent, up to the root. So
     /// the stat of each directory up the chain is expired and each one's name forgotten in
     /// its parent (listing pages included): the next look at them asks S3.
-    fn name_removed(&self, parent: &Inode, name: &str) {
+    pub(super) fn name_removed(&self, parent: &Inode, name: &str) {
         self.forget_name(parent.ino, name);
         let mut dir = parent.clone();
         while dir.ino != super::ROOT_INO && dir.local.is_none() {
@@ -221,30 +261,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Deletes `key` only while it still has ETag `etag` (the version a rename copied):
-    /// checked with a HEAD, and sent as If-Match for the servers that honour it. If it
-    /// changed, the new version stays and the rename fails (its copy of the old version
-    /// stays at the target).
-    async fn delete_if_still(&self, key: &str, etag: &str) -> Result<(), FsError> {
-        let changed = || {
-            warn!(
-                key,
-                "the source changed after it was copied; it is kept and the rename fails"
-            );
-            FsError::ObjectChanged {
-                key: key.to_string(),
-            }
-        };
-        match self.store.head(key).await {
-            Ok(info) if info.etag != etag => return Err(changed()),
-            Ok(_) => {}
-            Err(S3Error::NotFound) => return Ok(()),
-            Err(e) => return Err(FsError::s3(key, e)),
-        }
-        match self.store.delete(key, Some(etag)).await {
-            Ok(()) => Ok(()),
-            Err(S3Error::PreconditionFailed) => Err(changed()),
-            Err(e) => Err(FsError::s3(key, e)),
-        }
+    /// see [`delete_if_unchanged`].
+    pub(super) async fn delete_if_still(&self, key: &str, etag: &str) -> Result<(), FsError> {
+        delete_if_unchanged(self.store.as_ref(), key, etag).await
     }
 
     async fn existing_child(&self, parent: &Inode, name: &str) -> Result<Inode, FsError> {
@@ -269,9 +288,108 @@ impl<S: ObjectStore> S3Filesystem<S> {
             Some(_) => Err(FsError::NotPermitted(
                 "the file has writes not committed yet (close or fsync it first)",
             )),
+            None if self.wait_released(inode.ino).await => Ok(None),
+            None if uncommitted_ok && self.drop_empty_uploads(inode.ino).await => Ok(None),
             None => Err(FsError::NotPermitted(
                 "the file is being written through another handle",
             )),
         }
+    }
+
+    /// A new file created and not written yet (git's lock file, opened and closed again
+    /// before the kernel's release arrives) may be unlinked: its uploads are abandoned, so
+    /// nothing appears at release. False (and nothing abandoned) if any has data.
+    async fn drop_empty_uploads(&self, ino: u64) -> bool {
+        let mut uploads = Vec::new();
+        for file in self.files.values() {
+            if let OpenFile::Write(handle) = file
+                && handle.ino == ino
+            {
+                match &handle.upload {
+                    Upload::Stream(writer) if writer.written().await == 0 => uploads.push(handle),
+                    _ => return false,
+                }
+            }
+        }
+        for handle in &uploads {
+            handle.upload.abort(libc::ENOENT).await;
+        }
+        !uploads.is_empty()
+    }
+
+    /// Waits until `ino` is no longer being written, when all that is left of its writing
+    /// is the kernel's release, which comes after close(2) has returned: an unlink, chmod
+    /// or open can arrive before it. Up to a minute while a release commits; up to 5 s while
+    /// a handle whose upload already committed (or failed) is still open. False at once if a
+    /// handle still has an upload under way (or is staged), or at the deadline.
+    pub(super) async fn wait_released(&self, ino: u64) -> bool {
+        let start = tokio::time::Instant::now();
+        loop {
+            let handles: Vec<_> = self
+                .files
+                .values()
+                .into_iter()
+                .filter_map(|file| match file {
+                    OpenFile::Write(handle) if handle.ino == ino => Some(handle),
+                    _ => None,
+                })
+                .collect();
+            for handle in &handles {
+                let upload = &handle.upload;
+                let done = upload.is_committed().await || upload.has_failed().await;
+                if !done {
+                    return false;
+                }
+            }
+            let writing = self
+                .inodes
+                .get(ino)
+                .is_some_and(|i| matches!(i.local, Some(Local::Writing { .. })));
+            if handles.is_empty() && !writing {
+                return true;
+            }
+            let limit = if handles.is_empty() { 60 } else { 5 };
+            if start.elapsed() > std::time::Duration::from_secs(limit) {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether a writing handle of `ino` is open.
+    pub(super) fn has_write_handle(&self, ino: u64) -> bool {
+        self.files
+            .count(|f| matches!(f, OpenFile::Write(h) if h.ino == ino))
+            > 0
+    }
+}
+
+/// Deletes `key` only while it still has ETag `etag`: checked with a HEAD, and sent as
+/// If-Match for the servers that honour it. If it changed, the new version stays and the
+/// rename fails (its copy of the old version stays at the target).
+pub(super) async fn delete_if_unchanged<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    etag: &str,
+) -> Result<(), FsError> {
+    let changed = || {
+        warn!(
+            key,
+            "the source changed after it was copied; it is kept and the rename fails"
+        );
+        FsError::ObjectChanged {
+            key: key.to_string(),
+        }
+    };
+    match store.head(key).await {
+        Ok(info) if info.etag != etag => return Err(changed()),
+        Ok(_) => {}
+        Err(S3Error::NotFound) => return Ok(()),
+        Err(e) => return Err(FsError::s3(key, e)),
+    }
+    match store.delete(key, Some(etag)).await {
+        Ok(()) => Ok(()),
+        Err(S3Error::PreconditionFailed) => Err(changed()),
+        Err(e) => Err(FsError::s3(key, e)),
     }
 }

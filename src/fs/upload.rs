@@ -18,7 +18,7 @@ impl<S: ObjectStore> From<FileWriter<S>> for Upload<S> {
         Upload::Stream(Box::new(writer))
     }
 }
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, Posix};
 
 /// A writing handle's upload.
 #[derive(Debug)]
@@ -96,11 +96,24 @@ impl<S: ObjectStore> Upload<S> {
                 Some(done) => Ok(Committed {
                     size: done.size,
                     etag: done.etag,
+                    posix: file.posix().await,
                 }),
                 None => file.current().await.ok_or(FsError::Staging(
                     "nothing committed yet and nothing to commit".into(),
                 )),
             },
+        }
+    }
+
+    /// Applies a chmod/chown/utimes to what the commit writes; `false` when it can no longer
+    /// go with the commit (a streaming upload whose multipart upload was created).
+    pub async fn set_posix(&self, change: &Posix) -> bool {
+        match self {
+            Upload::Stream(writer) => writer.set_posix(change).await,
+            Upload::Staged { file, .. } => {
+                file.set_posix(change).await;
+                true
+            }
         }
     }
 

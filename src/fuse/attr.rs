@@ -10,6 +10,7 @@ const BLKSIZE: u32 = 1 << 20;
 /// The kernel's view of `attr`.
 pub(super) fn file_attr(attr: &Attr) -> FileAttr {
     let (kind, nlink) = match attr.kind {
+        Kind::File if attr.link => (FileType::Symlink, 1),
         Kind::File => (FileType::RegularFile, 1),
         Kind::Dir => (FileType::Directory, 2),
     };

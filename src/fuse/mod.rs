@@ -3,6 +3,7 @@
 //! the reply itself, so a dispatch thread never waits on S3 and a slow GET never holds up an
 //! unrelated `ls`. No decisions are made here.
 
+mod adapter;
 mod attr;
 mod fusermount;
 mod notify;
@@ -12,134 +13,27 @@ pub mod session;
 mod watchdog;
 
 use std::ffi::OsStr;
-use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::task::{Context, Waker};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
-    BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
-use tokio::runtime::Handle;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
-use crate::fs::{FsError, OpenMode, RenameMode, S3Filesystem, blocking};
-use crate::metrics::{ATTR_FUSE_REQUEST, FUSE_IO_SIZE, FUSE_REQUEST_ERRORS, FUSE_REQUEST_LATENCY};
-use crate::s3::ObjectStore;
+pub use adapter::FuseAdapter;
+use adapter::{READDIR_BATCH, creator, fail, open_mode, utf8};
 use attr::file_attr;
-use passthrough::{Opened, PassthroughTable};
+use passthrough::Opened;
 
-/// Directory entries asked of the filesystem per readdir request (the kernel's buffer holds
-/// about this many typical names; what does not fit is asked again at the next offset).
-const READDIR_BATCH: usize = 128;
-
-/// Most asynchronous (background) requests the kernel keeps in flight.
-const MAX_BACKGROUND: u16 = 64;
-
-/// Turns an error into the errno the program sees, logging it once: failures that a program
-/// will see as EIO/EACCES at `error`, ordinary answers (ENOENT…) at `debug`.
-fn fail(op: &'static str, err: FsError) -> Errno {
-    let errno = err.errno();
-    metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => errno.to_string())
-        .increment(1);
-    if err.is_failure() {
-        error!(op, "{err}");
-    } else {
-        debug!(op, "{err}");
-    }
-    Errno::from_i32(errno)
-}
-
-/// `fuser::Filesystem` over an [`S3Filesystem`].
-#[derive(Debug)]
-pub struct FuseAdapter<S: ObjectStore> {
-    fs: Arc<S3Filesystem<S>>,
-    runtime: Handle,
-    /// I/O modes of open files, for passthrough of objects the cache holds whole.
-    passthrough: Arc<PassthroughTable<BackingId>>,
-    /// The kernel's most background requests, and its congestion threshold.
-    queue: (u16, u16),
-}
-
-impl<S: ObjectStore> FuseAdapter<S> {
-    /// The filesystem this adapter serves.
-    pub fn filesystem(&self) -> &Arc<S3Filesystem<S>> {
-        &self.fs
-    }
-
-    /// An adapter that runs every request of `fs` on `runtime`.
-    pub fn new(fs: Arc<S3Filesystem<S>>, runtime: Handle) -> Self {
-        Self {
-            fs,
-            runtime,
-            passthrough: Arc::default(),
-            queue: (MAX_BACKGROUND, MAX_BACKGROUND * 3 / 4),
-        }
-    }
-
-    /// Sets the kernel's background queue (Mountpoint's `UNSTABLE_MOUNTPOINT_MAX_BACKGROUND`
-    /// and `..._CONGESTION_THRESHOLD`): the most background requests, and the congestion
-    /// threshold (default three quarters of it).
-    pub fn with_queue(mut self, max_background: Option<u16>, congestion: Option<u16>) -> Self {
-        let max = max_background.unwrap_or(self.queue.0);
-        self.queue = (max, congestion.unwrap_or(max - max / 4));
-        self
-    }
-
-    /// Runs a request's future: first polled right here on the dispatch thread (with
-    /// blocking local I/O allowed, see [`blocking`]), so a request that needs no waiting (a
-    /// cached read, a read of prefetched bytes, a cached stat) is answered without a thread
-    /// hop; one that has to wait (on S3) continues as a task, and this thread goes back to
-    /// the kernel.
-    ///
-    /// Its latency, to the reply, is recorded as `fuse.request_latency` by `op`.
-    fn run<F>(&self, op: &'static str, request: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let start = Instant::now();
-        let mut request = Box::pin(async move {
-            request.await;
-            let us = start.elapsed().as_secs_f64() * 1e6;
-            metrics::histogram!(FUSE_REQUEST_LATENCY, ATTR_FUSE_REQUEST => op).record(us);
-        });
-        let _runtime = self.runtime.enter();
-        let mut first_poll = Context::from_waker(Waker::noop());
-        // The no-op waker is never relied on: a pending future is spawned, and the task's
-        // first poll registers the real waker before anything can be missed.
-        if blocking::inline(|| request.as_mut().poll(&mut first_poll)).is_pending() {
-            self.runtime.spawn(request);
-        }
-    }
-
-    fn refuse(&self, op: &'static str, what: &'static str) -> Errno {
-        let err = if self.fs.config().read_only {
-            FsError::ReadOnly
-        } else {
-            FsError::NotPermitted(what)
-        };
-        fail(op, err)
-    }
-}
-
-/// What the filesystem needs to know of open(2) flags.
-fn open_mode(flags: i32) -> OpenMode {
-    OpenMode {
-        write: flags & libc::O_ACCMODE != libc::O_RDONLY,
-        truncate: flags & libc::O_TRUNC != 0,
-        append: flags & libc::O_APPEND != 0,
-        direct: flags & libc::O_DIRECT != 0,
-    }
-}
-
-/// The name as UTF-8 (S3 keys are UTF-8; any other name cannot exist).
-fn utf8(name: &OsStr) -> Option<String> {
-    name.to_str().map(str::to_string)
-}
+use crate::fs::posix::AttrChange;
+use crate::fs::{FsError, RenameMode};
+use crate::metrics::{ATTR_FUSE_REQUEST, FUSE_IO_SIZE};
+use crate::s3::{ObjectStore, Posix};
 
 impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -217,15 +111,23 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let other = mode.is_some()
-            || uid.is_some()
-            || gid.is_some()
-            || atime.is_some()
-            || mtime.is_some()
-            || flags.is_some();
+        let time = |t: TimeOrNow| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        };
+        let change = AttrChange {
+            posix: Posix {
+                mode,
+                uid,
+                gid,
+                mtime: mtime.map(time),
+            },
+            atime: atime.is_some(),
+            other: flags.is_some(),
+        };
         let fs = self.fs.clone();
         self.run("setattr", async move {
-            match fs.setattr(ino.0, size, other).await {
+            match fs.setattr(ino.0, size, change).await {
                 Ok(attr) => reply.attr(&fs.kernel_ttl(), &file_attr(&attr)),
                 Err(e) => reply.error(fail("setattr", e)),
             }
@@ -234,19 +136,20 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let creator = creator(req, mode, umask);
         let fs = self.fs.clone();
         self.run("mkdir", async move {
-            match fs.mkdir(parent.0, &name).await {
+            match fs.mkdir_as(parent.0, &name, Some(creator)).await {
                 Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(fail("mkdir", e)),
             }
@@ -281,13 +184,34 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("symlink", "symbolic links"));
+        let Some(name) = utf8(link_name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        let creator = creator(req, 0o777, 0);
+        let fs = self.fs.clone();
+        self.run("symlink", async move {
+            match fs.symlink(parent.0, &name, &target, Some(creator)).await {
+                Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(fail("symlink", e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.run("readlink", async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(fail("readlink", e)),
+            }
+        });
     }
 
     fn rename(
@@ -588,20 +512,24 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let Some(name) = utf8(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let creator = creator(req, mode, umask);
         let caller = req.pid();
         let exclusive = flags & libc::O_EXCL != 0;
         let fs = self.fs.clone();
         let table = self.passthrough.clone();
         self.run("create", async move {
-            match fs.create(parent.0, &name, caller, exclusive).await {
+            match fs
+                .create_as(parent.0, &name, caller, exclusive, Some(creator))
+                .await
+            {
                 Ok((attr, fh)) => {
                     if let Err(errno) = passthrough::after_create(&fs, &table, attr.ino, fh).await {
                         return reply.error(errno);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, Posix, S3Error, WriteOptions};
 
 /// `inner`, with every call limited to `deadline`.
 #[derive(Debug)]
@@ -146,13 +146,15 @@ impl<S: ObjectStore> ObjectStore for WithDeadline<S> {
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
         // A server-side copy of a large object legitimately takes long: one deadline per GiB.
         let parts = 1 + size / (1 << 30);
         let deadline = self
             .deadline
             .saturating_mul(u32::try_from(parts).unwrap_or(u32::MAX));
-        match tokio::time::timeout(deadline, self.inner.copy(from, to, size, if_match)).await {
+        match tokio::time::timeout(deadline, self.inner.copy(from, to, size, if_match, posix)).await
+        {
             Ok(result) => result,
             Err(_) => Err(S3Error::Network(format!(
                 "copy of {from} did not finish within {}s",
@@ -232,8 +234,15 @@ mod tests {
         async fn delete(&self, k: &str, m: Option<&str>) -> Result<(), S3Error> {
             ObjectStore::delete(&self.0, k, m).await
         }
-        async fn copy(&self, f: &str, t: &str, s: u64, m: &str) -> Result<Copied, S3Error> {
-            self.0.copy(f, t, s, m).await
+        async fn copy(
+            &self,
+            f: &str,
+            t: &str,
+            s: u64,
+            m: &str,
+            p: Option<&Posix>,
+        ) -> Result<Copied, S3Error> {
+            self.0.copy(f, t, s, m, p).await
         }
     }
 

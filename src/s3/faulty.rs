@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, Posix, S3Error, WriteOptions};
 
 /// A kind of store call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,8 +227,9 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
-        let call = self.inner.copy(from, to, size, if_match);
+        let call = self.inner.copy(from, to, size, if_match, posix);
         self.run(Op::Copy, call).await
     }
 }

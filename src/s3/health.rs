@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, WriteOptions};
+use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, Posix, S3Error, WriteOptions};
 
 /// How long a request may wait for its answer while S3 counts as unreachable.
 pub const DOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -180,8 +180,9 @@ impl<S: ObjectStore> ObjectStore for WithHealth<S> {
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
-        let request = self.inner.copy(from, to, size, if_match);
+        let request = self.inner.copy(from, to, size, if_match, posix);
         self.call("CopyObject", request).await
     }
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::{
-    BlockStore, Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Error, StoreFuture,
+    BlockStore, Copied, ListPage, ObjectInfo, ObjectStore, PartTag, Posix, S3Error, StoreFuture,
     TaggedObject, TaggedPut, WriteOptions,
 };
 
@@ -23,11 +23,13 @@ struct StoredObject {
     last_modified: SystemTime,
     /// The write id the writer gave, as user metadata holds it.
     write_id: Option<String>,
+    /// POSIX attributes stored as user metadata.
+    posix: Option<Posix>,
 }
 
-/// A multipart upload in progress: its key, the write id given at create, and the parts
+/// A multipart upload in progress: its key, the options given at create, and the parts
 /// received, by number.
-type PendingUpload = (String, String, BTreeMap<i32, Bytes>);
+type PendingUpload = (String, WriteOptions, BTreeMap<i32, Bytes>);
 
 /// 412, as S3 answers a failed condition.
 fn precondition_failed() -> S3Error {
@@ -103,16 +105,33 @@ impl InMemoryStore {
     /// Stores `data` under `key`, replacing any object there with a new ETag (as another
     /// client would: no write id).
     pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
-        self.store(key, data.into(), None)
+        self.store(key, data.into(), None, None)
     }
 
-    fn store(&self, key: &str, data: Bytes, write_id: Option<String>) -> String {
+    /// The POSIX attributes stored with `key`, if any.
+    pub fn posix(&self, key: &str) -> Option<Posix> {
+        self.lock().get(key).and_then(|o| o.posix)
+    }
+
+    /// Stores `data` under `key` with POSIX attributes in its metadata, as s3fs would.
+    pub fn put_with_posix(&self, key: &str, data: impl Into<Bytes>, posix: Posix) -> String {
+        self.store(key, data.into(), None, Some(posix))
+    }
+
+    fn store(
+        &self,
+        key: &str,
+        data: Bytes,
+        write_id: Option<String>,
+        posix: Option<Posix>,
+    ) -> String {
         let etag = format!("\"{}\"", self.next_etag.fetch_add(1, Ordering::Relaxed));
         let object = StoredObject {
             data,
             etag: etag.clone(),
             last_modified: SystemTime::now(),
             write_id,
+            posix,
         };
         self.lock().insert(key.to_string(), object);
         etag
@@ -136,6 +155,7 @@ impl InMemoryStore {
             etag: etag.clone(),
             last_modified: SystemTime::now(),
             write_id: Some(options.write_id.clone()),
+            posix: options.posix,
         };
         objects.insert(key.to_string(), object);
         Ok(etag)
@@ -219,6 +239,7 @@ fn info(key: &str, object: &StoredObject) -> ObjectInfo {
         last_modified: object.last_modified,
         etag: object.etag.clone(),
         write_id: object.write_id.clone(),
+        posix: object.posix,
     }
 }
 
@@ -268,6 +289,7 @@ impl InMemoryStore {
                 Some(common) => page.common_prefixes.push(common),
                 None => page.objects.push(ObjectInfo {
                     write_id: None, // listings carry no metadata
+                    posix: None,
                     ..info(key, object)
                 }),
             }
@@ -381,7 +403,7 @@ impl ObjectStore for InMemoryStore {
         let id = format!("upload-{}", self.next_etag.fetch_add(1, Ordering::Relaxed));
         self.uploads.lock().expect("uploads lock poisoned").insert(
             id.clone(),
-            (key.to_string(), options.write_id.clone(), BTreeMap::new()),
+            (key.to_string(), options.clone(), BTreeMap::new()),
         );
         Ok(id)
     }
@@ -414,7 +436,7 @@ impl ObjectStore for InMemoryStore {
         options: &WriteOptions,
     ) -> Result<String, S3Error> {
         let mut uploads = self.uploads.lock().expect("uploads lock poisoned");
-        let (_, write_id, stored) = uploads.get(upload_id).ok_or(S3Error::NotFound)?;
+        let (_, created, stored) = uploads.get(upload_id).ok_or(S3Error::NotFound)?;
         let mut data = Vec::new();
         for (i, tag) in parts.iter().enumerate() {
             let part = stored.get(&tag.number).ok_or(S3Error::Service {
@@ -431,9 +453,11 @@ impl ObjectStore for InMemoryStore {
             }
             data.extend_from_slice(part);
         }
+        // Metadata is given at create, conditions at complete.
         let options = WriteOptions {
-            write_id: write_id.clone(),
-            ..options.clone()
+            if_none_match: options.if_none_match,
+            if_match: options.if_match.clone(),
+            ..created.clone()
         };
         let etag = self.store_if(key, data.into(), &options)?;
         uploads.remove(upload_id);
@@ -499,13 +523,18 @@ impl ObjectStore for InMemoryStore {
         to: &str,
         _size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
         let source = self.lock().get(from).cloned().ok_or(S3Error::NotFound)?;
         if source.etag != if_match {
             return Err(precondition_failed());
         }
-        // CopyObject keeps the source's metadata.
-        let etag = self.store(to, source.data, source.write_id);
+        // CopyObject keeps the source's metadata, but for the attributes it replaces.
+        let posix = match (source.posix, posix) {
+            (Some(current), Some(change)) => Some(current.merged(change)),
+            (current, change) => change.copied().or(current),
+        };
+        let etag = self.store(to, source.data, source.write_id, posix);
         Ok(Copied {
             etag,
             last_modified: SystemTime::now(),

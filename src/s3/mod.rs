@@ -13,6 +13,7 @@ pub mod faulty;
 pub mod health;
 #[cfg(test)]
 pub mod in_memory;
+pub mod posix;
 pub mod sdk;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 
 pub use config::S3Config;
 pub use error::S3Error;
+pub use posix::Posix;
 
 /// What a HEAD (or a listing entry) says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub struct ObjectInfo {
     /// The [`WriteOptions::write_id`] stored with the object when mount-s3 wrote it (HEAD
     /// only; listings do not carry metadata).
     pub write_id: Option<String>,
+    /// POSIX attributes from user metadata (HEAD only; see [`posix`]).
+    pub posix: Option<Posix>,
 }
 
 /// How a write (a PUT, or a multipart upload from create to complete) is made.
@@ -53,6 +57,13 @@ pub struct WriteOptions {
     /// Write only while the object there still has this ETag (`If-Match`): a staged file
     /// replaces exactly the version it started from, or nothing.
     pub if_match: Option<String>,
+    /// POSIX attributes stored with the object (`--posix-metadata`; see [`posix`]).
+    pub posix: Option<Posix>,
+    /// Content-Type of the object; inferred from the key (or none) when not given.
+    pub content_type: Option<String>,
+    /// Other user metadata to store (a copy's source's, when the copy cannot keep it by
+    /// itself), names without `x-amz-meta-`.
+    pub kept_metadata: Vec<(String, String)>,
 }
 
 /// The user-metadata name under which [`WriteOptions::write_id`] is stored
@@ -228,12 +239,16 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Copies `from` (of `size` bytes) to `to` on the server side, only while `from` has ETag
     /// `if_match` (every request of the copy carries the condition): CopyObject, or a
-    /// multipart copy for objects over 5 GiB, aborted if any part fails.
+    /// multipart copy for objects over 5 GiB, aborted if any part fails. The copy keeps the
+    /// source's metadata; with `posix`, those attributes replace the source's (the rest of
+    /// its user metadata and its Content-Type are kept): chmod, chown and utimes are a copy
+    /// of an object onto itself.
     fn copy(
         &self,
         from: &str,
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> impl Future<Output = Result<Copied, S3Error>> + Send;
 }

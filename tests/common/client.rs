@@ -300,6 +300,34 @@ impl S3Server {
         Some((u64::try_from(len).expect("ContentLength"), modified))
     }
 
+    /// Puts an object with user metadata (`x-amz-meta-NAME: VALUE` for each pair), as
+    /// another client (s3fs, rclone, boto3) would.
+    pub fn put_with_metadata(&self, bucket: &str, key: &str, bytes: &[u8], meta: &[(&str, &str)]) {
+        let mut put = self
+            .client()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()));
+        for (name, value) in meta {
+            put = put.metadata(*name, *value);
+        }
+        self.block_on(put.send())
+            .unwrap_or_else(|e| panic!("PutObject {bucket}/{key}: {}", error_text(&e)));
+    }
+
+    /// The user metadata HeadObject returns for `key` (names without `x-amz-meta-`).
+    pub fn user_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let out = self
+            .block_on(self.client().head_object().bucket(bucket).key(key).send())
+            .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {}", error_text(&e)));
+        out.metadata().cloned().unwrap_or_default()
+    }
+
     /// Asserts that HeadObject finds nothing at `key`; `when` says at which step.
     #[track_caller]
     pub fn assert_no_object(&self, bucket: &str, key: &str, when: &str) {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::names::Kind;
+use crate::s3::Posix;
 
 /// What we know of a file's object, or a directory's synthetic attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,9 @@ pub struct Stat {
     pub mtime: SystemTime,
     /// The object's ETag; `None` for directories.
     pub etag: Option<String>,
+    /// POSIX attributes from the object's metadata (a directory's from its `name/` marker),
+    /// with `--posix-metadata`.
+    pub posix: Option<Posix>,
 }
 
 /// State that exists only in this mount, not (yet) in S3.

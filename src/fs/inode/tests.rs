@@ -7,6 +7,7 @@ fn file_stat(size: u64) -> Stat {
         size,
         mtime: SystemTime::UNIX_EPOCH,
         etag: Some("\"e\"".into()),
+        posix: None,
     }
 }
 

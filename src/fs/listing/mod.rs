@@ -13,7 +13,7 @@ pub use pages::PageCache;
 pub use stream::{DirStream, ListedEntry, PAGE_SIZE};
 
 use super::{DirEntry, FsError, Inode, Kind, S3Filesystem, file_stat};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, Posix};
 
 impl<S: ObjectStore> S3Filesystem<S> {
     /// Opens a directory for listing and returns its handle number.
@@ -79,7 +79,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if offset == 2 {
             self.list_ahead(&dir);
         }
-        let listed = {
+        let mut listed = {
             let mut stream = stream.lock().await;
             let listed = stream
                 .entries_from(self.store.as_ref(), (offset - 2) as usize, wanted)
@@ -90,9 +90,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
             }
             listed
         };
-        for entry in listed {
+        let posix = self.posix_of_listed(&dir, &mut listed).await?;
+        for (entry, posix) in listed.into_iter().zip(posix) {
             offset += 1;
-            let inode = self.register(&dir, entry);
+            let inode = self.register(&dir, entry, posix);
             out.push(DirEntry {
                 name: inode.name.clone(),
                 attr: self.attr_of(&inode),
@@ -104,8 +105,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// Records a listed entry (its stat comes free with the listing; see
-    /// [`S3Filesystem::record`]). A local entry keeps the inode it has.
-    fn register(&self, dir: &Inode, entry: ListedEntry) -> Inode {
+    /// [`S3Filesystem::record`]), with the POSIX attributes found for it. A local entry
+    /// keeps the inode it has.
+    fn register(&self, dir: &Inode, entry: ListedEntry, posix: Option<Posix>) -> Inode {
         if entry.remembered {
             // What the mount learned since the page was fetched is newer: keep it.
             if let Some(known) = self
@@ -125,10 +127,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 return local;
             }
         }
-        let stat = match &entry.object {
+        let mut stat = match &entry.object {
             Some(info) => file_stat(info),
             None => self.dir_stat(),
         };
+        stat.posix = stat.posix.or(posix);
         self.negative.invalidate(&(dir.ino, entry.name.clone()));
         self.record(dir, &entry.name, entry.kind, stat, 0)
     }

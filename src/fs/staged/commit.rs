@@ -58,6 +58,8 @@ impl<S: ObjectStore> StagedFile<S> {
             write_id,
             if_none_match: state.base.is_none() && if_none_match,
             if_match: state.base.as_ref().map(|b| b.etag.clone()),
+            posix: state.draft.at_commit(std::time::SystemTime::now()),
+            ..WriteOptions::default()
         };
         let plan = super::plan::plan(size, copyable, &state.dirty, self.put_limit);
         debug!(key, size, copyable, ?plan, "committing a staged file");
@@ -75,6 +77,7 @@ impl<S: ObjectStore> StagedFile<S> {
         state.dirty = super::RangeSet::new();
         state.copyable = size;
         state.changed = false;
+        state.draft = crate::fs::posix::Draft::new(options.posix);
         Ok(Some(done))
     }
 

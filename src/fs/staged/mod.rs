@@ -32,8 +32,9 @@ use bytes::Bytes;
 
 use super::FsError;
 use super::write::aborts::PendingAborts;
+use crate::fs::posix::Draft;
 use crate::memory::MemoryBudget;
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, Posix};
 use dir::StagingDir;
 use ranges::RangeSet;
 
@@ -76,6 +77,8 @@ struct State {
     /// The last commit failed and its caller was told (a close or fsync error), with
     /// nothing written since: the release does not commit behind the writer's back.
     told_failed: bool,
+    /// The POSIX attributes the next commit writes (`--posix-metadata`).
+    draft: Draft,
 }
 
 /// One file being written through staging; shared by the handles open on its inode.
@@ -127,8 +130,26 @@ impl<S: ObjectStore> StagedFile<S> {
                 copyable: size,
                 held: 0,
                 told_failed: false,
+                draft: Draft::default(),
             }),
         })
+    }
+
+    /// The same, committing `posix` as the object's POSIX attributes (the base's, or a new
+    /// file's).
+    pub fn with_posix(mut self, posix: Option<Posix>) -> Self {
+        self.state.get_mut().draft = Draft::new(posix);
+        self
+    }
+
+    /// Applies a chmod/chown/utimes to what the next commit writes.
+    pub async fn set_posix(&self, change: &Posix) {
+        self.state.lock().await.draft.change(change);
+    }
+
+    /// The POSIX attributes as they stand.
+    pub async fn posix(&self) -> Option<Posix> {
+        self.state.lock().await.draft.current()
     }
 
     /// The key written.
@@ -177,6 +198,7 @@ impl<S: ObjectStore> StagedFile<S> {
         state.base.as_ref().map(|b| crate::fs::write::Committed {
             size: b.size,
             etag: b.etag.clone(),
+            posix: state.draft.current(),
         })
     }
 
@@ -219,6 +241,7 @@ impl<S: ObjectStore> StagedFile<S> {
         state.size = state.size.max(end);
         state.changed = true;
         state.told_failed = false;
+        state.draft.written();
         Ok(state.size)
     }
 
@@ -249,6 +272,7 @@ impl<S: ObjectStore> StagedFile<S> {
         state.size = size;
         state.changed = true;
         state.told_failed = false;
+        state.draft.written();
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use crate::fs::handles::OpenFile;
 use crate::fs::inode::Local;
 use crate::fs::upload::Upload;
 use crate::fs::{FsError, Inode, Observed, OpenMode, S3Filesystem};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, Posix};
 
 impl<S: ObjectStore> S3Filesystem<S> {
     /// Whether every write is staged on this mount (`--staged-writes`).
@@ -48,23 +48,28 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// A new staged file of `key` from `base` (the object as it is, or none for a new file).
+    /// `posix`: the attributes its commits write (`--posix-metadata`).
     pub(crate) fn new_staged(
         &self,
         key: &str,
         base: Option<Base>,
+        posix: Option<Posix>,
     ) -> Result<Arc<StagedFile<S>>, FsError> {
         let area = self.staging.clone().ok_or(FsError::NotPermitted(
             "staged writes are off (--staged-writes)",
         ))?;
-        Ok(Arc::new(StagedFile::new(
-            self.store.clone(),
-            key.to_string(),
-            area,
-            self.budgets.data.clone(),
-            self.aborts.clone(),
-            self.config.write_part_size,
-            base,
-        )?))
+        Ok(Arc::new(
+            StagedFile::new(
+                self.store.clone(),
+                key.to_string(),
+                area,
+                self.budgets.data.clone(),
+                self.aborts.clone(),
+                self.config.write_part_size,
+                base,
+            )?
+            .with_posix(posix),
+        ))
     }
 
     /// Opens `inode` (an existing file nobody writes) for writing through a new staged file
@@ -95,7 +100,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             etag,
             size: inode.stat.size,
         });
-        let file = self.new_staged(&inode.key, base)?;
+        let posix = inode.stat.posix.filter(|_| self.posix_on());
+        let file = self.new_staged(&inode.key, base, posix)?;
         if mode.truncate {
             file.truncate(0).await?;
         }
@@ -184,29 +190,30 @@ impl<S: ObjectStore> S3Filesystem<S> {
     }
 
     /// After a staged handle's release: if it was the inode's last, the inode is a plain
-    /// object again (or, never committed, as it was before).
+    /// object again (or, never committed, as it was before). The staged file leaves the
+    /// table first, so an open meanwhile waits for the inode to settle
+    /// ([`S3Filesystem::wait_released`]) instead of sharing a file on its way out; a staged
+    /// file opened since (the table holds another) is left alone.
     pub(crate) async fn staged_released(&self, handle: &WriteHandle<S>) {
         let Upload::Staged { file, .. } = &handle.upload else {
             return;
         };
-        let last = {
-            let staged = self.staged.lock().expect("staged lock poisoned");
-            // The map holds a weak reference; this handle holds one strong.
-            staged
+        {
+            let mut staged = self.staged.lock().expect("staged lock poisoned");
+            let other = staged
                 .get(&handle.ino)
-                .is_none_or(|weak| weak.strong_count() <= 1)
-        };
-        if !last {
-            return;
+                .is_some_and(|weak| !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(file)));
+            // The handle left the table before its release commit: none left means last (a
+            // count of strong references would also see a lookup holding one for a moment).
+            if other || self.has_write_handle(handle.ino) {
+                return;
+            }
+            staged.remove(&handle.ino);
         }
         if file.has_changes().await {
             self.restore(handle);
         } else {
             self.inodes.make_real(handle.ino);
         }
-        self.staged
-            .lock()
-            .expect("staged lock poisoned")
-            .remove(&handle.ino);
     }
 }

@@ -2,14 +2,17 @@
 //! and reads (`namespace`); writes and namespace changes (`write`).
 
 mod commit_points;
+mod dir_rename;
 mod model;
 mod namespace;
+mod posix;
 mod staged_points;
 mod versions;
 mod write;
 
 use std::sync::Arc;
 
+use super::posix::AttrChange;
 use super::*;
 use crate::s3::in_memory::InMemoryStore;
 
@@ -32,7 +35,10 @@ fn setup(
 }
 
 /// Every entry of directory `ino` (`.` and `..` included), sorted, read 7 at a time.
-async fn names_in(fs: &S3Filesystem<InMemoryStore>, ino: u64) -> Vec<(String, Kind)> {
+async fn names_in<S: crate::s3::ObjectStore>(
+    fs: &S3Filesystem<S>,
+    ino: u64,
+) -> Vec<(String, Kind)> {
     let fh = fs.opendir(ino).unwrap();
     let mut out = Vec::new();
     let mut offset = 0;

@@ -192,6 +192,42 @@ async fn unlink_needs_the_flag() {
     );
 }
 
+/// git's lock file: created, closed without a write, unlinked before the kernel's release
+/// arrives. The unlink succeeds and the release makes no object (nor an error).
+#[tokio::test]
+async fn a_new_file_closed_unwritten_may_be_unlinked_before_its_release() {
+    let (store, fs) = setup_writable(&[], true, false);
+    let (_, fh) = fs
+        .create(ROOT_INO, "config.lock", me(), false)
+        .await
+        .unwrap();
+    fs.flush(fh, me()).await.unwrap();
+    fs.unlink(ROOT_INO, "config.lock").await.unwrap();
+    fs.release(fh).await;
+    assert!(store.get("config.lock").is_none());
+    assert!(
+        fs.shutdown(std::time::Duration::ZERO)
+            .await
+            .not_landed
+            .is_empty()
+    );
+    let (_, fh) = fs
+        .create(ROOT_INO, "config.lock", me(), false)
+        .await
+        .unwrap();
+    assert_eq!(fs.write(fh, 0, b"x", me()).await.unwrap(), 1);
+    assert_eq!(
+        fs.unlink(ROOT_INO, "config.lock")
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EPERM,
+        "a file with data being streamed is not unlinked"
+    );
+    fs.release(fh).await;
+    assert_eq!(store.get("config.lock").unwrap().as_ref(), b"x");
+}
+
 #[tokio::test]
 async fn mkdir_is_local_until_a_file_lands_and_rmdir_removes_empty_ones() {
     let (store, fs) = setup_writable(&[("real/x", b"x")], true, false);
@@ -295,18 +331,26 @@ async fn attribute_changes_are_refused_except_on_files_being_written() {
     let (_, fs) = setup_writable(&[("f", b"x")], true, true);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        fs.setattr(f.ino, None, true).await.unwrap_err().errno(),
+        fs.setattr(f.ino, None, AttrChange::touch())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EPERM
     );
     assert_eq!(
-        fs.setattr(f.ino, Some(0), false).await.unwrap_err().errno(),
+        fs.setattr(f.ino, Some(0), AttrChange::default())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EPERM
     );
     let (new, fh) = fs.create(ROOT_INO, "g", me(), false).await.unwrap();
-    fs.setattr(new.ino, Some(0), true).await.unwrap();
+    fs.setattr(new.ino, Some(0), AttrChange::touch())
+        .await
+        .unwrap();
     fs.write(fh, 0, b"abc", me()).await.unwrap();
     assert_eq!(
-        fs.setattr(new.ino, Some(1), false)
+        fs.setattr(new.ino, Some(1), AttrChange::default())
             .await
             .unwrap_err()
             .errno(),

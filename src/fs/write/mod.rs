@@ -16,14 +16,16 @@ pub(super) mod resolve;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::BytesMut;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::error::FsError;
+use super::posix::Draft;
 use crate::memory::{MemoryBudget, Reservation};
-use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag, S3Error, WriteOptions};
+use crate::s3::{MAX_OBJECT_SIZE, ObjectStore, PartTag, Posix, S3Error, WriteOptions};
 use aborts::PendingAborts;
 pub use part_size::part_size_for;
 pub use resolve::new_write_id;
@@ -50,6 +52,8 @@ pub struct Committed {
     pub size: u64,
     /// ETag of the new object.
     pub etag: String,
+    /// The POSIX attributes it was written with (`--posix-metadata`).
+    pub posix: Option<Posix>,
 }
 
 /// A part being uploaded; it holds its bytes in the budget until it is done.
@@ -76,6 +80,8 @@ struct UploadState {
     /// Budget held for `buffer`'s part (the whole part, from its first byte on).
     buffer_reservation: Option<Reservation>,
     upload_id: Option<String>,
+    /// The POSIX attributes the object gets (fixed once the multipart upload is created).
+    draft: Draft,
     /// Number of the next part to send (1-based).
     next_part: i32,
     in_flight: VecDeque<PartTask>,
@@ -113,7 +119,7 @@ impl<S: ObjectStore> FileWriter<S> {
             key,
             part_size,
             budget,
-            options,
+            options: options.clone(),
             aborts,
             state: tokio::sync::Mutex::new(UploadState {
                 status: Status::Open,
@@ -121,6 +127,7 @@ impl<S: ObjectStore> FileWriter<S> {
                 buffer: BytesMut::new(),
                 buffer_reservation: None,
                 upload_id: None,
+                draft: Draft::new(options.posix),
                 next_part: 1,
                 in_flight: VecDeque::new(),
                 done: Vec::new(),
@@ -131,6 +138,26 @@ impl<S: ObjectStore> FileWriter<S> {
     /// The key being written.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Applies a chmod/chown/utimes to what the object will be written with; `false` once
+    /// that is fixed (its multipart upload was created): the change must then be made after
+    /// the commit.
+    pub async fn set_posix(&self, change: &Posix) -> bool {
+        let mut state = self.state.lock().await;
+        if state.upload_id.is_some() || !matches!(state.status, Status::Open) {
+            return false;
+        }
+        state.draft.change(change);
+        true
+    }
+
+    /// The options of the request that makes the object, with its POSIX attributes now.
+    fn options_now(&self, state: &UploadState) -> WriteOptions {
+        WriteOptions {
+            posix: state.draft.at_commit(SystemTime::now()),
+            ..self.options.clone()
+        }
     }
 
     /// Reserves the first part buffer, waiting for it (see [`BUDGET_WAIT`]): an open for
@@ -207,6 +234,7 @@ impl<S: ObjectStore> FileWriter<S> {
             }
         }
         state.written = new_size;
+        state.draft.written();
         Ok(new_size)
     }
 
@@ -214,7 +242,9 @@ impl<S: ObjectStore> FileWriter<S> {
     /// the bound is reached (back-pressure on the writer).
     async fn send_part(&self, state: &mut UploadState) -> Result<(), FsError> {
         if state.upload_id.is_none() {
-            let id = self.store.create_multipart(&self.key, &self.options).await;
+            let options = self.options_now(state);
+            state.draft = Draft::new(options.posix);
+            let id = self.store.create_multipart(&self.key, &options).await;
             state.upload_id = Some(id.map_err(|e| FsError::s3(&self.key, e))?);
         }
         while state.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
@@ -261,6 +291,7 @@ impl<S: ObjectStore> FileWriter<S> {
                 let done = Committed {
                     size: state.written,
                     etag,
+                    posix: state.draft.current(),
                 };
                 debug!(key = %self.key, size = done.size, "upload committed");
                 state.status = Status::Committed(done.clone());
@@ -277,7 +308,9 @@ impl<S: ObjectStore> FileWriter<S> {
     async fn finish(&self, state: &mut UploadState) -> Result<String, FsError> {
         if state.upload_id.is_none() {
             let data = state.buffer.split().freeze();
-            return match self.store.put(&self.key, data, &self.options).await {
+            let options = self.options_now(state);
+            state.draft = Draft::new(options.posix);
+            return match self.store.put(&self.key, data, &options).await {
                 Ok(etag) => Ok(etag),
                 Err(e) => self.settle(e, None).await,
             };

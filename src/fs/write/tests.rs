@@ -23,8 +23,7 @@ fn writer_with(
 ) -> FileWriter<InMemoryStore> {
     let options = WriteOptions {
         write_id: new_write_id(),
-        if_none_match: false,
-        if_match: None,
+        ..WriteOptions::default()
     };
     let aborts = PendingAborts::new(store.clone());
     FileWriter::new(store.clone(), key.into(), PART, budget, options, aborts)

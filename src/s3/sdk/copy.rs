@@ -11,7 +11,12 @@ use super::SdkStore;
 use super::errors::classify;
 use super::keys::encode_copy_source;
 use super::objects::to_system_time;
-use crate::s3::{Copied, MAX_SINGLE_OBJECT, PartTag, S3Error, WriteOptions};
+use aws_sdk_s3::types::MetadataDirective;
+
+use super::headers::user_metadata;
+use crate::s3::{
+    Copied, MAX_SINGLE_OBJECT, PartTag, Posix, S3Error, WRITE_ID_METADATA, WriteOptions,
+};
 
 /// Aborts a multipart copy's upload when dropped before it was disarmed: the copy failed, or
 /// its future was dropped (the deadline fired) between two parts.
@@ -62,10 +67,17 @@ impl SdkStore {
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
         let source = format!("{}/{}", self.bucket, encode_copy_source(from));
+        // CopyObject keeps the source's metadata by itself; a copy that changes some of it,
+        // or a multipart copy (a new upload), must send all of it.
+        let replaced = match posix.is_some() || size > MAX_SINGLE_OBJECT {
+            true => Some(self.metadata_for_copy(from, if_match, posix).await?),
+            false => None,
+        };
         if size <= MAX_SINGLE_OBJECT {
-            let out = self
+            let mut request = self
                 .client
                 .copy_object()
                 .bucket(&self.bucket)
@@ -74,10 +86,14 @@ impl SdkStore {
                 .copy_source_if_match(if_match)
                 .set_server_side_encryption(self.new_object.sse.clone())
                 .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
-                .set_storage_class(self.new_object.storage_class.clone())
-                .send()
-                .await
-                .map_err(classify)?;
+                .set_storage_class(self.new_object.storage_class.clone());
+            if let Some(options) = &replaced {
+                request = request
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_metadata(Some(user_metadata(options)))
+                    .set_content_type(options.content_type.clone());
+            }
+            let out = request.send().await.map_err(classify)?;
             debug!(from, to, size, "CopyObject ok");
             let result = out.copy_object_result();
             return Ok(Copied {
@@ -87,7 +103,8 @@ impl SdkStore {
                     .map_or_else(SystemTime::now, |t| to_system_time(Some(t))),
             });
         }
-        let upload_id = self.create_upload(to, &WriteOptions::default()).await?;
+        let options = replaced.unwrap_or_default();
+        let upload_id = self.create_upload(to, &options).await?;
         let mut guard = AbortOnDrop {
             store: Some(self.clone()),
             key: to.to_string(),
@@ -103,6 +120,44 @@ impl SdkStore {
         Ok(Copied {
             etag: quoted(&etag),
             last_modified: SystemTime::now(),
+        })
+    }
+
+    /// What a copy of `from` (at ETag `if_match`) must write when it sends the metadata
+    /// itself: the source's Content-Type and user metadata, its POSIX attributes merged
+    /// with `posix`.
+    async fn metadata_for_copy(
+        &self,
+        from: &str,
+        if_match: &str,
+        posix: Option<&Posix>,
+    ) -> Result<WriteOptions, S3Error> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(from)
+            .if_match(if_match)
+            .send()
+            .await
+            .map_err(classify)?;
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        let current = Posix::from_metadata(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let posix = match (current, posix) {
+            (Some(current), Some(change)) => Some(current.merged(change)),
+            (current, change) => change.copied().or(current),
+        };
+        let kept_metadata = metadata
+            .into_iter()
+            .filter(|(name, _)| {
+                !Posix::is_own_name(name) && !name.eq_ignore_ascii_case(WRITE_ID_METADATA)
+            })
+            .collect();
+        Ok(WriteOptions {
+            posix,
+            content_type: head.content_type().map(str::to_string),
+            kept_metadata,
+            ..WriteOptions::default()
         })
     }
 

@@ -9,7 +9,9 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 
-use crate::s3::S3Config;
+use std::collections::HashMap;
+
+use crate::s3::{S3Config, WRITE_ID_METADATA, WriteOptions};
 
 /// Headers added to every request (see the module's comment).
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,30 @@ impl NewObject {
         let name = key.rsplit('/').next().unwrap_or(key);
         mime_guess::from_path(name).first_raw().map(str::to_string)
     }
+
+    /// The Content-Type of a new object written as `options` say: theirs, else as
+    /// [`NewObject::content_type`].
+    pub(super) fn content_type_of(&self, key: &str, options: &WriteOptions) -> Option<String> {
+        options
+            .content_type
+            .clone()
+            .or_else(|| self.content_type(key))
+    }
+}
+
+/// The user metadata a new object carries: what `options` keeps from a copy's source, the
+/// write id, and its POSIX attributes when `options` has them.
+pub(super) fn user_metadata(options: &WriteOptions) -> HashMap<String, String> {
+    let mut metadata: HashMap<String, String> = options.kept_metadata.iter().cloned().collect();
+    if !options.write_id.is_empty() {
+        metadata.insert(WRITE_ID_METADATA.to_string(), options.write_id.clone());
+    }
+    if let Some(posix) = &options.posix {
+        for (name, value) in posix.to_metadata() {
+            metadata.insert(name.to_string(), value);
+        }
+    }
+    metadata
 }
 
 #[cfg(test)]

@@ -34,7 +34,9 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
 use super::config::UploadChecksums;
-use super::{Copied, ListPage, ObjectInfo, ObjectStore, PartTag, S3Config, S3Error, WriteOptions};
+use super::{
+    Copied, ListPage, ObjectInfo, ObjectStore, PartTag, Posix, S3Config, S3Error, WriteOptions,
+};
 
 /// Longest wait between two attempts of a request.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
@@ -185,9 +187,33 @@ impl SdkStore {
 #[cfg(test)]
 mod tests;
 
+/// Runs one request as a task of its own. The SDK's request machinery needs a deep stack in
+/// debug builds (its endpoint resolver alone takes most of a 2 MiB thread stack), and a FUSE
+/// thread polls an operation's first steps on its own stack; a task starts at the top of a
+/// runtime worker's. Dropping the returned future aborts the task, as dropping the request
+/// itself would (a deadline cuts a request off that way).
+async fn own_task<T, F>(request: F) -> Result<T, S3Error>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, S3Error>> + Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(request));
+    match (&mut task.0).await {
+        Ok(result) => result,
+        Err(e) => Err(S3Error::Network(format!("request task failed: {e}"))),
+    }
+}
+
 impl ObjectStore for SdkStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
-        self.head_object(key).await
+        let (store, key) = (self.clone(), key.to_string());
+        own_task(async move { store.head_object(&key).await }).await
     }
 
     async fn list(
@@ -197,7 +223,13 @@ impl ObjectStore for SdkStore {
         token: Option<String>,
         max_keys: usize,
     ) -> Result<ListPage, S3Error> {
-        self.list_objects(prefix, delimited, token, max_keys).await
+        let (store, prefix) = (self.clone(), prefix.to_string());
+        own_task(async move {
+            store
+                .list_objects(&prefix, delimited, token, max_keys)
+                .await
+        })
+        .await
     }
 
     async fn get_range(
@@ -206,15 +238,24 @@ impl ObjectStore for SdkStore {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<Bytes, S3Error> {
-        self.get_object_range(key, range, if_match).await
+        let (store, key) = (self.clone(), key.to_string());
+        let if_match = if_match.map(str::to_string);
+        own_task(async move {
+            store
+                .get_object_range(&key, range, if_match.as_deref())
+                .await
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {
-        self.put_object(key, data, options).await
+        let (store, key, options) = (self.clone(), key.to_string(), options.clone());
+        own_task(async move { store.put_object(&key, data, &options).await }).await
     }
 
     async fn create_multipart(&self, key: &str, options: &WriteOptions) -> Result<String, S3Error> {
-        self.create_upload(key, options).await
+        let (store, key, options) = (self.clone(), key.to_string(), options.clone());
+        own_task(async move { store.create_upload(&key, &options).await }).await
     }
 
     async fn upload_part(
@@ -224,7 +265,8 @@ impl ObjectStore for SdkStore {
         number: i32,
         data: Bytes,
     ) -> Result<PartTag, S3Error> {
-        self.send_part(key, upload_id, number, data).await
+        let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
+        own_task(async move { store.send_part(&key, &id, number, data).await }).await
     }
 
     async fn complete_multipart(
@@ -234,7 +276,9 @@ impl ObjectStore for SdkStore {
         parts: Vec<PartTag>,
         options: &WriteOptions,
     ) -> Result<String, S3Error> {
-        self.complete_upload(key, upload_id, parts, options).await
+        let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
+        let options = options.clone();
+        own_task(async move { store.complete_upload(&key, &id, parts, &options).await }).await
     }
 
     async fn upload_part_copy(
@@ -246,16 +290,25 @@ impl ObjectStore for SdkStore {
         range: Range<u64>,
         if_match: &str,
     ) -> Result<PartTag, S3Error> {
-        self.copy_range_as_part(key, upload_id, number, from, range, if_match)
-            .await
+        let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
+        let (from, if_match) = (from.to_string(), if_match.to_string());
+        own_task(async move {
+            store
+                .copy_range_as_part(&key, &id, number, &from, range, &if_match)
+                .await
+        })
+        .await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
-        self.abort_upload(key, upload_id).await
+        let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
+        own_task(async move { store.abort_upload(&key, &id).await }).await
     }
 
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
-        self.delete_object(key, if_match).await
+        let (store, key) = (self.clone(), key.to_string());
+        let if_match = if_match.map(str::to_string);
+        own_task(async move { store.delete_object(&key, if_match.as_deref()).await }).await
     }
 
     async fn copy(
@@ -264,7 +317,15 @@ impl ObjectStore for SdkStore {
         to: &str,
         size: u64,
         if_match: &str,
+        posix: Option<&Posix>,
     ) -> Result<Copied, S3Error> {
-        self.copy_object(from, to, size, if_match).await
+        let (store, from, to) = (self.clone(), from.to_string(), to.to_string());
+        let (if_match, posix) = (if_match.to_string(), posix.copied());
+        own_task(async move {
+            store
+                .copy_object(&from, &to, size, &if_match, posix.as_ref())
+                .await
+        })
+        .await
     }
 }

@@ -11,9 +11,10 @@ use tracing::{debug, warn};
 
 use super::SdkStore;
 use super::errors::{backoff, classify, is_transient};
+use super::headers::user_metadata;
 use super::keys::url_decode;
 use super::objects::to_system_time;
-use crate::s3::{PartTag, S3Error, WRITE_ID_METADATA, WriteOptions};
+use crate::s3::{PartTag, S3Error, WriteOptions};
 
 /// How far before our first CreateMultipartUpload attempt a stray upload's initiation time
 /// may lie (the server's clock against ours).
@@ -85,12 +86,12 @@ impl SdkStore {
                 .create_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
-                .metadata(WRITE_ID_METADATA, &options.write_id)
+                .set_metadata(Some(user_metadata(options)))
                 .set_checksum_algorithm(self.checksum.clone())
                 .set_server_side_encryption(self.new_object.sse.clone())
                 .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
                 .set_storage_class(self.new_object.storage_class.clone())
-                .set_content_type(self.new_object.content_type(key))
+                .set_content_type(self.new_object.content_type_of(key, options))
                 .customize()
                 .config_override(
                     aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),

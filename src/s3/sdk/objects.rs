@@ -10,8 +10,9 @@ use tracing::debug;
 
 use super::SdkStore;
 use super::errors::classify;
+use super::headers::user_metadata;
 use super::keys::url_decode;
-use crate::s3::{ListPage, ObjectInfo, S3Error, WRITE_ID_METADATA, WriteOptions};
+use crate::s3::{ListPage, ObjectInfo, Posix, S3Error, WRITE_ID_METADATA, WriteOptions};
 
 impl SdkStore {
     pub(super) async fn head_object(&self, key: &str) -> Result<ObjectInfo, S3Error> {
@@ -33,6 +34,9 @@ impl SdkStore {
                 .metadata()
                 .and_then(|m| m.get(WRITE_ID_METADATA))
                 .cloned(),
+            posix: out.metadata().and_then(|m| {
+                Posix::from_metadata(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            }),
         })
     }
 
@@ -75,6 +79,7 @@ impl SdkStore {
                     last_modified: to_system_time(object.last_modified()),
                     etag: object.e_tag().unwrap_or_default().to_string(),
                     write_id: None,
+                    posix: None,
                 })
             })
             .collect::<Vec<_>>();
@@ -114,14 +119,14 @@ impl SdkStore {
             .bucket(&self.bucket)
             .key(key)
             .body(data.into())
-            .metadata(WRITE_ID_METADATA, &options.write_id)
+            .set_metadata(Some(user_metadata(options)))
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
             .set_if_match(options.if_match.clone())
             .set_checksum_algorithm(self.checksum.clone())
             .set_server_side_encryption(self.new_object.sse.clone())
             .set_ssekms_key_id(self.new_object.sse_kms_key_id.clone())
             .set_storage_class(self.new_object.storage_class.clone())
-            .set_content_type(self.new_object.content_type(key))
+            .set_content_type(self.new_object.content_type_of(key, options))
             .send()
             .await
             .map_err(classify)?;

@@ -98,7 +98,8 @@ async fn new_objects_carry_encryption_class_and_type_and_every_request_the_rest(
     let options = WriteOptions::default();
     let create =
         first_request(|s| async move { s.create_multipart("big.bin", &options).await }).await;
-    let copy = first_request(|s| async move { s.copy("a.txt", "b.txt", 10, "\"e\"").await }).await;
+    let copy =
+        first_request(|s| async move { s.copy("a.txt", "b.txt", 10, "\"e\"", None).await }).await;
     let part = first_request(|s| async move {
         s.upload_part("big.bin", "up1", 1, bytes::Bytes::from_static(b"x"))
             .await
