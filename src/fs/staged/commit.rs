@@ -17,11 +17,8 @@ use tracing::debug;
 use super::plan::{Plan, PlanPart};
 use super::{Base, StagedFile, State};
 use crate::fs::FsError;
-use crate::fs::write::resolve;
+use crate::fs::write::{MAX_PARTS_IN_FLIGHT, PartInFlight, resolve};
 use crate::s3::{ObjectStore, PartTag, S3Error, WriteOptions};
-
-/// Parts uploading or copying at once.
-const PARTS_IN_FLIGHT: usize = 4;
 
 /// What a commit made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +168,7 @@ impl<S: ObjectStore> StagedFile<S> {
         let mut running = JoinSet::new();
         let mut next = 0;
         loop {
-            while running.len() < PARTS_IN_FLIGHT && next < parts.len() {
+            while running.len() < MAX_PARTS_IN_FLIGHT && next < parts.len() {
                 let part = parts[next].clone();
                 let number = i32::try_from(next + 1).map_err(|_| FsError::FileTooBig)?;
                 let (store, key, upload_id) =
@@ -180,6 +177,7 @@ impl<S: ObjectStore> StagedFile<S> {
                     (file.clone(), self.budget.clone(), base_etag.clone());
                 let index = next;
                 running.spawn(async move {
+                    let _counted = PartInFlight::new();
                     let tag = if part.copy {
                         let etag = base_etag.ok_or_else(|| {
                             FsError::Staging("a copied part without a base version".into())
@@ -236,7 +234,10 @@ impl<S: ObjectStore> StagedFile<S> {
 }
 
 /// The bytes of `range` of the staging file.
-async fn read_at(file: Arc<std::fs::File>, range: std::ops::Range<u64>) -> Result<Bytes, FsError> {
+pub(super) async fn read_at(
+    file: Arc<std::fs::File>,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, FsError> {
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     crate::fs::blocking::unblock(move || file.read_exact_at(&mut buf, range.start).map(|()| buf))
         .await

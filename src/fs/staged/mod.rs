@@ -211,13 +211,7 @@ impl<S: ObjectStore> StagedFile<S> {
             return Ok(Bytes::new());
         }
         self.fill(&mut state, offset..end).await?;
-        let file = state.file.clone();
-        let mut buf = vec![0u8; (end - offset) as usize];
-        super::blocking::unblock(move || file.read_exact_at(&mut buf, offset).map(|()| buf))
-            .await
-            .map_err(FsError::task)?
-            .map(Bytes::from)
-            .map_err(|e| FsError::Staging(e.to_string()))
+        commit::read_at(state.file.clone(), offset..end).await
     }
 
     /// Writes `data` at `offset` (past the end, the gap reads as zeros); returns the new size.
@@ -231,10 +225,14 @@ impl<S: ObjectStore> StagedFile<S> {
         self.hold(&mut state, from..end)?;
         let file = state.file.clone();
         let data = data.to_vec();
-        super::blocking::unblock(move || file.write_all_at(&data, offset))
+        let written = super::blocking::unblock(move || file.write_all_at(&data, offset))
             .await
-            .map_err(FsError::task)?
-            .map_err(|e| FsError::Staging(e.to_string()))?;
+            .map_err(FsError::task)
+            .and_then(|r| r.map_err(|e| FsError::Staging(e.to_string())));
+        if let Err(e) = written {
+            self.return_unused(&mut state);
+            return Err(e);
+        }
         // A gap before `offset` is a hole: zeros, present and changed.
         state.present.insert(from..end);
         state.dirty.insert(from..end);
@@ -256,19 +254,29 @@ impl<S: ObjectStore> StagedFile<S> {
         }
         if size > state.size {
             let grown = state.size..size;
-            self.hold(&mut state, grown.clone())?;
+            self.hold(&mut state, grown)?;
+        }
+        // The file first: if that fails, the records still say what it holds.
+        let file = state.file.clone();
+        let resized = super::blocking::unblock(move || file.set_len(size))
+            .await
+            .map_err(FsError::task)
+            .and_then(|r| r.map_err(|e| FsError::Staging(e.to_string())));
+        if let Err(e) = resized {
+            self.return_unused(&mut state);
+            return Err(e);
+        }
+        if size > state.size {
+            let grown = state.size..size;
             state.present.insert(grown.clone());
             state.dirty.insert(grown);
         } else {
             state.present.cut_at(size);
             state.dirty.cut_at(size);
             state.copyable = state.copyable.min(size);
+            // The bytes cut off are no longer held.
+            self.return_unused(&mut state);
         }
-        let file = state.file.clone();
-        super::blocking::unblock(move || file.set_len(size))
-            .await
-            .map_err(FsError::task)?
-            .map_err(|e| FsError::Staging(e.to_string()))?;
         state.size = size;
         state.changed = true;
         state.told_failed = false;
@@ -298,6 +306,17 @@ impl<S: ObjectStore> StagedFile<S> {
         Ok(())
     }
 
+    /// Gives back to the staging area's bound what is held beyond the bytes the local copy
+    /// holds: after a cut, or a hold whose write or fetch failed (`held` is always the
+    /// length of `present` once a call ends).
+    fn return_unused(&self, state: &mut State) {
+        let holds = state.present.len();
+        if state.held > holds {
+            self.area.give_back(state.held - holds);
+            state.held = holds;
+        }
+    }
+
     /// Makes the local copy hold `range`: the missing stretches are fetched from the base
     /// (only the base's bytes can be missing: written bytes and holes are present).
     async fn fill(&self, state: &mut State, range: Range<u64>) -> Result<(), FsError> {
@@ -313,23 +332,36 @@ impl<S: ObjectStore> StagedFile<S> {
         };
         for gap in missing {
             self.hold(state, gap.clone())?;
-            let bytes = self
-                .store
-                .get_range(&key, gap.clone(), Some(&base.etag))
-                .await
-                .map_err(|e| FsError::s3(&key, e))?;
-            if bytes.len() as u64 != gap.end - gap.start {
-                return Err(FsError::Staging(format!("{key}: short GET of {gap:?}")));
+            if let Err(e) = self.fetch(state, &key, &base.etag, gap.clone()).await {
+                self.return_unused(state);
+                return Err(e);
             }
-            let file = state.file.clone();
-            let at = gap.start;
-            super::blocking::unblock(move || file.write_all_at(&bytes, at))
-                .await
-                .map_err(FsError::task)?
-                .map_err(|e| FsError::Staging(e.to_string()))?;
             state.present.insert(gap);
         }
         Ok(())
+    }
+
+    /// Writes `gap` of the base (at `etag`) into the local copy.
+    async fn fetch(
+        &self,
+        state: &State,
+        key: &str,
+        etag: &str,
+        gap: Range<u64>,
+    ) -> Result<(), FsError> {
+        let bytes = self
+            .store
+            .get_range(key, gap.clone(), Some(etag))
+            .await
+            .map_err(|e| FsError::s3(key, e))?;
+        if bytes.len() as u64 != gap.end - gap.start {
+            return Err(FsError::Staging(format!("{key}: short GET of {gap:?}")));
+        }
+        let file = state.file.clone();
+        super::blocking::unblock(move || file.write_all_at(&bytes, gap.start))
+            .await
+            .map_err(FsError::task)?
+            .map_err(|e| FsError::Staging(e.to_string()))
     }
 }
 

@@ -56,13 +56,11 @@ impl RangeSet {
         for s in past {
             self.ranges.remove(&s);
         }
-        if let Some((&s, e)) = self.ranges.range_mut(..at).next_back()
+        // Only ranges starting before `at` are left, so a cut one is never empty.
+        if let Some((_, e)) = self.ranges.range_mut(..at).next_back()
             && *e > at
         {
             *e = at;
-            if s == at {
-                self.ranges.remove(&s);
-            }
         }
     }
 

@@ -194,6 +194,29 @@ async fn reads_fetch_only_what_they_read_and_the_bound_holds() {
     assert_eq!(fx.area.held(), 0, "given back when the staging goes");
 }
 
+/// What a cut removes, or a fetch that failed brought, is no longer counted against the
+/// bound: a file truncated and rewritten over and over holds its size, not the sum.
+#[tokio::test]
+async fn cuts_and_failed_fetches_give_their_space_back() {
+    let fx = Fixture::new(2 * MIB);
+    let file = fx.stage("new").await;
+    for round in 0..10u8 {
+        file.truncate(0).await.unwrap();
+        file.write(0, &pattern(MIB, round)).await.unwrap();
+        assert_eq!(fx.area.held(), MIB, "round {round}");
+    }
+    file.truncate(MIB / 2).await.unwrap();
+    assert_eq!(fx.area.held(), MIB / 2);
+    drop(file);
+    assert_eq!(fx.area.held(), 0);
+
+    fx.store.put("k", pattern(4 * MIB, 1));
+    let file = fx.stage("k").await;
+    fx.store.put("k", pattern(4 * MIB, 2)); // replaced elsewhere: the GET fails (If-Match)
+    assert!(file.read(0, 4096).await.is_err());
+    assert_eq!(fx.area.held(), 0, "a failed fetch holds nothing");
+}
+
 /// One step of the model.
 #[derive(Debug, Clone)]
 enum Op {
@@ -262,6 +285,7 @@ proptest! {
                     }
                 }
                 prop_assert_eq!(file.size().await, model.len() as u64);
+                prop_assert!(fx.area.held() <= model.len() as u64, "held {} for {}", fx.area.held(), model.len());
             }
             prop_assert_eq!(fx.store.open_uploads(), 0);
             Ok(())

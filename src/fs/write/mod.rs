@@ -31,7 +31,7 @@ pub use part_size::part_size_for;
 pub use resolve::new_write_id;
 
 /// Most parts uploading at once per handle.
-const MAX_PARTS_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 4;
 
 /// How long an open for writing waits for its first part buffer, and a write for its next
 /// one, before answering ENOMEM: the memory target is held by writers that do not progress
@@ -396,10 +396,11 @@ mod tests;
 
 /// One part being uploaded, counted in the `upload.parts_in_flight` gauge for as long as it
 /// lives (its task may end, fail or be aborted: the drop counts it out every time).
-struct PartInFlight;
+pub(crate) struct PartInFlight;
 
 impl PartInFlight {
-    fn new() -> Self {
+    /// Counts one more part in the gauge until dropped.
+    pub(crate) fn new() -> Self {
         metrics::gauge!(crate::metrics::UPLOAD_PARTS_IN_FLIGHT).increment(1.0);
         PartInFlight
     }
