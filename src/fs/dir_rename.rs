@@ -4,7 +4,8 @@
 //! The order keeps every key somewhere at every moment. All keys are listed first (more than
 //! N: EXDEV before anything is copied, so `mv` falls back to copying file by file). Each
 //! copy is conditional on the version listed (`x-amz-copy-source-if-match`). If any copy
-//! fails, the copies already made are deleted (each only while it is still the copy) and the
+//! fails, the copies already made are deleted (each only while it is still the copy; a
+//! failed copy whose answer was lost is found by a HEAD, holding the source's ETag) and the
 //! rename fails with nothing moved: the source is whole. Only when every copy succeeded are
 //! the sources deleted, each only while it is still the version copied; a source changed
 //! meanwhile is kept (its newer version stays at the old name, the copied version is at the
@@ -169,11 +170,13 @@ impl<S: ObjectStore> S3Filesystem<S> {
             });
         }
         let mut made = Vec::new();
+        let mut failed = Vec::new();
         let mut first_error = None;
         while let Some(done) = copies.join_next().await {
             match done {
                 Ok((i, Ok(etag))) => made.push((moves[i].1.clone(), etag)),
-                Ok((_, Err(e))) => {
+                Ok((i, Err(e))) => {
+                    failed.push(i);
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
@@ -185,6 +188,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
             return Ok(made.into_iter().collect());
         };
         warn!("a copy of the directory rename failed ({error}); removing the copies made");
+        for i in failed {
+            made.extend(self.landed_anyway(&moves[i]).await);
+        }
         for (key, etag) in made {
             if let Err(e) = self.store.delete(&key, Some(&etag)).await {
                 warn!(
@@ -194,6 +200,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
             }
         }
         Err(error)
+    }
+
+    /// A copy that failed may still have landed (its answer was lost): the target holds
+    /// it if it has the source's ETag (a copy of one part keeps it) or, for a marker, is
+    /// empty. The target was empty when the rename began. Returns its key and ETag.
+    async fn landed_anyway(&self, (from, to): &(ObjectInfo, String)) -> Option<(String, String)> {
+        let found = self.store.head(to).await.ok()?;
+        let ours = match is_marker(from) {
+            true => found.size == 0,
+            false => found.etag == from.etag,
+        };
+        ours.then(|| (to.clone(), found.etag))
     }
 
     /// Deletes every source still at the version copied; returns how many were kept
@@ -259,14 +277,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.name_removed(parent, name);
         self.forget_name(new_parent.ino, new_name);
         self.inodes.make_real(new_parent.ino);
+        let mut prefixes = std::collections::BTreeSet::new();
         for (from, to) in moves {
             for key in [&from.key, to] {
                 let mut end = key.len();
                 while let Some(at) = key[..end].rfind('/') {
-                    self.listing_changed(&key[..=at]);
+                    if !prefixes.insert(&key[..=at]) {
+                        break; // this one and those above are in already
+                    }
                     end = at;
                 }
             }
+        }
+        for prefix in prefixes {
+            self.listing_changed(prefix);
         }
         self.listed.invalidate_all();
         self.negative.invalidate_all();

@@ -120,6 +120,29 @@ async fn a_failed_copy_anywhere_leaves_the_source_whole_and_no_copy() {
     }
 }
 
+/// A copy whose answer is lost (it landed, the mount saw an error): the rename fails with
+/// the source whole, and that copy is removed with the others.
+#[tokio::test]
+async fn a_copy_whose_answer_is_lost_is_removed_too() {
+    let (store, fs) = faulty(100);
+    store.inject(Op::Copy, 11, Fault::LoseAnswer(internal_error()));
+    let err = fs
+        .rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    let bucket = store.inner();
+    for (key, data) in tree() {
+        assert_eq!(bucket.get(&key).as_deref(), Some(data.as_slice()));
+    }
+    assert_eq!(
+        bucket.keys().len(),
+        tree().len(),
+        "copies left: {:?}",
+        bucket.keys()
+    );
+}
+
 #[tokio::test]
 async fn a_failed_source_delete_keeps_that_key_and_says_eio() {
     let (store, fs) = faulty(100);
