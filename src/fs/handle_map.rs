@@ -66,6 +66,11 @@ impl<T: Clone> HandleMap<T> {
         self.lock().values().filter(|v| pick(v)).count()
     }
 
+    /// Copies of the open handles `pick` chooses (picked under the lock).
+    pub fn matching(&self, pick: impl Fn(&T) -> bool) -> Vec<T> {
+        self.lock().values().filter(|v| pick(v)).cloned().collect()
+    }
+
     /// Copies of every open handle (for shutdown and counting).
     pub fn values(&self) -> Vec<T> {
         self.lock().values().cloned().collect()

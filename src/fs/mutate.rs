@@ -320,26 +320,20 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// Waits until `ino` is no longer being written, when all that is left of its writing
     /// is the kernel's release, which comes after close(2) has returned: an unlink, chmod
     /// or open can arrive before it. Up to a minute while a release commits; up to 5 s while
-    /// a handle whose upload already committed (or failed) is still open. False at once if a
-    /// handle still has an upload under way (or is staged), or at the deadline.
+    /// a handle whose upload is done is still open. False at once if a handle still has
+    /// writes not committed (or is busy writing or committing), or at the deadline.
     pub(super) async fn wait_released(&self, ino: u64) -> bool {
         let start = tokio::time::Instant::now();
         loop {
-            let handles: Vec<_> = self
+            let handles = self
                 .files
-                .values()
-                .into_iter()
-                .filter_map(|file| match file {
-                    OpenFile::Write(handle) if handle.ino == ino => Some(handle),
-                    _ => None,
-                })
-                .collect();
-            for handle in &handles {
-                let upload = &handle.upload;
-                let done = upload.is_committed().await || upload.has_failed().await;
-                if !done {
-                    return false;
-                }
+                .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
+            let done = |file: &OpenFile<S>| match file {
+                OpenFile::Write(handle) => handle.upload.done_now(),
+                OpenFile::Read { .. } => true,
+            };
+            if !handles.iter().all(done) {
+                return false;
             }
             let writing = self
                 .inodes

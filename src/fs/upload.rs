@@ -126,6 +126,16 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
+    /// Whether the upload is done (committed, or failed for good), asked without waiting:
+    /// false while a write or commit holds it.
+    pub fn done_now(&self) -> bool {
+        match self {
+            Upload::Stream(writer) => writer.ended_now(),
+            Upload::Staged { file, .. } => file.settled_now(),
+        }
+        .unwrap_or(false)
+    }
+
     /// Whether the upload failed for good (a staged file never does: its data stays for
     /// the next commit).
     pub async fn has_failed(&self) -> bool {

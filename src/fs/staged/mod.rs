@@ -185,6 +185,13 @@ impl<S: ObjectStore> StagedFile<S> {
         state.changed && !state.deleted
     }
 
+    /// Whether nothing is left to commit, without waiting: `None` while a read, write or
+    /// commit holds the file.
+    pub fn settled_now(&self) -> Option<bool> {
+        let state = self.state.try_lock().ok()?;
+        Some(!state.changed || state.deleted)
+    }
+
     /// Whether the release must commit: changes nobody was told failed to commit.
     pub async fn commits_at_release(&self) -> bool {
         let state = self.state.lock().await;

@@ -373,6 +373,13 @@ impl<S: ObjectStore> FileWriter<S> {
         matches!(self.state.lock().await.status, Status::Committed(_))
     }
 
+    /// Whether the upload has ended (committed, failed or aborted), without waiting: `None`
+    /// while a write or commit holds it (it has not ended then).
+    pub fn ended_now(&self) -> Option<bool> {
+        let state = self.state.try_lock().ok()?;
+        Some(!matches!(state.status, Status::Open))
+    }
+
     /// Whether the upload failed or was aborted (its writer was told, or is being told).
     pub async fn has_failed(&self) -> bool {
         matches!(self.state.lock().await.status, Status::Failed(_))
