@@ -109,10 +109,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// keeps the inode it has.
     fn register(&self, dir: &Inode, entry: ListedEntry, posix: Option<Posix>) -> Inode {
         if entry.remembered {
-            // What the mount learned since the page was fetched is newer: keep it.
+            // What the mount learned since the page was fetched is newer: keep it, while
+            // it is fresh (an expired stat is older than the page).
             if let Some(known) = self
                 .inodes
-                .known_child(dir.ino, &entry.name)
+                .fresh_child(dir.ino, &entry.name, 0)
                 .filter(|i| i.kind == entry.kind)
             {
                 return known;

@@ -4,9 +4,10 @@
 //!
 //! Our own changes to a directory (a file committed, deleted, renamed in or out, a directory
 //! made or removed) invalidate its pages at once: each prefix has a generation, part of the
-//! pages' keys, that an invalidation moves on, so pages fetched before it (and LISTs still in
-//! flight) are never found again. A generation entry lives as long as the pages do (the
-//! TTL), so when it expires every page older than the invalidation has expired too.
+//! pages' keys, that an invalidation moves on, so pages fetched before it are never found
+//! again; a LIST still in flight at an invalidation is not kept. A generation entry lives as
+//! long as the pages do (the TTL), so when it expires every page older than the
+//! invalidation has expired too.
 //!
 //! Bounded by the entries the pages hold (about 150 bytes each). With `--metadata-ttl
 //! minimal` (the default without a cache) a listing always asks S3, as Mountpoint's does:
@@ -118,7 +119,8 @@ impl PageCache {
             // The readahead's LIST failed: this listing asks again.
         }
         let page = store.list(prefix, true, token, page_size).await?;
-        if self.reuse {
+        // Not if the directory changed while the LIST was out: the page may predate that.
+        if self.reuse && self.generation(prefix) == key.1 {
             self.pages.insert(key, Arc::new(page.clone()));
         }
         Ok((page, false))
@@ -142,7 +144,12 @@ impl PageCache {
         };
         let ahead = Arc::new(Ahead::new());
         self.ahead.insert(key.clone(), ahead.clone());
-        let (pages, store, reuse) = (self.pages.clone(), store.clone(), self.reuse);
+        let (pages, generations, store, reuse) = (
+            self.pages.clone(),
+            self.generations.clone(),
+            store.clone(),
+            self.reuse,
+        );
         tokio::spawn(async move {
             let _slot = slot;
             let fetch = || async {
@@ -154,6 +161,7 @@ impl PageCache {
             };
             if let Some(page) = ahead.get_or_init(fetch).await
                 && reuse
+                && generations.get(&key.0).unwrap_or(0) == key.1
             {
                 pages.insert(key, page.clone());
             }

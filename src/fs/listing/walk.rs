@@ -81,7 +81,7 @@ impl WalkAhead {
         let Some(&at) = subdirs.position.get(name) else {
             return Vec::new();
         };
-        let walking = self.last.get(&parent) == at.checked_sub(1);
+        let walking = at > 0 && self.last.get(&parent) == Some(at - 1);
         self.last.insert(parent, at);
         if !walking {
             return Vec::new();

@@ -386,3 +386,55 @@ async fn entries_past_the_bound_are_dropped_from_the_kernel_oldest_first() {
     assert_eq!(names[0], "f00");
     fs.release(fh).await;
 }
+
+/// A page a tree walk fetched ahead is newer than a stat that has run out: the listing
+/// shows the page's size, and does not hand the kernel the old stat as fresh again.
+#[tokio::test]
+async fn a_page_fetched_ahead_wins_over_an_expired_stat() {
+    let config = FsConfig {
+        metadata_ttl: Duration::from_secs(60),
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[("d00/x", b"x"), ("d01/x", b"x"), ("d02/f", b"1")], config);
+    let d02 = fs.lookup(ROOT_INO, "d02").await.unwrap();
+    let f = fs.lookup(d02.ino, "f").await.unwrap();
+    assert_eq!(f.size, 1);
+    store.put("d02/f", b"12345".to_vec()); // replaced by another client
+    fs.inodes.expire(f.ino); // and the mount's stat has run out
+    names_in(&fs, ROOT_INO).await;
+    let d00 = fs.lookup(ROOT_INO, "d00").await.unwrap();
+    let d01 = fs.lookup(ROOT_INO, "d01").await.unwrap();
+    names_in(&fs, d00.ino).await;
+    names_in(&fs, d01.ino).await; // a walk: d02 is listed ahead
+    let fh = fs.opendir(d02.ino).unwrap();
+    let entries = fs.readdir(d02.ino, fh, 0, 10).await.unwrap();
+    fs.releasedir(fh);
+    let listed = entries.iter().find(|e| e.name == "f").unwrap();
+    assert_eq!(
+        listed.attr.size, 5,
+        "the page's size, not the expired stat's"
+    );
+}
+
+/// A plain `ls` of the first subdirectory lists nothing ahead: only a walk does.
+#[tokio::test]
+async fn a_single_visit_of_the_first_subdirectory_lists_nothing_ahead() {
+    let config = FsConfig {
+        metadata_ttl: Duration::from_secs(60),
+        ..FsConfig::default()
+    };
+    let keys: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("d{i:02}/x"), b"x".to_vec()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let (store, fs) = setup(&refs, config);
+    names_in(&fs, ROOT_INO).await;
+    let d00 = fs.lookup(ROOT_INO, "d00").await.unwrap();
+    let before = store.list_calls();
+    names_in(&fs, d00.ino).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.list_calls() - before, 1, "d00's own LIST only");
+}
