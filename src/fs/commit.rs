@@ -248,7 +248,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     posix: done.posix,
                 };
                 self.inodes.refresh(handle.ino, stat);
-                self.inodes.make_real(handle.ino);
+                self.make_real(handle.ino);
                 if handle.upload.is_staged() {
                     // Its handles may write on: the file stays this mount's until the last
                     // one goes.

@@ -276,7 +276,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
     ) {
         self.name_removed(parent, name);
         self.forget_name(new_parent.ino, new_name);
-        self.inodes.make_real(new_parent.ino);
+        self.make_real(new_parent.ino);
         let mut prefixes = std::collections::BTreeSet::new();
         for (from, to) in moves {
             for key in [&from.key, to] {

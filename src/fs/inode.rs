@@ -456,16 +456,25 @@ impl InodeTable {
     }
 
     /// Clears the local mark of `ino` and its ancestors: a committed file made them real.
-    pub fn make_real(&self, ino: u64) {
+    /// Returns the keys of the directories holding an entry that was local until now (their
+    /// listings from before do not show it, and S3's now do).
+    #[must_use]
+    pub fn make_real(&self, ino: u64) -> Vec<String> {
         let mut state = self.lock();
+        let mut listed_anew = Vec::new();
         let mut next = Some(ino);
         while let Some(ino) = next.take() {
+            let was_local = state.inodes.get(&ino).is_some_and(|i| i.local.is_some());
             if let Some(inode) = state.set_local(ino, None) {
                 if inode.parent != ino {
+                    if was_local && let Some(parent) = state.inodes.get(&inode.parent) {
+                        listed_anew.push(parent.key.clone());
+                    }
                     next = Some(inode.parent);
                 }
             }
         }
+        listed_anew
     }
 
     /// Whether `parent` holds local entries (new directories, files being written), here

@@ -57,7 +57,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             };
             let inode = self.inodes.upsert_child(&parent, name, Kind::Dir, stat, 1);
             self.forget_name(parent.ino, name);
-            self.inodes.make_real(parent.ino);
+            self.make_real(parent.ino);
             return Ok(self.attr_of(&inode));
         }
         let inode = self
@@ -238,7 +238,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .rename(source.ino, new_parent.ino, new_name, target_key, stat);
         self.name_removed(&parent, name);
         self.forget_name(new_parent.ino, new_name);
-        self.inodes.make_real(new_parent.ino);
+        self.make_real(new_parent.ino);
         Ok(())
     }
 

@@ -190,6 +190,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
+    /// Clears the local mark of `ino` and its ancestors (a committed file made them real),
+    /// and drops the remembered listings that did not show them.
+    pub(crate) fn make_real(&self, ino: u64) {
+        for dir_key in self.inodes.make_real(ino) {
+            self.listing_changed(&dir_key);
+        }
+    }
+
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) {
         self.dirs.remove(fh);

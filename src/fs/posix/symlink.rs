@@ -62,7 +62,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         let inode = self.inodes.upsert_child(&parent, name, Kind::File, stat, 1);
         self.forget_name(parent.ino, name);
-        self.inodes.make_real(parent.ino);
+        self.make_real(parent.ino);
         Ok(self.attr_of(&inode))
     }
 

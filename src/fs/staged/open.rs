@@ -213,7 +213,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if file.has_changes().await {
             self.restore(handle);
         } else {
-            self.inodes.make_real(handle.ino);
+            self.make_real(handle.ino);
         }
     }
 }

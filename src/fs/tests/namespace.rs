@@ -438,3 +438,27 @@ async fn a_single_visit_of_the_first_subdirectory_lists_nothing_ahead() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(store.list_calls() - before, 1, "d00's own LIST only");
 }
+
+/// A directory made here becomes real with its first file: a listing of its parent
+/// remembered while it was local still shows it (from S3's next page, not the old one).
+#[tokio::test]
+async fn a_new_directory_stays_listed_once_its_first_file_lands() {
+    let config = FsConfig {
+        metadata_ttl: Duration::from_secs(60),
+        allow_overwrite: true,
+        ..FsConfig::default()
+    };
+    let (_store, fs) = setup(&[("a/other", b"x")], config);
+    let a = fs.lookup(ROOT_INO, "a").await.unwrap();
+    let b = fs.mkdir(a.ino, "b").await.unwrap();
+    let names = |v: Vec<(String, Kind)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert!(names(names_in(&fs, a.ino).await).contains(&"b".to_string()));
+    let (_, fh) = fs.create(b.ino, "f", me(), false).await.unwrap();
+    fs.write(fh, 0, b"data", me()).await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    assert!(
+        names(names_in(&fs, a.ino).await).contains(&"b".to_string()),
+        "b vanished from a's listing"
+    );
+}
