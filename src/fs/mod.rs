@@ -212,6 +212,12 @@ pub struct S3Filesystem<S: ObjectStore> {
     kernel: OnceLock<Box<dyn KernelCache>>,
 }
 
+/// A TTL as the in-memory caches take it: `indefinite` (`Duration::MAX`) becomes a
+/// thousand years, which they can add to an instant.
+pub(crate) fn capped_ttl(ttl: Duration) -> Duration {
+    ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600))
+}
+
 impl<S: ObjectStore> S3Filesystem<S> {
     /// A filesystem over `store`, presenting `config.prefix` as its root.
     pub fn new(store: Arc<S>, config: FsConfig) -> Self {
@@ -221,14 +227,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// A filesystem whose reads go through `cache` when given.
     pub fn with_cache(store: Arc<S>, config: FsConfig, cache: Option<Arc<DiskCache>>) -> Self {
         let ttl = config.metadata_ttl;
-        let cache_ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
+        let cache_ttl = capped_ttl(ttl);
         let negative = Cache::builder()
             .max_capacity(NEGATIVE_CACHE_CAPACITY)
-            .time_to_live(
-                config
-                    .negative_ttl()
-                    .min(Duration::from_secs(1000 * 365 * 24 * 3600)),
-            )
+            .time_to_live(capped_ttl(config.negative_ttl()))
             .build();
         let listed = Cache::builder()
             .max_capacity(LISTED_CACHE_CAPACITY)
@@ -243,7 +245,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let reuse = config.open_revalidates_after.is_none();
         let pages = (!ttl.is_zero()).then(|| {
             Arc::new(listing::PageCache::new(
-                ttl,
+                cache_ttl,
                 listing::pages::MAX_ENTRIES,
                 reuse,
             ))
@@ -257,7 +259,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             files: HandleMap::default(),
             dirs: HandleMap::default(),
             held: held::HeldEntries::default(),
-            walks: listing::walk::WalkAhead::new(ttl),
+            walks: listing::walk::WalkAhead::new(cache_ttl),
             pages,
             budgets,
             counters: Arc::new(ReadCounters::default()),

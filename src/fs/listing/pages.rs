@@ -56,10 +56,9 @@ type Ahead = tokio::sync::OnceCell<Option<Arc<ListPage>>>;
 const AHEAD_PAGES: u64 = 1024;
 
 impl PageCache {
-    /// Pages kept for `ttl`, at most `max_entries` entries in all; with `reuse`, for every
-    /// listing, else only the readahead's, for one.
+    /// Pages kept for `ttl` (capped as `fs::capped_ttl` caps it), at most `max_entries`
+    /// entries in all; with `reuse`, for every listing, else only the readahead's, for one.
     pub fn new(ttl: Duration, max_entries: u64, reuse: bool) -> Self {
-        let ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
         Self {
             pages: Cache::builder()
                 .max_capacity(max_entries)

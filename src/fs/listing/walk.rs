@@ -51,7 +51,6 @@ pub struct WalkAhead {
 impl WalkAhead {
     /// Remembered for `ttl` (the listing pages' lifetime).
     pub fn new(ttl: Duration) -> Self {
-        let ttl = ttl.min(Duration::from_secs(1000 * 365 * 24 * 3600));
         Self {
             subdirs: Cache::builder()
                 .max_capacity(DIRECTORIES)
