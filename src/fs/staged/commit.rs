@@ -87,6 +87,8 @@ impl<S: ObjectStore> StagedFile<S> {
     ) -> Result<Committed, FsError> {
         let size = state.size;
         self.fill(state, 0..size).await?;
+        // In memory while it is sent, as a part is: from the same budget.
+        let _held = self.budget.reserve(size.min(self.budget.limit())).await;
         let data = read_at(state.file.clone(), 0..size).await?;
         let etag = match self.store.put(key, data, options).await {
             Ok(etag) => etag,
