@@ -225,13 +225,7 @@ impl<S: ObjectStore> StagedFile<S> {
         let store = self.store.as_ref();
         resolve::settle(store, key, &options.write_id, err, upload_id)
             .await
-            .map_err(|err| match err {
-                S3Error::PreconditionFailed if options.if_none_match => FsError::Exists,
-                S3Error::PreconditionFailed => FsError::ObjectChanged {
-                    key: key.to_string(),
-                },
-                err => FsError::s3(key, err),
-            })
+            .map_err(|err| resolve::refused(err, key, options.if_none_match))
     }
 }
 

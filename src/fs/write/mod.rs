@@ -343,16 +343,7 @@ impl<S: ObjectStore> FileWriter<S> {
         let write_id = &self.options.write_id;
         resolve::settle(self.store.as_ref(), &self.key, write_id, err, upload_id)
             .await
-            .map_err(|err| self.refused(err))
-    }
-
-    /// What a commit refused by S3 means for the writer: a conditional create that found an
-    /// object is EEXIST; anything else as `FsError::s3` says.
-    fn refused(&self, err: S3Error) -> FsError {
-        match err {
-            S3Error::PreconditionFailed if self.options.if_none_match => FsError::Exists,
-            err => FsError::s3(&self.key, err),
-        }
+            .map_err(|err| resolve::refused(err, &self.key, self.options.if_none_match))
     }
 
     /// Abandons the upload (nothing appears in S3) and answers `errno` from now on.

@@ -7,6 +7,7 @@
 
 use tracing::warn;
 
+use crate::fs::FsError;
 use crate::s3::{ObjectStore, S3Error};
 
 /// Whether a failed commit call may have been executed by the server all the same.
@@ -71,6 +72,16 @@ pub(crate) async fn settle<S: ObjectStore>(
         }
     }
     Err(err)
+}
+
+/// What a commit refused by S3 means for the writer: a conditional create that found an
+/// object is EEXIST; anything else as [`FsError::s3`] says (a failed If-Match: the object
+/// changed).
+pub(crate) fn refused(err: S3Error, key: &str, if_none_match: bool) -> FsError {
+    match err {
+        S3Error::PreconditionFailed if if_none_match => FsError::Exists,
+        err => FsError::s3(key, err),
+    }
 }
 
 /// A fresh write id: 128 random bits in hex (time and a counter if the system has no
