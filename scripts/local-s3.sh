@@ -65,6 +65,26 @@ local_s3_stop() {
   S3_PID=
 }
 
+# local_s3_mount BIN MNT LOG ARGS...: runs BIN in the foreground mode (in this shell's
+# background) against the local server with ARGS (the bucket among them) at MNT, its output
+# in LOG; sets MOUNT_PID. Returns 1, with the log on stderr, if MNT is not mounted in 10 s.
+local_s3_mount() {
+  local bin=$1 mnt=$2 log=$3
+  shift 3
+  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$@" "$mnt" >"$log" 2>&1 &
+  MOUNT_PID=$!
+  for _ in $(seq 1 100); do grep -qs " $mnt fuse" /proc/mounts && return 0; sleep 0.1; done
+  echo "mount failed:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# local_s3_unmount MNT: unmounts MNT (retrying while it is busy) and waits for MOUNT_PID.
+local_s3_unmount() {
+  for _ in $(seq 1 50); do fusermount3 -u "$1" 2>/dev/null && break; sleep 0.2; done
+  wait "$MOUNT_PID" 2>/dev/null || true
+}
+
 s3curl() {
   curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" "$@"
 }

@@ -28,7 +28,6 @@ if [ -z "$bin" ]; then
 fi
 export AWS_EC2_METADATA_DISABLED=true GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t
 
-mount_pid=
 cleanup() {
   grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
   local_s3_stop
@@ -69,20 +68,9 @@ PY
 make_inputs
 
 mount_with() { # BIN BUCKET ARGS...
-  local b=$1 bucket=$2
-  shift 2
-  "$b" -f --endpoint-url "$S3_ENDPOINT" --force-path-style --upload-checksums off "$@" \
-    "$bucket" "$mnt" >"$dir/mount.log" 2>&1 &
-  mount_pid=$!
-  for _ in $(seq 1 100); do grep -qs " $mnt fuse" /proc/mounts && return 0; sleep 0.1; done
-  echo "mount failed:" >&2
-  cat "$dir/mount.log" >&2
-  exit 1
+  local_s3_mount "$1" "$mnt" "$dir/mount.log" --upload-checksums off "${@:3}" "$2" || exit 1
 }
-unmount() {
-  for _ in $(seq 1 50); do fusermount3 -u "$mnt" 2>/dev/null && break; sleep 0.2; done
-  wait "$mount_pid" 2>/dev/null || true
-}
+unmount() { local_s3_unmount "$mnt"; }
 
 # Each tool: run_NAME does the work in the mount (its status: did the program succeed);
 # check_NAME verifies through a fresh mount of the same bucket.

@@ -31,7 +31,6 @@ if [ -z "$bin" ]; then
 fi
 export AWS_EC2_METADATA_DISABLED=true
 
-mount_pid=
 cleanup() {
   grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
   local_s3_stop
@@ -61,19 +60,9 @@ PY
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 mount_with() { # BIN ARGS...
-  local b=$1
-  shift
-  "$b" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$@" "$bucket" "$mnt" >"$dir/mount.log" 2>&1 &
-  mount_pid=$!
-  for _ in $(seq 1 100); do grep -qs " $mnt fuse" /proc/mounts && return 0; sleep 0.1; done
-  echo "mount failed:" >&2
-  cat "$dir/mount.log" >&2
-  exit 1
+  local_s3_mount "$1" "$mnt" "$dir/mount.log" "${@:2}" "$bucket" || exit 1
 }
-unmount() {
-  for _ in $(seq 1 50); do fusermount3 -u "$mnt" 2>/dev/null && break; sleep 0.2; done
-  wait "$mount_pid" || true
-}
+unmount() { local_s3_unmount "$mnt"; }
 timed() { # prints the seconds COMMAND took on a fresh mount of BIN (the rest of the args)
   local command=$1
   shift

@@ -58,9 +58,13 @@ mount_it() { # READ_AHEAD_KB
   "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" >"$dir/mount.log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do grep -qs " $mnt fuse" /proc/mounts && break; sleep 0.1; done
-  local dev
-  dev=$(stat -c %d "$mnt")
-  echo "$1" >"/sys/class/bdi/0:$((dev & 255))/read_ahead_kb"
+  # The mount's own device numbers (major:minor, whole), and its readahead set only after
+  # mount-s3 has set its own (it does so just after mounting), then read back.
+  local ra
+  ra="/sys/class/bdi/$(stat -c '%Hd:%Ld' "$mnt")/read_ahead_kb"
+  for _ in $(seq 1 50); do [ "$(cat "$ra")" = 1024 ] && break; sleep 0.1; done
+  echo "$1" >"$ra"
+  [ "$(cat "$ra")" = "$1" ] || { echo "readahead not set to $1 KiB" >&2; exit 1; }
   drop_caches
 }
 unmount_it() {
