@@ -247,4 +247,28 @@ mod tests {
             .is_symlink()
         );
     }
+
+    proptest::proptest! {
+        /// Metadata is written by anyone: whatever the values, reading them never panics,
+        /// a mode read is one a file can have, and a time read is one SystemTime holds.
+        #[test]
+        fn any_metadata_reads_without_panic(
+            mode in "\\PC{0,24}|[0-9]{1,24}|0x[0-9a-fA-F]{1,12}|0[0-7]{1,12}",
+            time in "\\PC{0,24}|[0-9]{1,24}(\\.[0-9]{0,30})?",
+            uid in "\\PC{0,12}|-?[0-9]{1,12}",
+        ) {
+            let pairs = [("Mode", mode.as_str()), ("x-amz-meta-mtime", time.as_str()),
+                ("mtime", time.as_str()), ("UID", uid.as_str()), ("gid", uid.as_str())];
+            if let Some(posix) = Posix::from_metadata(pairs.iter().copied()) {
+                if let Some(m) = posix.mode {
+                    proptest::prop_assert!(valid_type(m), "{m:o}");
+                }
+                let _ = posix.to_metadata();
+            }
+            if let Some(t) = decode_time(&time) {
+                proptest::prop_assert!(t >= SystemTime::UNIX_EPOCH);
+                proptest::prop_assert_eq!(decode_time(&encode_time(t)), Some(t));
+            }
+        }
+    }
 }
