@@ -1,7 +1,8 @@
 //! Interleavings of the shared structures, checked with shuttle over many random thread
 //! schedules (`cargo test --lib --features shuttle interleavings`): the memory budget never
-//! hands out more than its limit and gives every byte back; the handle maps never give two
-//! handles one number; the inode table keeps an inode the kernel holds a lookup on whatever
+//! hands out more than its limit and gives every byte back; the GET buffer pool never hands
+//! one buffer to two bodies and keeps its idle bytes under its limit; the handle maps never
+//! give two handles one number; the inode table keeps an inode the kernel holds a lookup on whatever
 //! a FORGET does at the same time, and keeps one inode per object version while files are
 //! open on it.
 
@@ -51,6 +52,40 @@ fn the_budget_never_passes_its_limit_and_gets_every_byte_back() {
             }
             assert_eq!(budget.used(), 0);
             assert!(budget.peak() <= 100);
+        },
+        SCHEDULES,
+    );
+}
+
+#[test]
+fn pooled_buffers_are_never_handed_out_twice_and_idle_stays_bounded() {
+    use crate::memory::{BodyBuffer, Pool};
+    const UNIT: usize = crate::memory::pool::UNIT;
+    let pool: &'static Pool = Box::leak(Box::new(Pool::new(2 * UNIT)));
+    shuttle::check_random(
+        move || {
+            let threads: Vec<_> = (0..3u8)
+                .map(|i| {
+                    thread::spawn(move || {
+                        for round in 0..2u8 {
+                            let len = UNIT * (1 + usize::from((i + round) % 2));
+                            let mut buf = BodyBuffer::from_pool(pool, len);
+                            let mark = [i * 10 + round; 64];
+                            buf.extend_from_slice(&mark).unwrap();
+                            thread::yield_now();
+                            let bytes = buf.freeze();
+                            thread::yield_now();
+                            assert_eq!(&bytes[..], &mark[..], "another thread wrote into it");
+                            assert!(pool.idle_bytes() <= 2 * UNIT);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert!(pool.idle_bytes() <= 2 * UNIT);
+            pool.clear();
         },
         SCHEDULES,
     );

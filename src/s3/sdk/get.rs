@@ -1,14 +1,15 @@
-//! The ranged GET: the body is received into one page-aligned buffer, and a body that
-//! breaks is resumed from the byte where it stopped instead of from the start.
+//! The ranged GET: the body is received into one page-aligned buffer (from the pool of
+//! `memory::pool` when large), and a body that breaks is resumed from the byte where it
+//! stopped instead of from the start.
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::SdkStore;
 use super::errors::classify;
-use crate::memory::page_aligned;
+use crate::memory::BodyBuffer;
 use crate::s3::S3Error;
 
 /// Wait before resuming a broken GET body (times the attempt number).
@@ -25,7 +26,7 @@ impl SdkStore {
             return Ok(Bytes::new());
         }
         let expected = (range.end - range.start) as usize;
-        let mut body = page_aligned(expected);
+        let mut body = BodyBuffer::with_capacity(expected);
         let mut resumes = 0;
         loop {
             let from = range.start + body.len() as u64;
@@ -68,7 +69,7 @@ impl SdkStore {
         key: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-        out: &mut BytesMut,
+        out: &mut BodyBuffer,
     ) -> Result<(), BodyError> {
         let mut response = self
             .client
@@ -96,12 +97,11 @@ impl SdkStore {
                 }
             };
             let chunk = chunk.map_err(|e| BodyError::Stream(e.to_string()))?;
-            if out.len() + chunk.len() > limit {
+            if out.len() + chunk.len() > limit || out.extend_from_slice(&chunk).is_err() {
                 return Err(BodyError::Request(S3Error::Network(format!(
                     "GET of {key} returned more bytes than asked"
                 ))));
             }
-            out.extend_from_slice(&chunk);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Memory the mount holds for data: one byte budget for prefetched parts, upload parts and
-//! the data cache's write queue, and the one page-aligned buffer that GET bodies and cache
-//! writes share. A leaf: it imports nothing of ours, so `fs` and `cache` both use it.
+//! the data cache's write queue, the page-aligned buffers that GET bodies and cache writes
+//! share, and the pool that large GET bodies are received into (`pool`). A leaf: it imports
+//! nothing of ours, so `fs` and `cache` both use it.
 //!
 //! Prefetched parts reserve their bytes before their GET is sent and give them back when
 //! dropped. A reader's reservation that does not fit is refused, never waited for: the reader
@@ -12,11 +13,15 @@
 //! The data cache bounds the fetched blocks waiting for its disk with a budget of its own
 //! (`cache::DiskCache::queue`): refused there means "not cached", never "wait".
 
+pub mod pool;
+
 use std::sync::Arc;
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Buf, BytesMut};
+
+pub use pool::{BodyBuffer, Full, Pool};
 
 /// Alignment of [`page_aligned`] buffers: a page, and the unit of O_DIRECT writes.
 pub const PAGE: usize = 4096;
