@@ -349,3 +349,34 @@ fn object_replaced_mid_read_gives_old_bytes_or_eio() {
     }
     assert_eq!(s3.get(&bucket, "obj.bin").len(), LEN);
 }
+
+/// The mount's kernel readahead is 1 MiB by default and what `--read-ahead` says otherwise
+/// (read back from the mount's backing device), and reads are right either way.
+#[test]
+fn kernel_readahead_is_set_from_the_flag() {
+    use std::os::unix::fs::MetadataExt;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("readahead");
+    let data = pseudo_random_bytes(31, 3 * MIB + 17);
+    s3.put(&bucket, "f.bin", data.clone());
+    for (args, want) in [(vec![], "1024"), (vec!["--read-ahead", "12"], "12")] {
+        let mount = s3.mount_args(&bucket).args(args).mount();
+        let dev = fs::metadata(mount.path()).unwrap().dev();
+        let sysfs = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        // Set just after the mount appears in the mount table: wait for it.
+        let mut got = String::new();
+        for _ in 0..50 {
+            got = fs::read_to_string(&sysfs).unwrap().trim().to_string();
+            if got == want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(got, want, "{sysfs}");
+        assert_bytes_eq(&fs::read(mount.join("f.bin")).unwrap(), &data, want);
+    }
+}

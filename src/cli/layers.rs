@@ -214,6 +214,7 @@ impl Args {
             auto_unmount: self.auto_unmount,
             noexec: self.noexec,
             threads: self.dispatch_threads(),
+            read_ahead_kib: self.read_ahead,
         }
     }
 

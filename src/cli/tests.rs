@@ -266,6 +266,12 @@ fn defaults_match_mountpoint() {
         "accepted, capped"
     );
     assert!(parse(&["bucket", "/mnt", "--max-threads", "0"]).is_err());
+    assert_eq!(args.mount_config().read_ahead_kib, 1024);
+    let small = parse(&["bucket", "/mnt", "--read-ahead", "12"]).unwrap();
+    assert_eq!(small.mount_config().read_ahead_kib, 12);
+    for refused in ["0", "3", "65537", "-1", "1M"] {
+        assert!(parse(&["bucket", "/mnt", "--read-ahead", refused]).is_err());
+    }
     assert_eq!((args.dir_mode, args.file_mode), (0o755, 0o644));
     assert_eq!(args.fs_config().metadata_ttl, MINIMAL_TTL);
     assert!(!args.foreground);

@@ -212,6 +212,7 @@ mod tests {
             allow_root: true,
             auto_unmount: false,
             noexec: true,
+            read_ahead_kib: crate::fuse::session::DEFAULT_READ_AHEAD_KIB,
             threads: 1,
         }
     }
