@@ -47,6 +47,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
     }
 
+    /// Makes `file` the staged file of `ino`, unless a live one is there already: that one is
+    /// returned instead, and the table is left as it is. One lock for the check and the
+    /// insert, so two racing opens cannot both stage.
+    fn claim_staged(&self, ino: u64, file: &Arc<StagedFile<S>>) -> Option<Arc<StagedFile<S>>> {
+        let mut staged = self.staged.lock().expect("staged lock poisoned");
+        if let Some(theirs) = staged.get(&ino).and_then(Weak::upgrade) {
+            return Some(theirs);
+        }
+        staged.insert(ino, Arc::downgrade(file));
+        None
+    }
+
     /// A new staged file of `key` from `base` (the object as it is, or none for a new file).
     /// `posix`: the attributes its commits write (`--posix-metadata`).
     pub(crate) fn new_staged(
@@ -102,6 +114,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
         });
         let posix = inode.stat.posix.filter(|_| self.posix_on());
         let file = self.new_staged(&inode.key, base, posix)?;
+        // Another open of this inode may have staged it while our HEAD was on its way: then
+        // this open shares that file (ours is dropped unused), as an open after it would.
+        if let Some(theirs) = self.claim_staged(inode.ino, &file) {
+            drop(file);
+            return self.attach_staged(&inode, theirs, mode, caller).await;
+        }
         if mode.truncate {
             file.truncate(0).await?;
         }

@@ -201,3 +201,46 @@ async fn every_staged_commit_point_tells_the_truth_and_leaves_nothing_behind() {
     }
     assert!(tried >= 60, "{tried} cases");
 }
+
+/// Two opens for writing of one file that race (the first one's HEAD still on its way when
+/// the second is answered) share one staged file, as two opens one after the other do: both
+/// writes land and both closes succeed. (Each used to stage a file of its own; the second
+/// commit then failed its If-Match with EIO.)
+#[tokio::test]
+async fn racing_opens_for_writing_share_one_staged_file() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged(&[("f", b"........")], area.path());
+    let ino = fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let heads = store.inner().calls(Op::Head);
+    store.inner().inject(
+        Op::Head,
+        heads + 1,
+        Fault::Delay(Duration::from_millis(300)),
+    );
+    let mode = OpenMode {
+        write: true,
+        ..OpenMode::default()
+    };
+    let (a, b) = tokio::join!(fs.open(ino, mode, me()), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fs.open(ino, mode, me()).await
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        store.inner().calls(Op::Head),
+        heads + 2,
+        "both opens revalidated"
+    );
+    fs.write(a, 0, b"AAAA", me()).await.unwrap();
+    fs.write(b, 4, b"BBBB", me()).await.unwrap();
+    assert_eq!(
+        &fs.read(a, 0, 8).await.unwrap()[..],
+        b"AAAABBBB",
+        "one file"
+    );
+    fs.flush(a, me()).await.unwrap();
+    fs.release(a).await;
+    fs.flush(b, me()).await.unwrap();
+    fs.release(b).await;
+    assert_eq!(&store.inner().inner().get("f").unwrap()[..], b"AAAABBBB");
+}
