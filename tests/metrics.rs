@@ -444,3 +444,80 @@ fn log_metrics_writes_the_figures_to_the_log() {
     );
     assert!(log.contains("status: open_handles="), "{log}");
 }
+
+/// Extended attributes are refused once: the first xattr call of each kind is told ENOSYS, so
+/// the kernel answers every later one itself (EOPNOTSUPP, as programs always saw). Before,
+/// each `write(2)` cost a round trip asking for `security.capability`.
+#[test]
+fn xattr_calls_reach_the_mount_once_not_per_write() {
+    use std::io::Write as _;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("metrics-xattr");
+    let address = free_address();
+    let mount = s3
+        .mount_args(&bucket)
+        .args(["--metrics-address", address.as_str()])
+        .mount();
+    let mut file = std::fs::File::create(mount.join("small-writes.bin")).unwrap();
+    for i in 0..200u32 {
+        file.write_all(&[i as u8; 4096]).unwrap();
+    }
+    drop(file);
+    for _ in 0..3 {
+        let getxattr = xattr::get(&mount.join("small-writes.bin"));
+        assert_eq!(
+            getxattr.raw_os_error(),
+            Some(libc::EOPNOTSUPP),
+            "{getxattr}"
+        );
+    }
+    assert_eq!(
+        s3.get(&bucket, "small-writes.bin"),
+        (0..200u32)
+            .flat_map(|i| [i as u8; 4096])
+            .collect::<Vec<u8>>()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (writes, getxattrs) = loop {
+        let body = http_get(&address, "/metrics").unwrap_or_else(|e| panic!("scrape: {e}"));
+        let all = samples(&body);
+        let writes = value(
+            &all,
+            "fuse_request_latency_count",
+            &["fuse_request=\"write\""],
+        );
+        let getxattrs = value(&all, "fuse_request_errors", &["fuse_request=\"getxattr\""]);
+        if writes >= 200.0 || Instant::now() > deadline {
+            break (writes, getxattrs);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(writes >= 200.0, "{writes} writes counted");
+    assert!(
+        getxattrs <= 1.0,
+        "{getxattrs} getxattr requests for {writes} writes"
+    );
+}
+
+/// `getxattr(2)` of `user.mount-s3-test`: the error it gives (the mount stores no xattrs).
+mod xattr {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    pub fn get(path: &Path) -> std::io::Error {
+        let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        // SAFETY: NUL-terminated strings and a buffer with its length, alive for the call.
+        let r = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.mount-s3-test".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert!(r < 0, "an attribute came back");
+        std::io::Error::last_os_error()
+    }
+}

@@ -26,9 +26,6 @@ pub enum FsError {
     /// than pretended: EPERM.
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
-    /// Extended attributes are not stored.
-    #[error("extended attributes are not supported")]
-    NoXattr,
     /// The object changed under an open handle (its pinned ETag no longer matches).
     #[error("object {key} changed while open; reopen the file")]
     ObjectChanged {
@@ -135,7 +132,6 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::ReadOnly => libc::EROFS,
             FsError::NotPermitted(_) => libc::EPERM,
-            FsError::NoXattr => libc::ENOTSUP,
             FsError::ObjectChanged { .. } => libc::EIO,
             FsError::InvalidArgument(_) => libc::EINVAL,
             FsError::FileTooBig => libc::EFBIG,
