@@ -4,12 +4,12 @@
 # random 4 KiB page touches; a safetensors file of 64 tensors of 2 MiB, of which 8 are
 # loaded (safe_open maps the file); each on a fresh mount with the page cache dropped. Prints
 # bytes touched, bytes fetched (the mount's own counters) and their ratio, with sequential
-# `dd` throughput of the same mount settings for reference. BENCH_READ_AHEAD_KB sets the
-# mount's kernel readahead after mounting (default: mount-s3's own, 1024) to show the
-# trade-off between mmap read-around and sequential reads.
+# `dd` throughput of the same mount settings for reference. BENCH_READ_AHEAD_KB lists the
+# mounts' `--read-ahead` values (default: mount-s3's own, 1024) to show the trade-off between
+# mmap read-around and sequential reads.
 #
 #   benches/mmap/run.sh
-#   BENCH_READ_AHEAD_KB="16 128 1024" benches/mmap/run.sh
+#   BENCH_READ_AHEAD_KB="12 128 1024" benches/mmap/run.sh
 #
 # BENCH_BIN: a prebuilt mount-s3; BENCH_DIR (/tmp/mount-s3-mmap). Needs root.
 set -euo pipefail
@@ -55,15 +55,15 @@ rm -rf "$dir/files"
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 mount_it() { # READ_AHEAD_KB
-  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style "$bucket" "$mnt" >"$dir/mount.log" 2>&1 &
+  "$bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style --read-ahead "$1" "$bucket" "$mnt" \
+    >"$dir/mount.log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do grep -qs " $mnt fuse" /proc/mounts && break; sleep 0.1; done
-  # The mount's own device numbers (major:minor, whole), and its readahead set only after
-  # mount-s3 has set its own (it does so just after mounting), then read back.
+  # The mount's own device numbers (major:minor, whole): mount-s3 sets its readahead just
+  # after mounting; the run goes on only once it reads back as asked.
   local ra
   ra="/sys/class/bdi/$(stat -c '%Hd:%Ld' "$mnt")/read_ahead_kb"
-  for _ in $(seq 1 50); do [ "$(cat "$ra")" = 1024 ] && break; sleep 0.1; done
-  echo "$1" >"$ra"
+  for _ in $(seq 1 50); do [ "$(cat "$ra")" = "$1" ] && break; sleep 0.1; done
   [ "$(cat "$ra")" = "$1" ] || { echo "readahead not set to $1 KiB" >&2; exit 1; }
   drop_caches
 }
