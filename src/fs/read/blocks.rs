@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::pieces::Pieces;
 use super::source::ObjectSource;
 use crate::fs::FsError;
 use crate::memory::Reservation;
@@ -38,7 +39,7 @@ impl<S: ObjectStore> ObjectSource<S> {
         etag: String,
         block_size: u64,
         range: Range<u64>,
-    ) -> Result<Bytes, FsError> {
+    ) -> Result<Pieces, FsError> {
         let first = range.start / block_size;
         let last = (range.end - 1) / block_size;
         // The part of each block the read needs.
@@ -103,7 +104,7 @@ impl<S: ObjectStore> ObjectSource<S> {
             }
         }
         self.store_on_disk(etag, store);
-        Ok(super::join(pieces, (range.end - range.start) as usize))
+        Ok(Pieces::from_vec(pieces))
     }
 
     /// The wanted part of each block the local cache holds (all `None` without one).

@@ -5,6 +5,7 @@
 //! readers are prefetched ([`prefetch`]); random readers fetch only what they ask for.
 
 mod blocks;
+pub mod pieces;
 pub mod prefetch;
 pub mod source;
 

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use super::pieces::Pieces;
 use super::source::ObjectSource;
 use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
 use crate::memory::{MemoryBudget, Reservation, Streaming};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, S3Error};
 
 /// Sizes that shape the window.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +79,8 @@ impl PrefetchConfig {
 const OUT_OF_ORDER_SLACK: u64 = 2 * 1024 * 1024;
 
 enum PartData {
-    Pending(JoinHandle<Result<Bytes, FsError>>),
-    Ready(Bytes),
+    Pending(JoinHandle<Result<Pieces, FsError>>),
+    Ready(Pieces),
 }
 
 /// One ranged GET issued ahead of the reader.
@@ -92,13 +93,13 @@ struct Part {
 }
 
 impl Part {
-    async fn bytes(&mut self) -> Result<Bytes, FsError> {
+    async fn bytes(&mut self) -> Result<&Pieces, FsError> {
         if let PartData::Pending(task) = &mut self.data {
-            let bytes = task.await.map_err(FsError::task)??;
-            self.data = PartData::Ready(bytes);
+            let pieces = task.await.map_err(FsError::task)??;
+            self.data = PartData::Ready(pieces);
         }
         match &self.data {
-            PartData::Ready(bytes) => Ok(bytes.clone()),
+            PartData::Ready(pieces) => Ok(pieces),
             PartData::Pending(_) => unreachable!("resolved above"),
         }
     }
@@ -220,7 +221,7 @@ impl<S: ObjectStore> Prefetcher<S> {
         let _held = reads
             .reserve((range.end - range.start).min(reads.limit()))
             .await;
-        self.source.fetch(range).await
+        Ok(self.source.fetch(range).await?.joined())
     }
 
     /// Gathers `range` from the queued parts; the parts past the budget are fetched directly.
@@ -234,17 +235,26 @@ impl<S: ObjectStore> Prefetcher<S> {
             if part.range.end <= at {
                 continue;
             }
-            let bytes = match part.bytes().await {
-                Ok(bytes) => bytes,
+            let from = (at - part.range.start) as usize;
+            let to = (range.end.min(part.range.end) - part.range.start) as usize;
+            let part_range = part.range.clone();
+            let short = match part.bytes().await {
+                Ok(bytes) => bytes.slices_into(from..to, &mut pieces) != to - from,
                 Err(e) => {
                     // Drop the failed part (and everything after it) so the next read retries.
                     self.parts.truncate(index - 1);
                     return Err(e);
                 }
             };
-            let from = (at - part.range.start) as usize;
-            let to = (range.end.min(part.range.end) - part.range.start) as usize;
-            pieces.push(bytes.slice(from..to));
+            if short {
+                // Never a short read in the middle of the object (the kernel would take it
+                // for the end): a part that holds less than its range is an error, retried.
+                self.parts.truncate(index - 1);
+                return Err(FsError::s3(
+                    &self.source.key,
+                    S3Error::Network(format!("a part of {:?} came back short", part_range)),
+                ));
+            }
             part.served_to = part.served_to.max(part.range.start + to as u64);
             at = part.range.start + to as u64;
             if part.served_to == part.range.end {

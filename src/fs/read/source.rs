@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::pieces::Pieces;
 use crate::cache::DiskCache;
 use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
@@ -38,13 +39,14 @@ pub struct ObjectSource<S: ObjectStore> {
 }
 
 impl<S: ObjectStore> ObjectSource<S> {
-    /// The bytes of `range` (inside the object).
-    pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, FsError> {
+    /// The bytes of `range` (inside the object), in the pieces they came in: one GET body,
+    /// or with a cache one piece per cached block and per run of blocks fetched.
+    pub async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Pieces, FsError> {
         match (self.caches.block_size(self.size), &self.etag) {
             (Some(block_size), Some(etag)) => {
                 self.fetch_blocks(etag.clone(), block_size, range).await
             }
-            _ => self.get(range).await,
+            _ => self.get(range).await.map(Pieces::one),
         }
     }
 
