@@ -94,6 +94,28 @@ fn a_flipped_byte_is_never_served_and_the_block_is_replaced() {
     assert_eq!(cache.get("k", "e", 4096, 0).unwrap().as_ref(), &[7u8; 4096]);
 }
 
+#[test]
+fn a_block_truncated_after_its_header_was_read_is_rejected_not_served_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Some(1 << 20));
+    cfg.block_size = 4 * 4096;
+    let cache = DiskCache::open(cfg).unwrap();
+    let data: Vec<u8> = (0..4 * 4096).map(|i| (i * 13 % 256) as u8).collect();
+    let size = 4 * 4096;
+    cache.put("k", "e", 0, &data);
+    // The header is read and remembered here.
+    assert_eq!(
+        cache.read("k", "e", size, 0, 0..100).unwrap().as_ref(),
+        &data[..100]
+    );
+    let files = block_files(tmp.path());
+    let file = fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 4096 - 10).unwrap();
+    assert!(cache.read("k", "e", size, 0, 0..size as usize).is_none());
+    assert!(!files[0].exists(), "the truncated block was deleted");
+}
+
 /// Bytes on disk of one 4096-byte block of key "k", ETag "e".
 fn one_block_file() -> u64 {
     let tmp = tempfile::tempdir().unwrap();
