@@ -199,6 +199,7 @@ fn run(
     }
     let mut fs_config = args.fs_config();
     fs_config.max_prefetch_window = tuning.max_prefetch_window;
+    mount_s3::memory::pool::limit_idle(fs_config.memory_limit);
     if let Some(window) = tuning.max_prefetch_window {
         info!(
             "prefetch window at most {window} bytes (UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE)"

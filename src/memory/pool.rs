@@ -5,9 +5,9 @@
 //! copying them into the page cache. Measured with `perf` on a 1 GiB sequential read, the
 //! faults, the zeroing and the pinning were about a sixth of the mount's CPU. Buffers here
 //! are anonymous mappings in whole 2 MiB units, advised for huge pages (one fault and one
-//! pinned page per 2 MiB), and kept after use, up to [`IDLE_LIMIT`] bytes, for the next body
-//! that fits. Smaller bodies keep using the heap: a 2 MiB unit for a 64 KiB object would
-//! waste memory for nothing.
+//! pinned page per 2 MiB), and kept after use, up to an eighth of the memory target and at
+//! most [`IDLE_LIMIT`] bytes, for the next body that fits. Smaller bodies keep using the
+//! heap: a 2 MiB unit for a 64 KiB object would waste memory for nothing.
 //!
 //! A reused buffer still holds the bytes of the body before it; only the bytes written
 //! since it was handed out are ever readable through [`BodyBuffer`] or its frozen [`Bytes`].
@@ -23,11 +23,20 @@ use crate::sync::Mutex;
 pub const UNIT: usize = 2 << 20;
 /// Bodies this long or longer come from the pool.
 pub const POOLED_FROM: usize = UNIT;
-/// Idle bytes kept for reuse; a buffer given back beyond this is unmapped.
+/// Most idle bytes kept for reuse; past it the longest idle buffers are unmapped.
 pub const IDLE_LIMIT: usize = 64 << 20;
 
 /// The process's pool.
 static POOL: LazyLock<Pool> = LazyLock::new(|| Pool::new(IDLE_LIMIT));
+
+/// Sizes the process's pool for a mount whose memory target (`--memory-target`) is
+/// `memory_target` bytes: an eighth of it may stay idle, at most [`IDLE_LIMIT`], so a small
+/// target keeps a small pool. Call before the first body is received.
+pub fn limit_idle(memory_target: u64) {
+    let limit = usize::try_from(memory_target / 8).unwrap_or(usize::MAX);
+    POOL.limit
+        .store(limit.min(IDLE_LIMIT), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// One anonymous mapping of `cap` bytes (a multiple of [`UNIT`]), unmapped when dropped.
 struct Mapping {
@@ -78,7 +87,8 @@ impl Drop for Mapping {
 /// Idle mappings, oldest first, reused best-fit.
 pub struct Pool {
     idle: Mutex<Idle>,
-    limit: usize,
+    /// Most idle bytes (set once at start, hence a plain atomic rather than under the lock).
+    limit: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -92,7 +102,7 @@ impl Pool {
     pub fn new(limit: usize) -> Self {
         Self {
             idle: Mutex::new(Idle::default()),
-            limit,
+            limit: std::sync::atomic::AtomicUsize::new(limit),
         }
     }
 
@@ -120,7 +130,8 @@ impl Pool {
     /// and the small ones it started with must not take the room of the ones it reuses.
     /// A mapping larger than the limit is unmapped at once.
     fn give_back(&self, mapping: Mapping) {
-        if mapping.cap > self.limit {
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
+        if mapping.cap > limit {
             return;
         }
         let unkept: Vec<Mapping> = {
@@ -129,7 +140,7 @@ impl Pool {
             idle.mappings.push(mapping);
             let mut evict = 0;
             let mut bytes = idle.bytes;
-            while bytes > self.limit {
+            while bytes > limit {
                 bytes -= idle.mappings[evict].cap;
                 evict += 1;
             }
@@ -278,6 +289,15 @@ mod tests {
 
     fn pool(limit: usize) -> &'static Pool {
         Box::leak(Box::new(Pool::new(limit)))
+    }
+
+    #[test]
+    fn the_idle_limit_follows_the_memory_target() {
+        let limit = || POOL.limit.load(std::sync::atomic::Ordering::Relaxed);
+        limit_idle(64 << 20);
+        assert_eq!(limit(), 8 << 20, "an eighth");
+        limit_idle(u64::MAX);
+        assert_eq!(limit(), IDLE_LIMIT, "at most the cap");
     }
 
     #[test]
