@@ -85,6 +85,16 @@ local_s3_unmount() {
   wait "$MOUNT_PID" 2>/dev/null || true
 }
 
+# local_s3_teardown MNT DIR...: for an EXIT trap. Unmounts MNT if it is still mounted (lazily
+# if busy), stops the local server, removes the DIRs.
+local_s3_teardown() {
+  local mnt=$1
+  shift
+  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+  local_s3_stop
+  rm -rf "$@"
+}
+
 s3curl() {
   curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" "$@"
 }

@@ -28,12 +28,7 @@ if [ -z "$bin" ]; then
 fi
 export AWS_EC2_METADATA_DISABLED=true GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t
 
-cleanup() {
-  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-  local_s3_stop
-  rm -rf "$dir/server"
-}
-trap cleanup EXIT
+trap 'local_s3_teardown "$mnt" "$dir/server"' EXIT
 rm -rf "$dir"
 mkdir -p "$dir/server" "$mnt" "$ref"
 local_s3_start "$dir/server" || exit 1

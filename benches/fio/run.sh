@@ -60,12 +60,7 @@ if [ -z "$server_dir" ]; then
 fi
 server_dir=$server_dir/mount-s3-bench-server
 
-cleanup() {
-  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-  local_s3_stop
-  rm -rf "$server_dir"
-}
-trap cleanup EXIT
+trap 'local_s3_teardown "$mnt" "$server_dir"' EXIT
 
 rm -rf "$dir" "$server_dir"
 mkdir -p "$dir" "$mnt" "$server_dir"

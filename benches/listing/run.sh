@@ -31,12 +31,7 @@ if [ -z "$bin" ]; then
 fi
 export AWS_EC2_METADATA_DISABLED=true
 
-cleanup() {
-  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-  local_s3_stop
-  rm -rf "$dir/server"
-}
-trap cleanup EXIT
+trap 'local_s3_teardown "$mnt" "$dir/server"' EXIT
 rm -rf "$dir"
 mkdir -p "$dir/server" "$mnt"
 local_s3_start "$dir/server"

@@ -38,10 +38,8 @@ fi
 
 synthetic_pid=
 cleanup() {
-  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
   [ -n "$synthetic_pid" ] && kill "$synthetic_pid" 2>/dev/null || true
-  local_s3_stop
-  rm -rf "$dir/server"
+  local_s3_teardown "$mnt" "$dir/server"
 }
 trap cleanup EXIT
 rm -rf "$dir"

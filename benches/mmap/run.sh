@@ -35,12 +35,7 @@ fi
 export AWS_EC2_METADATA_DISABLED=true
 
 mount_pid=
-cleanup() {
-  grep -qs " $mnt fuse" /proc/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-  local_s3_stop
-  rm -rf "$dir/server" "$dir/files"
-}
-trap cleanup EXIT
+trap 'local_s3_teardown "$mnt" "$dir/server" "$dir/files"' EXIT
 rm -rf "$dir"
 mkdir -p "$dir/server" "$dir/files" "$mnt"
 local_s3_start "$dir/server"
