@@ -26,6 +26,12 @@ pub enum FsError {
     /// than pretended: EPERM.
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    /// Extended attributes are not stored. ENOSYS: on it the kernel marks the call
+    /// unsupported for the whole mount and answers it itself from then on, with EOPNOTSUPP
+    /// (what programs saw when each call came here to be refused). `ls -l` asks two xattrs
+    /// per file and every write(2) asks `security.capability`: each was a round trip.
+    #[error("extended attributes are not supported")]
+    NoXattr,
     /// The object changed under an open handle (its pinned ETag no longer matches).
     #[error("object {key} changed while open; reopen the file")]
     ObjectChanged {
@@ -132,6 +138,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::ReadOnly => libc::EROFS,
             FsError::NotPermitted(_) => libc::EPERM,
+            FsError::NoXattr => libc::ENOSYS,
             FsError::ObjectChanged { .. } => libc::EIO,
             FsError::InvalidArgument(_) => libc::EINVAL,
             FsError::FileTooBig => libc::EFBIG,
@@ -180,6 +187,7 @@ mod tests {
     #[test]
     fn errnos() {
         assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
+        assert_eq!(FsError::NoXattr.errno(), libc::ENOSYS, "the kernel's cue");
         assert_eq!(
             FsError::s3("k", S3Error::PreconditionFailed).errno(),
             libc::EIO

@@ -39,17 +39,6 @@ pub(super) fn fail(op: &'static str, err: FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
-/// The answer to every xattr call: ENOSYS, on which the kernel marks the call unsupported
-/// for the whole mount and answers it itself from then on, with EOPNOTSUPP (what programs
-/// saw before, when each call came here to be refused). `ls -l` asks two xattrs per file
-/// and every write(2) asks `security.capability`: each was a round trip to this process.
-pub(super) fn xattrs_unsupported(op: &'static str) -> Errno {
-    metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => libc::ENOSYS.to_string())
-        .increment(1);
-    debug!(op, "extended attributes are not supported");
-    Errno::ENOSYS
-}
-
 /// `fuser::Filesystem` over an [`S3Filesystem`].
 #[derive(Debug)]
 pub struct FuseAdapter<S: ObjectStore> {

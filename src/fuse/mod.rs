@@ -26,12 +26,12 @@ use fuser::{
 use tracing::{debug, warn};
 
 pub use adapter::FuseAdapter;
-use adapter::{READDIR_BATCH, creator, fail, open_mode, utf8, xattrs_unsupported};
+use adapter::{READDIR_BATCH, creator, fail, open_mode, utf8};
 use attr::file_attr;
 use passthrough::Opened;
 
-use crate::fs::RenameMode;
 use crate::fs::posix::AttrChange;
+use crate::fs::{FsError, RenameMode};
 use crate::metrics::{ATTR_FUSE_REQUEST, FUSE_IO_SIZE};
 use crate::s3::{ObjectStore, Posix};
 
@@ -485,7 +485,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(xattrs_unsupported("setxattr"));
+        reply.error(fail("setxattr", FsError::NoXattr));
     }
 
     fn getxattr(
@@ -496,15 +496,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(xattrs_unsupported("getxattr"));
+        reply.error(fail("getxattr", FsError::NoXattr));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(xattrs_unsupported("listxattr"));
+        reply.error(fail("listxattr", FsError::NoXattr));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(xattrs_unsupported("removexattr"));
+        reply.error(fail("removexattr", FsError::NoXattr));
     }
 
     fn create(
