@@ -39,6 +39,9 @@ pub enum Fault {
     Delay(Duration),
     /// Never answer (a deadline around the store turns this into an error).
     Hang,
+    /// GETs only: answer success with only the first `n` bytes of the body (a store that
+    /// breaks its promise of the range asked for). Other calls ignore it.
+    ShortBody(usize),
 }
 
 /// A transient network failure, as the SDK reports one after its retries.
@@ -122,8 +125,16 @@ impl<S: ObjectStore> FaultyStore<S> {
         op: Op,
         call: impl std::future::Future<Output = Result<T, S3Error>>,
     ) -> Result<T, S3Error> {
-        match self.fault_for(op) {
-            None => call.await,
+        self.apply(self.fault_for(op), call).await
+    }
+
+    async fn apply<T>(
+        &self,
+        fault: Option<Fault>,
+        call: impl std::future::Future<Output = Result<T, S3Error>>,
+    ) -> Result<T, S3Error> {
+        match fault {
+            None | Some(Fault::ShortBody(_)) => call.await,
             Some(Fault::Fail(e)) => Err(e),
             Some(Fault::LoseAnswer(e)) => {
                 let _ = call.await;
@@ -161,7 +172,10 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         if_match: Option<&str>,
     ) -> Result<Bytes, S3Error> {
         let call = self.inner.get_range(key, range, if_match);
-        self.run(Op::Get, call).await
+        match self.fault_for(Op::Get) {
+            Some(Fault::ShortBody(n)) => call.await.map(|body| body.slice(..n.min(body.len()))),
+            fault => self.apply(fault, call).await,
+        }
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<String, S3Error> {

@@ -6,6 +6,7 @@ mod dir_rename;
 mod model;
 mod namespace;
 mod posix;
+mod short_bodies;
 mod staged_points;
 mod versions;
 mod write;
