@@ -144,7 +144,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         }
         // A staged file may be unlinked while open (POSIX): what its handles still write is
         // never committed. A streaming upload may not.
-        let staged = self.writer_of(&file, true).await?;
+        let (staged, _) = self.writer_of(&file, true).await?;
         self.store
             .delete(&file.key, None)
             .await
@@ -183,7 +183,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             // Boxed: its state is large, and the first poll runs on a FUSE thread's stack.
             return Box::pin(self.rename_dir(&parent, &source, &new_parent, new_name, mode)).await;
         }
-        let staged_source = self.writer_of(&source, false).await?;
+        let (staged_source, source) = self.writer_of(&source, false).await?;
         if !self.config.allow_delete {
             return Err(FsError::NotPermitted(
                 "renaming (it deletes the source; mount with --allow-delete)",
@@ -274,22 +274,27 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// The staged file of `inode` if it is being written through one; a staged file with
     /// writes not committed yet only when `uncommitted_ok` (its data goes with it), a
-    /// streaming upload never: both EPERM.
+    /// streaming upload never: both EPERM. With it, `inode` as it is now: a release that
+    /// was committing has been waited for, and the inode then carries what landed.
     async fn writer_of(
         &self,
         inode: &Inode,
         uncommitted_ok: bool,
-    ) -> Result<Option<Arc<StagedFile<S>>>, FsError> {
+    ) -> Result<(Option<Arc<StagedFile<S>>>, Inode), FsError> {
         if !matches!(inode.local, Some(Local::Writing { .. })) {
-            return Ok(None);
+            return Ok((None, inode.clone()));
         }
         match self.live_staged(inode.ino) {
-            Some(staged) if uncommitted_ok || !staged.has_changes().await => Ok(Some(staged)),
+            Some(staged) if uncommitted_ok || !staged.has_changes().await => {
+                Ok((Some(staged), inode.clone()))
+            }
             Some(_) => Err(FsError::NotPermitted(
                 "the file has writes not committed yet (close or fsync it first)",
             )),
-            None if self.wait_released(inode.ino).await => Ok(None),
-            None if uncommitted_ok && self.drop_empty_uploads(inode.ino).await => Ok(None),
+            None if self.wait_released(inode.ino).await => Ok((None, self.inode(inode.ino)?)),
+            None if uncommitted_ok && self.drop_empty_uploads(inode.ino).await => {
+                Ok((None, inode.clone()))
+            }
             None => Err(FsError::NotPermitted(
                 "the file is being written through another handle",
             )),
@@ -301,10 +306,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// nothing appears at release. False (and nothing abandoned) if any has data.
     async fn drop_empty_uploads(&self, ino: u64) -> bool {
         let mut uploads = Vec::new();
-        for file in self.files.values() {
-            if let OpenFile::Write(handle) = file
-                && handle.ino == ino
-            {
+        let handles = self
+            .files
+            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
+        for file in handles {
+            if let OpenFile::Write(handle) = file {
                 match &handle.upload {
                     Upload::Stream(writer) if writer.written().await == 0 => uploads.push(handle),
                     _ => return false,

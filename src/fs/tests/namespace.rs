@@ -462,3 +462,40 @@ async fn a_new_directory_stays_listed_once_its_first_file_lands() {
         "b vanished from a's listing"
     );
 }
+
+/// A rename of a file whose release is still committing (the kernel sends release after
+/// close(2) returned, so `mv` right after a write can meet it) waits for the commit and then
+/// renames the object as committed, not the file as it was before the wait.
+#[tokio::test]
+async fn a_rename_meeting_a_release_commit_renames_what_landed() {
+    use crate::s3::faulty::{Fault, FaultyStore, Op};
+    let store = Arc::new(FaultyStore::new(InMemoryStore::new()));
+    let config = FsConfig {
+        allow_delete: true,
+        allow_overwrite: true,
+        ..ttl(60)
+    };
+    let fs = S3Filesystem::new(store.clone(), config);
+    let (_, fh) = fs.create(ROOT_INO, "new.txt", me(), false).await.unwrap();
+    fs.write(fh, 0, b"landed", me()).await.unwrap();
+    store.inject(Op::Put, 1, Fault::Delay(Duration::from_millis(300)));
+    let (_, renamed) = tokio::join!(fs.release(fh), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fs.rename(
+            ROOT_INO,
+            "new.txt",
+            ROOT_INO,
+            "moved.txt",
+            RenameMode::Replace,
+        )
+        .await
+    });
+    renamed.unwrap();
+    assert_eq!(
+        store.inner().get("moved.txt").as_deref(),
+        Some(&b"landed"[..])
+    );
+    assert_eq!(store.inner().get("new.txt"), None);
+    let moved = fs.lookup(ROOT_INO, "moved.txt").await.unwrap();
+    assert_eq!(moved.size, 6);
+}
