@@ -160,10 +160,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 .set_posix(inode.ino, Some(draft(staged.posix().await)));
             return Ok(());
         }
-        let writer = self.files.values().into_iter().find_map(|file| match file {
-            OpenFile::Write(handle) if handle.ino == inode.ino && !handle.read_only => Some(handle),
-            _ => None,
-        });
+        let writer = self
+            .files
+            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == inode.ino && !h.read_only))
+            .into_iter()
+            .find_map(|file| match file {
+                OpenFile::Write(handle) => Some(handle),
+                OpenFile::Read { .. } => None,
+            });
         let Some(handle) = writer else {
             // Its last handle was released and is still committing: the change waits for
             // that commit and is then made on the object.

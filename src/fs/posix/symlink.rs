@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::Creator;
 use crate::fs::{Attr, FsError, Kind, S3Filesystem, Stat, names};
 use crate::s3::posix::S_IFLNK;
-use crate::s3::{ObjectStore, S3Error, WriteOptions};
+use crate::s3::{ObjectStore, WriteOptions};
 
 /// The longest target a link may hold (PATH_MAX).
 const MAX_TARGET: usize = 4096;
@@ -50,10 +50,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .store
             .put(&key, Bytes::copy_from_slice(target), &options)
             .await
-            .map_err(|e| match e {
-                S3Error::PreconditionFailed => FsError::Exists,
-                e => FsError::s3(&key, e),
-            })?;
+            .map_err(|e| crate::fs::write::resolve::refused(e, &key, true))?;
         let stat = Stat {
             size: target.len() as u64,
             mtime: posix.mtime.unwrap_or_else(std::time::SystemTime::now),
