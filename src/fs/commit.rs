@@ -286,11 +286,35 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .copy(&key, &key, done.size, &done.etag, Some(change))
             .await
             .map_err(|e| FsError::s3(&key, e))?;
-        Ok(Committed {
+        let changed = Committed {
             etag: copied.etag,
             posix: Some(done.posix.unwrap_or_default().merged(change)),
             ..done
-        })
+        };
+        handle.upload.changed_after_commit(changed.clone()).await;
+        Ok(changed)
+    }
+
+    /// The object of `ino` became `stat` (changed in place): every writing handle's
+    /// committed upload answers its later commits with it (see
+    /// [`crate::fs::write::FileWriter::changed_after_commit`]).
+    pub(super) async fn changed_under_writers(&self, ino: u64, stat: &Stat) {
+        let Some(etag) = stat.etag.clone() else {
+            return;
+        };
+        let done = Committed {
+            size: stat.size,
+            etag,
+            posix: stat.posix,
+        };
+        let writers = self
+            .files
+            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
+        for file in writers {
+            if let OpenFile::Write(handle) = file {
+                handle.upload.changed_after_commit(done.clone()).await;
+            }
+        }
     }
 
     /// The commit of a handle at its release: a failure nobody was told of is logged by

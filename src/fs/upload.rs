@@ -43,6 +43,14 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
+    /// See [`FileWriter::changed_after_commit`]; a staged file takes attribute changes
+    /// into its own next commit and never needs it.
+    pub async fn changed_after_commit(&self, done: Committed) {
+        if let Upload::Stream(writer) = self {
+            writer.changed_after_commit(done).await;
+        }
+    }
+
     /// Whether this is a staged upload.
     pub fn is_staged(&self) -> bool {
         matches!(self, Upload::Staged { .. })

@@ -400,3 +400,66 @@ async fn a_reopen_before_the_previous_release_waits_for_it() {
     fs.release(fh).await;
     assert_eq!(store.get("log").unwrap().as_ref(), b"ab");
 }
+
+/// fsync, chmod (made on the object: a copy onto itself, a new ETag), fsync again, close:
+/// the later commits of the handle must not put the ETag of its first commit back on the
+/// inode: a reader opening the file would then ask S3 for a version it no longer has.
+#[tokio::test]
+async fn a_commit_after_a_change_keeps_the_changed_version() {
+    let config = FsConfig {
+        posix_metadata: true,
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[], config);
+    let (attr, fh) = fs
+        .create_as(ROOT_INO, "f", me(), false, Some(ALICE))
+        .await
+        .unwrap();
+    fs.write(fh, 0, b"data", me()).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.setattr(attr.ino, None, chmod(0o100600)).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.posix("f").unwrap().mode, Some(S_IFREG | 0o600));
+    let etag = store.etag("f").unwrap();
+    let inode = fs.inode(attr.ino).unwrap();
+    assert_eq!(
+        inode.stat.etag.as_deref(),
+        Some(etag.as_str()),
+        "the inode's version"
+    );
+    let reader = fs.open(attr.ino, OpenMode::default(), me()).await.unwrap();
+    assert_eq!(&fs.read(reader, 0, 10).await.unwrap()[..], b"data");
+    fs.release(reader).await;
+}
+
+/// The same for a change deferred to a streaming upload's commit (made by a copy right after
+/// it): a later fsync or close answers with the copy's version.
+#[tokio::test]
+async fn a_commit_after_a_deferred_change_keeps_the_changed_version() {
+    let config = FsConfig {
+        posix_metadata: true,
+        write_part_size: 5 * 1024 * 1024,
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[], config);
+    let (attr, fh) = fs
+        .create_as(ROOT_INO, "big", me(), false, Some(ALICE))
+        .await
+        .unwrap();
+    let chunk = vec![7u8; 6 * 1024 * 1024];
+    fs.write(fh, 0, &chunk, me()).await.unwrap(); // the multipart upload is under way
+    fs.setattr(attr.ino, None, chmod(0o100444)).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o444));
+    let etag = store.etag("big").unwrap();
+    let inode = fs.inode(attr.ino).unwrap();
+    assert_eq!(
+        inode.stat.etag.as_deref(),
+        Some(etag.as_str()),
+        "the inode's version"
+    );
+    assert_eq!(inode.stat.posix.unwrap().mode, Some(S_IFREG | 0o444));
+}

@@ -277,6 +277,16 @@ impl<S: ObjectStore> FileWriter<S> {
         Ok(())
     }
 
+    /// The committed object was changed in place since (a deferred chmod, made by a copy
+    /// onto itself: a new version): later commits answer with `done`, not the version the
+    /// copy replaced. Nothing changes if the upload is not committed.
+    pub async fn changed_after_commit(&self, done: Committed) {
+        let mut state = self.state.lock().await;
+        if matches!(state.status, Status::Committed(_)) {
+            state.status = Status::Committed(done);
+        }
+    }
+
     /// Makes the object appear in S3 with everything written so far. Idempotent once it
     /// succeeded; after a failure it keeps answering the failure's errno.
     pub async fn commit(&self) -> Result<Committed, FsError> {
