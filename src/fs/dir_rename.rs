@@ -220,19 +220,22 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// every directory below `source` gets a marker delete, listed or not, since such a
     /// server keeps an emptied directory too (elsewhere deleting no key is a no-op).
     async fn delete_sources(&self, source: &str, moves: &[(ObjectInfo, String)]) -> usize {
-        let (markers, files): (Vec<&ObjectInfo>, Vec<&ObjectInfo>) = moves
+        let files = moves
             .iter()
             .map(|(from, _)| from)
-            .partition(|from| is_marker(from));
+            .filter(|from| !is_marker(from))
+            .collect();
         let mut kept = self.delete_each(files).await;
-        for marker in every_marker(source, &markers, moves) {
-            kept += self.delete_each(vec![&marker]).await;
+        for marker in every_marker(source, moves) {
+            if !self.delete_marker(&marker).await {
+                kept += 1;
+            }
         }
         kept
     }
 
-    /// Deletes `sources` (8 in flight), each only at the version listed; returns how many
-    /// were kept.
+    /// Deletes the files `sources` (8 in flight), each only at the version listed; returns
+    /// how many were kept.
     async fn delete_each(&self, sources: Vec<&ObjectInfo>) -> usize {
         let turns = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut deletes = JoinSet::new();
@@ -240,15 +243,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             let (store, turns, from) = (self.store.clone(), turns.clone(), from.clone());
             deletes.spawn(async move {
                 let _turn = turns.acquire_owned().await;
-                let deleted = if is_marker(&from) {
-                    // Empty, so no version of it holds data to lose.
-                    match store.delete(&from.key, None).await {
-                        Ok(()) | Err(S3Error::NotFound) => Ok(()),
-                        Err(e) => Err(FsError::s3(&from.key, e)),
-                    }
-                } else {
-                    delete_if_unchanged(store.as_ref(), &from.key, &from.etag).await
-                };
+                let deleted = delete_if_unchanged(store.as_ref(), &from.key, &from.etag).await;
                 if let Err(e) = &deleted {
                     warn!(key = from.key, "source of a directory rename kept: {e}");
                 }
@@ -262,6 +257,19 @@ impl<S: ObjectStore> S3Filesystem<S> {
             }
         }
         kept
+    }
+
+    /// Deletes the directory marker `key` (empty, so no version of it holds data to lose;
+    /// one that is not there is deleted already); false if it was kept.
+    async fn delete_marker(&self, key: &str) -> bool {
+        match self.store.delete(key, None).await {
+            Ok(()) | Err(S3Error::NotFound) => true,
+            Err(e) => {
+                let e = FsError::s3(key, e);
+                warn!(key, "source of a directory rename kept: {e}");
+                false
+            }
+        }
     }
 
     /// What the mount remembers of both places is forgotten: names, listings of every
@@ -319,38 +327,22 @@ async fn move_marker<S: ObjectStore>(
     store.put(to, bytes::Bytes::new(), &options).await
 }
 
-/// The markers to delete after a directory's keys moved: those listed, and one for every
-/// directory the keys were in (below `source` and `source` itself), deepest first.
-fn every_marker(
-    source: &str,
-    listed: &[&ObjectInfo],
-    moves: &[(ObjectInfo, String)],
-) -> Vec<ObjectInfo> {
-    let mut prefixes: std::collections::BTreeMap<String, ObjectInfo> = listed
-        .iter()
-        .map(|info| (info.key.clone(), (*info).clone()))
-        .collect();
+/// The markers to delete after a directory's keys moved: one for every directory the keys
+/// were in (below `source` and `source` itself; a listed marker is its own directory),
+/// deepest first.
+fn every_marker(source: &str, moves: &[(ObjectInfo, String)]) -> Vec<String> {
+    let mut prefixes = std::collections::BTreeSet::new();
     for (from, _) in moves {
         let mut end = from.key.len();
         while let Some(at) = from.key[..end].rfind('/') {
             if at + 1 < source.len() {
                 break;
             }
-            let prefix = &from.key[..=at];
-            prefixes
-                .entry(prefix.to_string())
-                .or_insert_with(|| ObjectInfo {
-                    key: prefix.to_string(),
-                    size: 0,
-                    last_modified: std::time::UNIX_EPOCH,
-                    etag: String::new(),
-                    write_id: None,
-                    posix: None,
-                });
+            prefixes.insert(from.key[..=at].to_string());
             end = at;
         }
     }
-    let mut markers: Vec<ObjectInfo> = prefixes.into_values().collect();
-    markers.sort_by_key(|m| std::cmp::Reverse(m.key.matches('/').count()));
+    let mut markers: Vec<String> = prefixes.into_iter().collect();
+    markers.sort_by_key(|m| std::cmp::Reverse(m.matches('/').count()));
     markers
 }
