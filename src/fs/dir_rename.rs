@@ -106,18 +106,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if mode == RenameMode::NoReplace {
             return Err(FsError::Exists);
         }
-        if self.inodes.has_local_children(target.ino) {
-            return Err(FsError::NotEmpty);
-        }
-        let page = self
-            .store
-            .list(&target.key, false, None, 2)
-            .await
-            .map_err(|e| FsError::s3(&target.key, e))?;
-        if page.objects.iter().any(|o| o.key != target.key) {
-            return Err(FsError::NotEmpty);
-        }
-        Ok(())
+        self.check_empty(target).await.map(drop)
     }
 
     /// Every key below `prefix`, in key order; EXDEV when there are more than `limit`.

@@ -85,22 +85,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if dir.kind != Kind::Dir {
             return Err(FsError::NotADirectory);
         }
-        if self.inodes.has_local_children(dir.ino) {
-            return Err(FsError::NotEmpty); // entries made here, in it or deeper down
-        }
-        let page = self
-            .store
-            .list(&dir.key, false, None, 2)
-            .await
-            .map_err(|e| FsError::s3(&dir.key, e))?;
-        let marker_only = match page.objects.as_slice() {
-            [] => false,
-            [only] => only.key == dir.key,
-            _ => return Err(FsError::NotEmpty),
-        };
-        if !marker_only && !page.objects.is_empty() {
-            return Err(FsError::NotEmpty);
-        }
+        let marker_only = self.check_empty(&dir).await?;
         if !marker_only && self.config.allow_delete {
             // No key: a server that keeps empty directories (SeaweedFS lists one after its
             // last key went) is told to drop it; anywhere else this deletes nothing.
@@ -264,6 +249,23 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// see [`delete_if_unchanged`].
     pub(super) async fn delete_if_still(&self, key: &str, etag: &str) -> Result<(), FsError> {
         delete_if_unchanged(self.store.as_ref(), key, etag).await
+    }
+
+    /// ENOTEMPTY unless directory `dir` holds nothing: no entry made here in it (or deeper
+    /// down), no key below it in S3 but its own marker. Whether that marker is there.
+    pub(super) async fn check_empty(&self, dir: &Inode) -> Result<bool, FsError> {
+        if self.inodes.has_local_children(dir.ino) {
+            return Err(FsError::NotEmpty);
+        }
+        let page = self
+            .store
+            .list(&dir.key, false, None, 2)
+            .await
+            .map_err(|e| FsError::s3(&dir.key, e))?;
+        if page.objects.iter().any(|o| o.key != dir.key) {
+            return Err(FsError::NotEmpty);
+        }
+        Ok(!page.objects.is_empty())
     }
 
     async fn existing_child(&self, parent: &Inode, name: &str) -> Result<Inode, FsError> {
