@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::mutate::{RenameMode, delete_if_unchanged};
 use super::{FsError, Inode, Kind, S3Filesystem, names};
-use crate::s3::{ObjectInfo, ObjectStore, S3Error, WriteOptions};
+use crate::s3::{ObjectInfo, ObjectStore, S3Error};
 
 /// Copies (and deletes) in flight.
 const IN_FLIGHT: usize = 8;
@@ -307,12 +307,7 @@ async fn move_marker<S: ObjectStore>(
     to: &str,
 ) -> Result<String, S3Error> {
     let found = store.head(&from.key).await?;
-    let options = WriteOptions {
-        write_id: super::write::new_write_id(),
-        posix: found.posix,
-        content_type: Some(super::posix::DIRECTORY_TYPE.to_string()),
-        ..WriteOptions::default()
-    };
+    let options = super::posix::marker_options(found.posix, false);
     store.put(to, bytes::Bytes::new(), &options).await
 }
 

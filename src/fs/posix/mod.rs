@@ -68,6 +68,18 @@ impl AttrChange {
 /// Content-Type of a directory marker object, as s3fs writes it.
 pub(crate) const DIRECTORY_TYPE: &str = "application/x-directory";
 
+/// How a directory marker is written: empty, `application/x-directory`, a fresh write id,
+/// with `posix` as its attributes; `if_none_match` when it must be new.
+pub(crate) fn marker_options(posix: Option<Posix>, if_none_match: bool) -> WriteOptions {
+    WriteOptions {
+        write_id: super::write::new_write_id(),
+        if_none_match,
+        posix,
+        content_type: Some(DIRECTORY_TYPE.to_string()),
+        ..WriteOptions::default()
+    }
+}
+
 impl<S: ObjectStore> S3Filesystem<S> {
     /// Whether POSIX attributes are kept in S3 (`--posix-metadata`).
     pub(crate) fn posix_on(&self) -> bool {
@@ -250,15 +262,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
         posix: Posix,
         new: bool,
     ) -> Result<(), FsError> {
-        let options = WriteOptions {
-            write_id: super::write::new_write_id(),
-            if_none_match: new,
-            posix: Some(posix),
-            content_type: Some(DIRECTORY_TYPE.to_string()),
-            ..WriteOptions::default()
-        };
         self.store
-            .put(prefix, bytes::Bytes::new(), &options)
+            .put(
+                prefix,
+                bytes::Bytes::new(),
+                &marker_options(Some(posix), new),
+            )
             .await
             .map(drop)
             .map_err(|e| match e {
