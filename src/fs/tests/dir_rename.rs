@@ -44,6 +44,29 @@ fn faulty(
     (store, fs)
 }
 
+/// `src` renamed to `dst`, replacing it: the rename's answer.
+async fn rename_src<S: ObjectStore>(fs: &S3Filesystem<S>) -> Result<(), FsError> {
+    fs.rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
+        .await
+}
+
+/// The bucket holds `tree()` as it was, and nothing else (`what`: the case, for messages).
+fn untouched(bucket: &InMemoryStore, what: &str) {
+    for (key, data) in tree() {
+        assert_eq!(
+            bucket.get(&key).as_deref(),
+            Some(data.as_slice()),
+            "{what}: {key}"
+        );
+    }
+    assert_eq!(
+        bucket.keys().len(),
+        tree().len(),
+        "{what}: copies left: {:?}",
+        bucket.keys()
+    );
+}
+
 /// Every key of `tree()` is in the bucket under `src/` or `dst/` (with its bytes), and
 /// nothing else is.
 fn no_key_lost(bucket: &InMemoryStore) {
@@ -60,9 +83,7 @@ async fn every_key_moves_and_inodes_follow() {
     let src = fs.lookup(ROOT_INO, "src").await.unwrap();
     let deep_dir = fs.lookup(src.ino, "sub").await.unwrap();
     let deep = fs.lookup(deep_dir.ino, "deep").await.unwrap();
-    fs.rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-        .await
-        .unwrap();
+    rename_src(&fs).await.unwrap();
     let bucket = store.inner();
     let mut keys = bucket.keys();
     keys.sort();
@@ -85,18 +106,13 @@ async fn every_key_moves_and_inodes_follow() {
 async fn off_by_default_and_over_the_limit_exdev_before_any_copy() {
     for limit in [0, 21] {
         let (store, fs) = faulty(limit);
-        let err = fs
-            .rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-            .await
-            .unwrap_err();
+        let err = rename_src(&fs).await.unwrap_err();
         assert_eq!(err.errno(), libc::EXDEV, "limit {limit}");
         assert_eq!(store.calls(Op::Copy), 0);
         assert_eq!(store.inner().keys().len(), tree().len());
     }
     let (_, fs) = faulty(22); // 20 files, one deeper, the marker
-    fs.rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-        .await
-        .unwrap();
+    rename_src(&fs).await.unwrap();
 }
 
 #[tokio::test]
@@ -106,16 +122,9 @@ async fn a_failed_copy_anywhere_leaves_the_source_whole_and_no_copy() {
     for (op, nth) in faults {
         let (store, fs) = faulty(100);
         store.inject(op, nth, Fault::Fail(internal_error()));
-        let err = fs
-            .rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-            .await
-            .unwrap_err();
+        let err = rename_src(&fs).await.unwrap_err();
         assert_eq!(err.errno(), libc::EIO);
-        let bucket = store.inner();
-        for (key, data) in tree() {
-            assert_eq!(bucket.get(&key).as_deref(), Some(data.as_slice()));
-        }
-        assert_eq!(bucket.keys().len(), tree().len(), "copy {nth}: copies left");
+        untouched(store.inner(), &format!("{op:?} {nth}"));
         assert!(fs.lookup(ROOT_INO, "src").await.is_ok());
     }
 }
@@ -126,31 +135,16 @@ async fn a_failed_copy_anywhere_leaves_the_source_whole_and_no_copy() {
 async fn a_copy_whose_answer_is_lost_is_removed_too() {
     let (store, fs) = faulty(100);
     store.inject(Op::Copy, 11, Fault::LoseAnswer(internal_error()));
-    let err = fs
-        .rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-        .await
-        .unwrap_err();
+    let err = rename_src(&fs).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
-    let bucket = store.inner();
-    for (key, data) in tree() {
-        assert_eq!(bucket.get(&key).as_deref(), Some(data.as_slice()));
-    }
-    assert_eq!(
-        bucket.keys().len(),
-        tree().len(),
-        "copies left: {:?}",
-        bucket.keys()
-    );
+    untouched(store.inner(), "lost copy answer");
 }
 
 #[tokio::test]
 async fn a_failed_source_delete_keeps_that_key_and_says_eio() {
     let (store, fs) = faulty(100);
     store.inject(Op::Delete, 5, Fault::Fail(internal_error()));
-    let err = fs
-        .rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace)
-        .await
-        .unwrap_err();
+    let err = rename_src(&fs).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
     let bucket = store.inner();
     no_key_lost(bucket);
@@ -173,10 +167,7 @@ async fn a_source_changed_after_its_copy_is_kept_and_the_rename_says_eio() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         store.inner().put("src/f00", "changed elsewhere");
     };
-    let (renamed, ()) = tokio::join!(
-        fs.rename(ROOT_INO, "src", ROOT_INO, "dst", RenameMode::Replace),
-        change
-    );
+    let (renamed, ()) = tokio::join!(rename_src(&fs), change);
     assert_eq!(renamed.unwrap_err().errno(), libc::EIO);
     let bucket = store.inner();
     assert_eq!(
