@@ -313,7 +313,8 @@ async fn move_marker<S: ObjectStore>(
 
 /// The markers to delete after a directory's keys moved: one for every directory the keys
 /// were in (below `source` and `source` itself; a listed marker is its own directory),
-/// deepest first.
+/// deepest first. Not a key that holds data under a directory's name: that one is a source
+/// like a file, deleted only at the version copied.
 fn every_marker(source: &str, moves: &[(ObjectInfo, String)]) -> Vec<String> {
     let mut prefixes = std::collections::BTreeSet::new();
     for (from, _) in moves {
@@ -325,6 +326,9 @@ fn every_marker(source: &str, moves: &[(ObjectInfo, String)]) -> Vec<String> {
             prefixes.insert(from.key[..=at].to_string());
             end = at;
         }
+    }
+    for (from, _) in moves.iter().filter(|(from, _)| !is_marker(from)) {
+        prefixes.remove(&from.key);
     }
     let mut markers: Vec<String> = prefixes.into_iter().collect();
     markers.sort_by_key(|m| std::cmp::Reverse(m.matches('/').count()));

@@ -215,3 +215,32 @@ async fn targets_inside_itself_non_empty_or_busy_are_refused() {
     rename(ROOT_INO, "empty").await.unwrap();
     assert_eq!(store.inner().get("empty/f03").unwrap().as_ref(), b"file 3");
 }
+
+/// A key ending in `/` that holds data (written by another tool) is a source like any file:
+/// replaced by another client after its copy, its newer version is kept, not deleted with
+/// the directory markers.
+#[tokio::test]
+async fn a_changed_key_ending_in_a_slash_is_kept_too() {
+    let (store, fs) = faulty(100);
+    store
+        .inner()
+        .put("src/sub/", "a body under a directory's name");
+    // Copies: the 20 files, `src/sub/`, then `src/sub/deep`, which waits.
+    store.inject(Op::Copy, 22, Fault::Delay(Duration::from_millis(300)));
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.inner().put("src/sub/", "changed elsewhere");
+    };
+    let (renamed, ()) = tokio::join!(rename_src(&fs), change);
+    assert_eq!(renamed.unwrap_err().errno(), libc::EIO);
+    let bucket = store.inner();
+    assert_eq!(
+        bucket.get("src/sub/").as_deref(),
+        Some(&b"changed elsewhere"[..]),
+        "the newer version was deleted"
+    );
+    assert_eq!(
+        bucket.get("dst/sub/").as_deref(),
+        Some(&b"a body under a directory's name"[..])
+    );
+}
