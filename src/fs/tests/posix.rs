@@ -262,8 +262,16 @@ async fn changes_while_writing_go_with_the_commit_and_a_set_mtime_survives_it() 
     }
 }
 
-#[tokio::test]
-async fn a_streaming_upload_under_way_gets_the_change_right_after_its_commit() {
+/// A new file `big` whose streaming upload is under way (6 MiB written, 5 MiB parts), then
+/// a chmod to 0444, which must wait for the commit: the store, the mount, the file's inode
+/// number and its handle, and what was written.
+async fn chmod_during_a_streaming_upload() -> (
+    Arc<InMemoryStore>,
+    S3Filesystem<InMemoryStore>,
+    u64,
+    u64,
+    Vec<u8>,
+) {
     let config = FsConfig {
         posix_metadata: true,
         write_part_size: 5 * 1024 * 1024,
@@ -277,6 +285,12 @@ async fn a_streaming_upload_under_way_gets_the_change_right_after_its_commit() {
     let chunk = vec![7u8; 6 * 1024 * 1024];
     fs.write(fh, 0, &chunk, me()).await.unwrap(); // the multipart upload is under way
     fs.setattr(attr.ino, None, chmod(0o100444)).await.unwrap();
+    (store, fs, attr.ino, fh, chunk)
+}
+
+#[tokio::test]
+async fn a_streaming_upload_under_way_gets_the_change_right_after_its_commit() {
+    let (store, fs, _, fh, chunk) = chmod_during_a_streaming_upload().await;
     fs.release(fh).await;
     assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o444));
     assert_eq!(store.get("big").unwrap().len(), chunk.len());
@@ -437,25 +451,13 @@ async fn a_commit_after_a_change_keeps_the_changed_version() {
 /// it): a later fsync or close answers with the copy's version.
 #[tokio::test]
 async fn a_commit_after_a_deferred_change_keeps_the_changed_version() {
-    let config = FsConfig {
-        posix_metadata: true,
-        write_part_size: 5 * 1024 * 1024,
-        ..FsConfig::default()
-    };
-    let (store, fs) = setup(&[], config);
-    let (attr, fh) = fs
-        .create_as(ROOT_INO, "big", me(), false, Some(ALICE))
-        .await
-        .unwrap();
-    let chunk = vec![7u8; 6 * 1024 * 1024];
-    fs.write(fh, 0, &chunk, me()).await.unwrap(); // the multipart upload is under way
-    fs.setattr(attr.ino, None, chmod(0o100444)).await.unwrap();
+    let (store, fs, ino, fh, _) = chmod_during_a_streaming_upload().await;
     fs.fsync(fh).await.unwrap();
     fs.fsync(fh).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o444));
     let etag = store.etag("big").unwrap();
-    let inode = fs.inode(attr.ino).unwrap();
+    let inode = fs.inode(ino).unwrap();
     assert_eq!(
         inode.stat.etag.as_deref(),
         Some(etag.as_str()),
