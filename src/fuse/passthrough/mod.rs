@@ -20,7 +20,7 @@ use tracing::{debug, error, info};
 
 use crate::fs::{OpenMode, S3Filesystem, blocking};
 use crate::s3::ObjectStore;
-pub use table::{Answer, PassthroughTable, Wanted};
+pub use table::{Answer, Copy, PassthroughTable, Wanted};
 
 /// How often, and how far apart, an open refused because its inode is in passthrough is
 /// decided again: the release of the last passthrough file may be on its way (the kernel
@@ -155,7 +155,8 @@ pub async fn after_create<S: ObjectStore>(
 
 /// [`PassthroughTable::open`], decided again for a while if the inode is busy. The
 /// whole-object copy is opened first, outside the table's lock (it reads the disk), and only
-/// when the open could start passthrough.
+/// when the open could start passthrough, or when the table asks for it (a release came
+/// between the two; the second answer then never asks again).
 async fn decide<S, R>(
     fs: &Arc<S3Filesystem<S>>,
     table: &PassthroughTable<BackingId>,
@@ -168,18 +169,24 @@ where
     S: ObjectStore,
     R: Fn(&File) -> std::io::Result<BackingId>,
 {
+    let look_up = || async move {
+        let fs = fs.clone();
+        let whole = blocking::unblock(move || fs.whole_file(fh)).await;
+        Copy::Looked(whole.ok().flatten())
+    };
     until_not_busy(
         || async move {
-            let whole = if table.could_start(ino, wanted) {
-                let fs = fs.clone();
-                blocking::unblock(move || fs.whole_file(fh))
-                    .await
-                    .ok()
-                    .flatten()
+            let mut whole = if table.could_start(ino, wanted) {
+                look_up().await
             } else {
-                None
+                Copy::NotLooked
             };
-            table.open(ino, fh, wanted, whole, register)
+            loop {
+                match table.open(ino, fh, wanted, whole, register) {
+                    Ok(answer) => return answer,
+                    Err(table::LookFirst) => whole = look_up().await,
+                }
+            }
         },
         |answer| matches!(answer, Answer::Busy(_)),
     )

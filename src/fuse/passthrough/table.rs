@@ -14,7 +14,9 @@
 //!
 //! Our view lags the kernel's only at release (the kernel forgets a file before telling
 //! us), so we never grant a mode the kernel refuses; a refusal is retried briefly by the
-//! caller in case a release is on its way.
+//! caller in case a release is on its way. The whole-object copy is looked up before the
+//! decision, outside the lock; when a release between the two makes an open that did not
+//! look able to start passthrough, it is told to look ([`LookFirst`]) and ask again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,6 +66,20 @@ pub enum Answer<B> {
     /// Refuse with this errno: the inode is in passthrough for another purpose.
     Busy(i32),
 }
+
+/// The whole-object copy, as the caller found it before asking (its file and ETag).
+#[derive(Debug)]
+pub enum Copy {
+    /// Not looked up: [`PassthroughTable::could_start`] said it could not be used.
+    NotLooked,
+    /// Looked up: the copy, if the cache holds one.
+    Looked(Option<(File, String)>),
+}
+
+/// The answer to an open that did not look up the copy but could start passthrough after
+/// all (the inode's last passthrough file was released meanwhile): look, then ask again.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LookFirst;
 
 /// What an open asks for, as far as passthrough is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -132,21 +148,29 @@ impl<B> PassthroughTable<B> {
     }
 
     /// Decides how to answer the open of `ino` that got handle `fh`, and records it unless
-    /// refused. `whole` is the whole-object copy and its ETag if there is one (opened by the
-    /// caller beforehand); `register` turns it into a backing id (an ioctl on the FUSE
-    /// device). If registering fails (no privilege, the cache on a stacked filesystem),
-    /// passthrough is turned off for the rest of the mount.
+    /// refused. `whole` is the whole-object copy as the caller found it beforehand;
+    /// `register` turns it into a backing id (an ioctl on the FUSE device). If registering
+    /// fails (no privilege, the cache on a stacked filesystem), passthrough is turned off for
+    /// the rest of the mount. [`LookFirst`] (nothing recorded) when passthrough could start
+    /// but the copy was not looked up.
     pub fn open(
         &self,
         ino: u64,
         fh: u64,
         wanted: Wanted<'_>,
-        whole: Option<(File, String)>,
+        whole: Copy,
         register: impl FnOnce(&File) -> std::io::Result<B>,
-    ) -> Answer<B> {
+    ) -> Result<Answer<B>, LookFirst> {
         let mut inodes = self.inodes.lock().expect("passthrough lock poisoned");
         let io = inodes.entry(ino).or_default();
-        let answer = self.decide(io, wanted, whole, register);
+        let answer = match self.decide(io, wanted, whole, register) {
+            Ok(answer) => answer,
+            Err(look) => {
+                // Only asked of an inode with no open file: leave no empty entry.
+                inodes.remove(&ino);
+                return Err(look);
+            }
+        };
         let granted = match &answer {
             Answer::Cached => {
                 io.cached += 1;
@@ -158,42 +182,45 @@ impl<B> PassthroughTable<B> {
                 }
                 Granted::Passthrough
             }
-            Answer::Busy(_) => return answer,
+            Answer::Busy(_) => return Ok(answer),
         };
         drop(inodes);
         self.handles.insert_at(fh, (ino, granted));
-        answer
+        Ok(answer)
     }
 
     fn decide(
         &self,
         io: &mut InodeIo<B>,
         wanted: Wanted<'_>,
-        whole: Option<(File, String)>,
+        whole: Copy,
         register: impl FnOnce(&File) -> std::io::Result<B>,
-    ) -> Answer<B> {
+    ) -> Result<Answer<B>, LookFirst> {
         if let Some((backing, etag, _)) = &io.backing {
-            return match wanted {
+            return Ok(match wanted {
                 Wanted::Read(wanted) | Wanted::DirectRead(wanted) if wanted == etag => {
                     Answer::Passthrough(backing.clone())
                 }
                 Wanted::Read(_) | Wanted::DirectRead(_) => Answer::Busy(libc::EBUSY),
                 Wanted::Other => Answer::Busy(libc::ETXTBSY),
-            };
+            });
         }
         let Wanted::Read(wanted) = wanted else {
-            return Answer::Cached;
+            return Ok(Answer::Cached);
         };
         if io.cached > 0 || !self.is_on() {
-            return Answer::Cached;
+            return Ok(Answer::Cached);
         }
+        let Copy::Looked(whole) = whole else {
+            return Err(LookFirst);
+        };
         let Some((file, etag)) = whole else {
-            return Answer::Cached;
+            return Ok(Answer::Cached);
         };
         if etag != wanted {
-            return Answer::Cached;
+            return Ok(Answer::Cached);
         }
-        match register(&file) {
+        Ok(match register(&file) {
             Ok(backing) => {
                 let backing = Arc::new(backing);
                 io.backing = Some((backing.clone(), etag, 0));
@@ -207,7 +234,7 @@ impl<B> PassthroughTable<B> {
                 }
                 Answer::Cached
             }
-        }
+        })
     }
 
     /// Forgets handle `fh`; the inode's backing file is released with its last passthrough
@@ -258,19 +285,20 @@ mod tests {
         table
     }
 
-    fn whole(etag: &str) -> Option<(File, String)> {
-        Some((File::open("/dev/null").unwrap(), etag.to_string()))
+    fn whole(etag: &str) -> Copy {
+        Copy::Looked(Some((File::open("/dev/null").unwrap(), etag.to_string())))
     }
 
-    const NONE: Option<(File, String)> = None;
+    /// Looked up, and the cache holds no copy.
+    const NONE: Copy = Copy::Looked(None);
 
     fn register(id: u32) -> impl FnOnce(&File) -> std::io::Result<u32> {
         move |_| Ok(id)
     }
 
     /// The answer in short: backing id, 0 for a usual open, or minus the errno.
-    fn short(answer: Answer<u32>) -> i64 {
-        match answer {
+    fn short(answer: Result<Answer<u32>, LookFirst>) -> i64 {
+        match answer.expect("an open that looked up the copy is answered") {
             Answer::Passthrough(b) => i64::from(*b),
             Answer::Cached => 0,
             Answer::Busy(errno) => -i64::from(errno),
@@ -385,6 +413,37 @@ mod tests {
         );
         let off: PassthroughTable<u32> = PassthroughTable::default();
         assert!(!off.could_start(1, Wanted::Read("e")));
+    }
+
+    /// The race that once left a reader on the slow path: an open sees the backing file (so
+    /// it does not look up the copy), then the last passthrough file is released before the
+    /// open is decided. It is told to look first, and then starts passthrough again.
+    #[test]
+    fn an_open_racing_the_last_release_looks_for_the_copy_and_starts_passthrough() {
+        let t = table();
+        assert_eq!(
+            short(t.open(1, 10, Wanted::Read("e"), whole("e"), register(7))),
+            7
+        );
+        assert!(!t.could_start(1, Wanted::Read("e")), "shares: no look-up");
+        t.release(10);
+        let unlooked = t.open(1, 11, Wanted::Read("e"), Copy::NotLooked, register(8));
+        assert_eq!(unlooked.err(), Some(LookFirst));
+        assert!(t.could_start(1, Wanted::Read("e")), "nothing was recorded");
+        assert_eq!(
+            short(t.open(1, 11, Wanted::Read("e"), whole("e"), register(8))),
+            8
+        );
+        assert_eq!(t.passthrough_handles(), 1);
+        // Opens that cannot start passthrough need no look-up.
+        assert_eq!(
+            short(t.open(2, 12, Wanted::Other, Copy::NotLooked, register(9))),
+            0
+        );
+        assert_eq!(
+            short(t.open(1, 13, Wanted::Read("e"), Copy::NotLooked, register(9))),
+            8
+        );
     }
 
     #[test]
