@@ -320,6 +320,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.restore(handle);
         }
         self.inodes.closed(file.ino());
+        self.released.notify_waiters();
     }
 
     /// Closes a handle. A writing handle that was never committed commits now (nobody can
@@ -333,6 +334,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             self.staged_released(handle).await;
         }
         self.inodes.closed(file.ino());
+        self.released.notify_waiters();
     }
 
     /// setattr: only what S3 can honour. A size goes through staging (`--staged-writes`);

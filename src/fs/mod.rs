@@ -208,6 +208,9 @@ pub struct S3Filesystem<S: ObjectStore> {
     commits: CommitsInFlight,
     /// Keys of written files that did not land and whose writer could not be told.
     lost: Mutex<Vec<String>>,
+    /// Told after each release of a file, so that an operation waiting for a written file's
+    /// release ([`S3Filesystem::wait_released`]) goes on as soon as it is done.
+    released: tokio::sync::Notify,
     /// The kernel's caches, once a mount gives them (none in unit tests).
     kernel: OnceLock<Box<dyn KernelCache>>,
 }
@@ -271,6 +274,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             aborts: PendingAborts::new(store_for_aborts),
             commits: CommitsInFlight::default(),
             lost: Mutex::new(Vec::new()),
+            released: tokio::sync::Notify::new(),
             kernel: OnceLock::new(),
         }
     }

@@ -14,6 +14,9 @@ use super::upload::Upload;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
 
+/// How often [`S3Filesystem::wait_released`] looks again without being woken by a release.
+const RELEASE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How rename must treat an existing target (from renameat2 flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RenameMode {
@@ -329,10 +332,16 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// is the kernel's release, which comes after close(2) has returned: an unlink, chmod
     /// or open can arrive before it. Up to a minute while a release commits; up to 5 s while
     /// a handle whose upload is done is still open. False at once if a handle still has
-    /// writes not committed (or is busy writing or committing), or at the deadline.
+    /// writes not committed (or is busy writing or committing), or at the deadline. Woken by
+    /// each release; looks again every [`RELEASE_RECHECK`] for the states a release does not
+    /// end.
     pub(super) async fn wait_released(&self, ino: u64) -> bool {
         let start = tokio::time::Instant::now();
         loop {
+            // Asked before looking, so that a release between the look and the wait wakes it.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             let handles = self
                 .files
                 .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
@@ -354,7 +363,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             if start.elapsed() > std::time::Duration::from_secs(limit) {
                 return false;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            drop(handles);
+            let _ = tokio::time::timeout(RELEASE_RECHECK, released).await;
         }
     }
 

@@ -463,6 +463,55 @@ async fn a_new_directory_stays_listed_once_its_first_file_lands() {
     );
 }
 
+/// An operation waiting for a written file's release goes on the moment the release is done,
+/// not at its next look (virtual time: the release's PUT takes 310 ms, the wait looks again
+/// every 50 ms, so without the wake-up the rename would end at 350 ms).
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_a_release_ends_when_the_release_does() {
+    use crate::s3::faulty::{Fault, FaultyStore, Op};
+    use tokio::time::Instant;
+    let store = Arc::new(FaultyStore::new(InMemoryStore::new()));
+    let config = FsConfig {
+        allow_delete: true,
+        allow_overwrite: true,
+        ..ttl(60)
+    };
+    let fs = S3Filesystem::new(store.clone(), config);
+    let (_, fh) = fs.create(ROOT_INO, "new.txt", me(), false).await.unwrap();
+    fs.write(fh, 0, b"landed", me()).await.unwrap();
+    store.inject(Op::Put, 1, Fault::Delay(Duration::from_millis(310)));
+    let start = Instant::now();
+    let (released_at, renamed_at) = tokio::join!(
+        async {
+            fs.release(fh).await;
+            start.elapsed()
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let renamed = fs
+                .rename(
+                    ROOT_INO,
+                    "new.txt",
+                    ROOT_INO,
+                    "moved.txt",
+                    RenameMode::Replace,
+                )
+                .await;
+            renamed.unwrap();
+            start.elapsed()
+        }
+    );
+    assert!(released_at >= Duration::from_millis(310), "{released_at:?}");
+    assert!(
+        renamed_at < released_at + Duration::from_millis(10),
+        "the rename waited past the release: released at {released_at:?}, renamed at {renamed_at:?}"
+    );
+    assert_eq!(
+        store.inner().get("moved.txt").as_deref(),
+        Some(&b"landed"[..])
+    );
+}
+
 /// A rename of a file whose release is still committing (the kernel sends release after
 /// close(2) returned, so `mv` right after a write can meet it) waits for the commit and then
 /// renames the object as committed, not the file as it was before the wait.
