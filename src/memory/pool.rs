@@ -273,6 +273,48 @@ impl BodyBuffer {
         Ok(())
     }
 
+    /// The room left, for a reader to fill from its start (a socket read straight into the
+    /// buffer); [`BodyBuffer::advance`] then counts what it wrote.
+    pub fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        match &mut self.0 {
+            Backing::Heap(b) => {
+                let room = b.capacity() - b.len();
+                &mut b.spare_capacity_mut()[..room]
+            }
+            Backing::Pooled(p) => match &p.mapping {
+                // SAFETY: the bytes from `len` to `cap` lie inside the mapping, which is ours
+                // alone (`&mut self`) and lives as long as `self`; as MaybeUninit they carry no
+                // promise about their contents.
+                Some(m) => unsafe {
+                    std::slice::from_raw_parts_mut(
+                        m.ptr
+                            .as_ptr()
+                            .add(p.len)
+                            .cast::<std::mem::MaybeUninit<u8>>(),
+                        m.cap - p.len,
+                    )
+                },
+                None => &mut [],
+            },
+        }
+    }
+
+    /// Counts the first `n` bytes of [`BodyBuffer::spare`] as written.
+    ///
+    /// # Safety
+    /// Those `n` bytes must have been written (`n` at most the room left).
+    pub unsafe fn advance(&mut self, n: usize) {
+        assert!(
+            n <= self.capacity() - self.len(),
+            "advance past the room left"
+        );
+        match &mut self.0 {
+            // SAFETY: the caller wrote these bytes, inside the capacity (checked above).
+            Backing::Heap(b) => unsafe { b.set_len(b.len() + n) },
+            Backing::Pooled(p) => p.len += n,
+        }
+    }
+
     /// The bytes written, shared without a copy; a pooled buffer goes back to its pool when
     /// the last slice of them is dropped.
     pub fn freeze(self) -> Bytes {

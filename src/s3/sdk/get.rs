@@ -1,16 +1,22 @@
 //! The ranged GET: the body is received into one page-aligned buffer (from the pool of
 //! `memory::pool` when large), and a body that breaks is resumed from the byte where it
-//! stopped instead of from the start.
+//! stopped instead of from the start. For a plain `http://` endpoint the first try is the
+//! GET's own exchange (`direct_get`), the SDK's client the rest.
 
 use std::ops::Range;
 
+use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::SdkStore;
+use super::direct_get::{DirectGet, Fetched};
 use super::errors::classify;
 use crate::memory::BodyBuffer;
 use crate::s3::S3Error;
+
+/// How long a presigned GET stays valid (it is sent at once).
+const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Wait before resuming a broken GET body (times the attempt number).
 const RESUME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
@@ -28,8 +34,26 @@ impl SdkStore {
         let expected = (range.end - range.start) as usize;
         let mut body = BodyBuffer::with_capacity(expected);
         let mut resumes = 0;
+        let mut direct = self.direct.as_deref().filter(|d| d.is_on());
         loop {
             let from = range.start + body.len() as u64;
+            if let Some(exchange) = direct.take() {
+                match self
+                    .get_direct(exchange, key, from..range.end, if_match, &mut body)
+                    .await
+                {
+                    Fetched::Whole => break,
+                    Fetched::Declined(why) => {
+                        debug!(
+                            key,
+                            at = range.start + body.len() as u64,
+                            why,
+                            "GET through the SDK"
+                        );
+                        continue;
+                    }
+                }
+            }
             match self
                 .get_into(key, from..range.end, if_match, &mut body)
                 .await
@@ -62,6 +86,43 @@ impl SdkStore {
         );
         Ok(body.freeze())
     }
+    /// One GET of `range` through the exchange of `direct_get`, signed by the SDK
+    /// (presigned, with the same headers), appending the body to `out`.
+    async fn get_direct(
+        &self,
+        exchange: &DirectGet,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+        out: &mut BodyBuffer,
+    ) -> Fetched {
+        let Ok(presigning) = PresigningConfig::expires_in(PRESIGNED_FOR) else {
+            return Fetched::Declined("no presigning");
+        };
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .customize()
+            .interceptor(super::metrics::Presigning)
+            .presigned(presigning)
+            .await;
+        let Ok(presigned) = presigned else {
+            return Fetched::Declined("not presigned");
+        };
+        let headers: Vec<(String, String)> = presigned
+            .headers()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let span = (range.start, range.end - range.start);
+        exchange
+            .fetch(presigned.uri(), &headers, span, if_match, out)
+            .await
+    }
+
     /// One GET of `range`, appending the body to `out` as it arrives, so that a broken body
     /// can be resumed from where it stopped instead of from the start.
     async fn get_into(

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use aws_sdk_s3::config::interceptors::{
-    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-    FinalizerInterceptorContextRef,
+    BeforeDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
@@ -33,6 +33,39 @@ struct AttemptStart(Instant);
 
 impl Storable for AttemptStart {
     type Storer = StoreReplace<Self>;
+}
+
+/// Marks an operation that is only presigned (`direct_get` sends it itself and counts it
+/// there): not counted by [`RequestMetrics`].
+#[derive(Debug, Clone, Copy)]
+struct PresignOnly;
+
+impl Storable for PresignOnly {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The interceptor to add to an operation that is only presigned (see [`PresignOnly`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Presigning;
+
+impl Intercept for Presigning {
+    fn name(&self) -> &'static str {
+        "mount-s3 presigning marker"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(PresignOnly);
+        Ok(())
+    }
+}
+
+/// Whether the operation is only presigned, not sent by the SDK.
+fn presign_only(cfg: &ConfigBag) -> bool {
+    cfg.load::<PresignOnly>().is_some()
 }
 
 /// The operation's name (`GetObject`), as the SDK's metadata gives it.
@@ -58,6 +91,9 @@ impl Intercept for RequestMetrics {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if presign_only(cfg) {
+            return Ok(());
+        }
         cfg.interceptor_state()
             .store_put(AttemptStart(Instant::now()));
         let op = operation(cfg);
@@ -77,6 +113,9 @@ impl Intercept for RequestMetrics {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if presign_only(cfg) {
+            return Ok(());
+        }
         let op = operation(cfg);
         if let Some(us) = elapsed_us(cfg) {
             metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op.clone())
@@ -113,5 +152,24 @@ impl Intercept for RequestMetrics {
                 .increment(1);
         }
         Ok(())
+    }
+}
+
+/// Records one GET sent by the GET's own exchange (`direct_get`) as the interceptor records
+/// the SDK's: counted, its latency to the answer's head (as for the SDK's GETs, its total
+/// latency too), and an error by status (`0`: no answer).
+pub(super) fn record_direct_get(status: u16, first_byte: std::time::Duration) {
+    let op = "GetObject";
+    let us = first_byte.as_secs_f64() * 1e6;
+    metrics::counter!(S3_REQUEST_COUNT, ATTR_S3_REQUEST => op).increment(1);
+    metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op).record(us);
+    metrics::histogram!(S3_REQUEST_TOTAL_LATENCY, ATTR_S3_REQUEST => op).record(us);
+    if !(200..300).contains(&status) {
+        metrics::counter!(
+            S3_REQUEST_ERRORS,
+            ATTR_S3_REQUEST => op,
+            ATTR_HTTP_STATUS => status.to_string()
+        )
+        .increment(1);
     }
 }

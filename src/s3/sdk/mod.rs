@@ -6,13 +6,15 @@
 //!
 //! One job per file: client set-up and the trait's entry points (here); single-request
 //! object calls (`objects`); the resuming ranged GET (`get`); multipart uploads with their
-//! own retry and the abort of strays (`multipart`); server-side copies (`copy`); small objects with metadata, whole, for the shared cache
+//! own retry and the abort of strays (`multipart`); the GET's own HTTP/1.1 exchange for
+//! `http://` endpoints (`direct_get`); server-side copies (`copy`); small objects with metadata, whole, for the shared cache
 //! (`tagged`); how keys
 //! are encoded on the wire (`keys`); what an SDK error means (`errors`); the headers the
 //! command line adds (`headers`); the trust store of `--ca-bundle` (`tls`).
 
 mod bind;
 mod copy;
+mod direct_get;
 mod errors;
 mod get;
 mod headers;
@@ -57,6 +59,8 @@ pub struct SdkStore {
     max_attempts: u32,
     /// Longest wait for the next byte of a GET body.
     no_progress: std::time::Duration,
+    /// The GET's own exchange, for a plain `http://` endpoint (see `direct_get`).
+    direct: Option<std::sync::Arc<direct_get::DirectGet>>,
 }
 
 impl SdkStore {
@@ -164,6 +168,18 @@ impl SdkStore {
             new_object: headers::NewObject::from_config(config),
             max_attempts: config.max_attempts,
             no_progress: config.read_timeout,
+            // Not with --bind (the SDK's client picks the interface) nor unsigned requests
+            // (nothing to presign with).
+            direct: (config.bind.is_empty() && !config.no_sign_request)
+                .then(|| {
+                    direct_get::DirectGet::for_endpoint(
+                        config.endpoint_url.as_deref(),
+                        config.connect_timeout,
+                        config.read_timeout,
+                    )
+                })
+                .flatten()
+                .map(std::sync::Arc::new),
         }
     }
 }

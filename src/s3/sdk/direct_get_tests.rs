@@ -1,0 +1,373 @@
+//! Tests of the GET's own exchange: its parsing, and every answer it must decline, against
+//! a scripted HTTP server on loopback.
+
+use std::sync::Arc;
+
+use super::*;
+
+#[test]
+fn only_plain_http_endpoints_get_the_exchange() {
+    let d = Duration::from_secs(1);
+    assert!(DirectGet::for_endpoint(Some("http://127.0.0.1:9000"), d, d).is_some());
+    assert!(DirectGet::for_endpoint(Some("HTTP://s3.local"), d, d).is_some());
+    assert!(DirectGet::for_endpoint(Some("https://127.0.0.1:9000"), d, d).is_none());
+    assert!(DirectGet::for_endpoint(None, d, d).is_none());
+    assert!(DirectGet::for_endpoint(Some("http:/"), d, d).is_none());
+}
+
+#[test]
+fn urls_split_into_authority_and_target() {
+    assert_eq!(
+        split_uri("http://127.0.0.1:9000/b/k?X-Amz-Signature=s"),
+        Some(("127.0.0.1:9000", "/b/k?X-Amz-Signature=s"))
+    );
+    assert_eq!(split_uri("http://h/"), Some(("h", "/")));
+    assert_eq!(split_uri("https://h/k"), None);
+    assert_eq!(split_uri("http://h"), None);
+    assert_eq!(split_uri("http:///k"), None);
+    assert_eq!(split_uri("ht"), None);
+}
+
+#[test]
+fn heads_are_read_for_what_the_exchange_needs() {
+    let head = parse_head(
+        b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\
+          content-range: bytes 5-14/100\r\nETag: \"e\"\r\nServer: x",
+    )
+    .unwrap();
+    assert_eq!(
+        head,
+        Head {
+            status: 206,
+            content_length: Some(10),
+            content_range: Some((5, 14)),
+            etag: Some("\"e\"".into()),
+            chunked: false,
+            close: false,
+        }
+    );
+    let closing = parse_head(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked").unwrap();
+    assert!(closing.close && closing.chunked);
+    assert_eq!(
+        parse_head(b"HTTP/1.1 206 x\r\nContent-Length: 1\r\ncontent-length: 1"),
+        None
+    );
+    assert_eq!(parse_head(b"HTTP/1.1 206 x\r\nno colon"), None);
+    assert_eq!(parse_head(b"SPDY 206"), None);
+    assert_eq!(parse_head(b"HTTP/1.1 abc"), None);
+    assert_eq!(parse_head(&[0xff, 0xfe]), None);
+    assert_eq!(parse_content_range("bytes */100"), None);
+}
+
+#[test]
+fn requests_carry_the_host_once_and_every_signed_header() {
+    let text = request_text("h:1", "/b/k?q", &[("range".into(), "bytes=0-9".into())]);
+    assert_eq!(
+        text,
+        "GET /b/k?q HTTP/1.1\r\nhost: h:1\r\nrange: bytes=0-9\r\n\r\n"
+    );
+    let with_host = request_text("h:1", "/", &[("Host".into(), "h:1".into())]);
+    assert_eq!(with_host.matches("h:1").count(), 1);
+}
+
+#[test]
+fn a_port_is_added_only_where_none_is_named() {
+    assert_eq!(with_port("h"), "h:80");
+    assert_eq!(with_port("h:9000"), "h:9000");
+    assert_eq!(with_port("[::1]"), "[::1]:80");
+    assert_eq!(with_port("[::1]:9000"), "[::1]:9000");
+}
+
+/// One scripted answer: its bytes, and whether the server closes the connection after it.
+struct Reply {
+    bytes: Vec<u8>,
+    close: bool,
+}
+
+/// A 206 for `len` bytes from `first` of an object of 100 bytes, ETag `"e"`, body `body`.
+fn partial(first: u64, len: u64, body: &[u8]) -> Vec<u8> {
+    let mut reply = format!(
+        "HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\n\
+         Content-Range: bytes {first}-{}/100\r\nETag: \"e\"\r\n\r\n",
+        first + len - 1
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    reply
+}
+
+fn reply(bytes: Vec<u8>) -> Reply {
+    Reply {
+        bytes,
+        close: false,
+    }
+}
+
+/// What the scripted server saw: connections accepted and request heads read.
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    requests: Vec<String>,
+}
+
+/// A server on loopback answering each request with the next reply (a request past the
+/// script gets no answer: the connection just stays open); its `host:port` and what it saw.
+async fn scripted(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let replies = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        replies,
+    )));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            record.lock().unwrap().connections += 1;
+            let (record, replies) = (record.clone(), replies.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    while find(&head, b"\r\n\r\n").is_none() {
+                        let mut byte = [0u8; 1024];
+                        match conn.read(&mut byte).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&byte[..n]),
+                        }
+                    }
+                    record
+                        .lock()
+                        .unwrap()
+                        .requests
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let Some(next) = replies.lock().unwrap().pop_front() else {
+                        std::future::pending::<()>().await;
+                        return;
+                    };
+                    if conn.write_all(&next.bytes).await.is_err() || next.close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn exchange() -> DirectGet {
+    let d = Duration::from_millis(500);
+    DirectGet::for_endpoint(Some("http://unused"), d, d).unwrap()
+}
+
+/// Fetches `len` bytes from 5 of `http://addr/b/k`, pinned to ETag `"e"`.
+async fn fetch(exchange: &DirectGet, addr: &str, len: u64) -> (Fetched, Vec<u8>) {
+    let mut out = BodyBuffer::with_capacity(len as usize);
+    let headers = [("range".to_string(), format!("bytes=5-{}", 5 + len - 1))];
+    let uri = format!("http://{addr}/b/k?X-Amz-Signature=s");
+    let fetched = exchange
+        .fetch(&uri, &headers, (5, len), Some("\"e\""), &mut out)
+        .await;
+    (fetched, out.freeze().to_vec())
+}
+
+#[tokio::test]
+async fn a_partial_answer_is_read_whole_and_its_connection_kept() {
+    let (addr, seen) = scripted(vec![
+        reply(partial(5, 10, b"0123456789")),
+        reply(partial(5, 10, b"abcdefghij")),
+    ])
+    .await;
+    let ex = exchange();
+    assert_eq!(
+        fetch(&ex, &addr, 10).await,
+        (Fetched::Whole, b"0123456789".to_vec())
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 10).await,
+        (Fetched::Whole, b"abcdefghij".to_vec())
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connections, 1, "the second GET reuses the connection");
+    let request = &seen.requests[0];
+    assert!(
+        request.starts_with("GET /b/k?X-Amz-Signature=s HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains(&format!("host: {addr}\r\n")), "{request}");
+    assert!(request.contains("range: bytes=5-14\r\n"), "{request}");
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_server_closed_is_replaced() {
+    let (addr, seen) = scripted(vec![
+        Reply {
+            bytes: partial(5, 4, b"wxyz"),
+            close: true, // without saying so: the kept connection is dead
+        },
+        reply(partial(5, 4, b"abcd")),
+    ])
+    .await;
+    let ex = exchange();
+    assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Whole);
+    assert_eq!(
+        fetch(&ex, &addr, 4).await,
+        (Fetched::Whole, b"abcd".to_vec())
+    );
+    assert_eq!(seen.lock().unwrap().connections, 2);
+}
+
+#[tokio::test]
+async fn answers_it_cannot_vouch_for_are_declined_and_nothing_appended() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "not 206",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+        ),
+        (
+            "not 206",
+            b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
+        (
+            "not 206",
+            b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
+        (
+            "not the range asked",
+            b"HTTP/1.1 206 x\r\nContent-Length: 4\r\nContent-Range: bytes 6-9/100\r\n\
+              ETag: \"e\"\r\n\r\nabcd"
+                .to_vec(),
+        ),
+        (
+            "not the range asked",
+            b"HTTP/1.1 206 x\r\nContent-Length: 5\r\nContent-Range: bytes 5-8/100\r\n\
+              ETag: \"e\"\r\n\r\nabcde"
+                .to_vec(),
+        ),
+        (
+            "not the range asked",
+            b"HTTP/1.1 206 x\r\nContent-Range: bytes 5-8/100\r\nETag: \"e\"\r\n\r\nabcd".to_vec(),
+        ),
+        (
+            "another ETag",
+            b"HTTP/1.1 206 x\r\nContent-Length: 4\r\nContent-Range: bytes 5-8/100\r\n\
+              ETag: \"f\"\r\n\r\nabcd"
+                .to_vec(),
+        ),
+        (
+            "a transfer coding",
+            b"HTTP/1.1 206 x\r\nTransfer-Encoding: chunked\r\nContent-Range: bytes 5-8/100\r\n\
+              ETag: \"e\"\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+    ];
+    for (why, answer) in cases {
+        let (addr, _) = scripted(vec![reply(answer.clone())]).await;
+        let ex = exchange();
+        let (fetched, got) = fetch(&ex, &addr, 4).await;
+        let shown = String::from_utf8_lossy(&answer);
+        assert_eq!(fetched, Fetched::Declined(why), "{shown}");
+        assert!(got.is_empty(), "{shown}");
+        assert!(ex.is_on(), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_heads_and_silence_are_declined_as_no_answer() {
+    let garbage = b"SPDY/3 206\r\n\r\nabcd".to_vec();
+    let lengths = b"HTTP/1.1 206 x\r\nContent-Length: 4\r\ncontent-length: 5\r\n\r\nabcd".to_vec();
+    for answer in [garbage, lengths, vec![b'x'; MAX_HEAD + 10]] {
+        let (addr, _) = scripted(vec![reply(answer)]).await;
+        assert_eq!(
+            fetch(&exchange(), &addr, 4).await.0,
+            Fetched::Declined("no answer")
+        );
+    }
+    // A server that never answers: declined after the no-progress wait.
+    let (addr, _) = scripted(vec![]).await;
+    let started = Instant::now();
+    assert_eq!(
+        fetch(&exchange(), &addr, 4).await.0,
+        Fetched::Declined("no answer")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nobody listening.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    assert_eq!(
+        fetch(&exchange(), &addr, 4).await.0,
+        Fetched::Declined("no answer")
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_keeps_what_came_for_the_resume() {
+    // 4 of the 10 bytes, then the connection ends.
+    let (addr, _) = scripted(vec![Reply {
+        bytes: partial(5, 10, b"0123"),
+        close: true,
+    }])
+    .await;
+    let (fetched, got) = fetch(&exchange(), &addr, 10).await;
+    assert_eq!(fetched, Fetched::Declined("the body broke"));
+    assert_eq!(got, b"0123");
+    // A body that stalls midway, likewise, after the no-progress wait.
+    let (addr, _) = scripted(vec![reply(partial(5, 10, b"01234"))]).await;
+    let (fetched, got) = fetch(&exchange(), &addr, 10).await;
+    assert_eq!(
+        (fetched, got),
+        (Fetched::Declined("the body broke"), b"01234".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
+    for status in ["400 Bad Request", "403 Forbidden", "501 Not Implemented"] {
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        let (addr, _) = scripted(vec![reply(answer.into_bytes())]).await;
+        let ex = exchange();
+        assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Declined("not 206"));
+        assert!(!ex.is_on(), "{status}");
+    }
+}
+
+/// Through the store: the exchange's GET breaks after 4 bytes, and the SDK's GET fetches the
+/// rest, from the byte where it stopped; every byte lands once, in order.
+#[tokio::test]
+async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
+    use crate::s3::{ObjectStore, S3Config};
+    let (addr, seen) = scripted(vec![
+        Reply {
+            bytes: partial(5, 10, b"0123"),
+            close: true,
+        },
+        reply(partial(9, 6, b"456789")),
+    ])
+    .await;
+    let mut config = S3Config::new("b");
+    config.region = Some("eu-west-1".into());
+    config.endpoint_url = Some(format!("http://{addr}"));
+    config.force_path_style = true;
+    config.read_timeout = Duration::from_millis(500);
+    let mut store = super::super::SdkStore::with_http_client(&config, None).await;
+    assert!(store.direct.is_some());
+    let credentials = aws_sdk_s3::config::Credentials::new("AK", "SK", None, None, "test");
+    let conf = store.client.config().to_builder();
+    store.client = aws_sdk_s3::Client::from_conf(conf.credentials_provider(credentials).build());
+    let got = store.get_range("k", 5..15, Some("\"e\"")).await.unwrap();
+    assert_eq!(&got[..], b"0123456789");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 2, "{:?}", seen.requests);
+    let (direct, sdk) = (&seen.requests[0], &seen.requests[1].to_ascii_lowercase());
+    assert!(direct.contains("X-Amz-Signature="), "{direct}");
+    let direct = direct.to_ascii_lowercase();
+    assert!(!direct.contains("authorization:"), "{direct}");
+    assert!(direct.contains("range: bytes=5-14\r\n"), "{direct}");
+    assert!(
+        direct.contains("if-match: \"e\"\r\n"),
+        "the pin is sent: {direct}"
+    );
+    assert!(sdk.contains("authorization:"), "{sdk}");
+    assert!(sdk.contains("range: bytes=9-14\r\n"), "{sdk}");
+    assert!(sdk.contains("if-match: \"e\"\r\n"), "{sdk}");
+}
