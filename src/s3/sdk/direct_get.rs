@@ -46,9 +46,11 @@ pub(super) struct DirectGet {
 pub(super) enum Fetched {
     /// Every byte of the range was appended.
     Whole,
-    /// Not taken here (the reason, for the log); bytes already appended are the range's
-    /// first ones, and the rest is for the SDK to fetch.
+    /// Sent, and not taken here (the reason, for the log); bytes already appended are the
+    /// range's first ones, and the rest is for the SDK to fetch (a retry of the GET).
     Declined(&'static str),
+    /// Not sent (the reason): the GET is for the SDK.
+    NotSent(&'static str),
 }
 
 /// What a response's head says, as far as this exchange needs it.
@@ -102,7 +104,7 @@ impl DirectGet {
         out: &mut BodyBuffer,
     ) -> Fetched {
         let Some((authority, target)) = split_uri(uri) else {
-            return Fetched::Declined("not an http:// URL");
+            return Fetched::NotSent("not an http:// URL");
         };
         let request = request_text(authority, target, headers);
         let started = Instant::now();
@@ -125,7 +127,10 @@ impl DirectGet {
             return Fetched::Declined("more bytes than asked");
         }
         while out.len() < limit {
-            let room = limit - out.len();
+            let room = (limit - out.len()).min(out.spare().len());
+            if room == 0 {
+                return Fetched::Declined("more bytes than the buffer holds");
+            }
             let read = {
                 let spare = &mut out.spare()[..room];
                 let mut buf = ReadBuf::uninit(spare);

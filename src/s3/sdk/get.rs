@@ -44,13 +44,18 @@ impl SdkStore {
                 {
                     Fetched::Whole => break,
                     Fetched::Declined(why) => {
+                        // The SDK's GET is this one's second attempt.
+                        super::metrics::record_direct_retry();
                         debug!(
                             key,
                             at = range.start + body.len() as u64,
                             why,
-                            "GET through the SDK"
+                            "GET sent again through the SDK"
                         );
                         continue;
+                    }
+                    Fetched::NotSent(why) => {
+                        debug!(key, why, "GET through the SDK");
                     }
                 }
             }
@@ -97,7 +102,7 @@ impl SdkStore {
         out: &mut BodyBuffer,
     ) -> Fetched {
         let Ok(presigning) = PresigningConfig::expires_in(PRESIGNED_FOR) else {
-            return Fetched::Declined("no presigning");
+            return Fetched::NotSent("no presigning");
         };
         let presigned = self
             .client
@@ -111,7 +116,7 @@ impl SdkStore {
             .presigned(presigning)
             .await;
         let Ok(presigned) = presigned else {
-            return Fetched::Declined("not presigned");
+            return Fetched::NotSent("not presigned");
         };
         let headers: Vec<(String, String)> = presigned
             .headers()

@@ -4,7 +4,9 @@
 //! `s3.request_total_latency` (to the end of the attempt), each by operation, with
 //! Mountpoint's names and labels. A GET's attempt ends with its response's headers (the
 //! body is read after it), so its total latency is its first-byte latency, and an error
-//! while its body streams is not counted here (the read path retries it).
+//! while its body streams is not counted here (the read path retries it). GETs sent by the
+//! exchange of `direct_get` are recorded by it the same way (`record_direct_get`), and the
+//! SDK's GET after one of them that was not taken counts as a retry.
 
 use std::time::Instant;
 
@@ -172,4 +174,10 @@ pub(super) fn record_direct_get(status: u16, first_byte: std::time::Duration) {
         )
         .increment(1);
     }
+}
+
+/// Records the SDK's GET after one the exchange of `direct_get` sent and did not take (an
+/// error status, no answer, a body that broke) as a retry of it, as the SDK counts its own.
+pub(super) fn record_direct_retry() {
+    metrics::counter!(S3_REQUEST_RETRIES, ATTR_S3_REQUEST => "GetObject").increment(1);
 }
