@@ -463,11 +463,18 @@ async fn a_new_directory_stays_listed_once_its_first_file_lands() {
     );
 }
 
-/// An operation waiting for a written file's release goes on the moment the release is done,
-/// not at its next look (virtual time: the release's PUT takes 310 ms, the wait looks again
-/// every 50 ms, so without the wake-up the rename would end at 350 ms).
-#[tokio::test(start_paused = true)]
-async fn a_wait_for_a_release_ends_when_the_release_does() {
+/// `new.txt`, written ("landed") and released with its PUT taking `put_delay`, renamed to
+/// `moved.txt` by a rename that starts `rename_after` into the release: the store, the
+/// filesystem, and when the release and the rename ended (from the release's start).
+async fn rename_during_a_slow_release(
+    put_delay: Duration,
+    rename_after: Duration,
+) -> (
+    Arc<crate::s3::faulty::FaultyStore<InMemoryStore>>,
+    S3Filesystem<crate::s3::faulty::FaultyStore<InMemoryStore>>,
+    Duration,
+    Duration,
+) {
     use crate::s3::faulty::{Fault, FaultyStore, Op};
     use tokio::time::Instant;
     let store = Arc::new(FaultyStore::new(InMemoryStore::new()));
@@ -479,7 +486,7 @@ async fn a_wait_for_a_release_ends_when_the_release_does() {
     let fs = S3Filesystem::new(store.clone(), config);
     let (_, fh) = fs.create(ROOT_INO, "new.txt", me(), false).await.unwrap();
     fs.write(fh, 0, b"landed", me()).await.unwrap();
-    store.inject(Op::Put, 1, Fault::Delay(Duration::from_millis(310)));
+    store.inject(Op::Put, 1, Fault::Delay(put_delay));
     let start = Instant::now();
     let (released_at, renamed_at) = tokio::join!(
         async {
@@ -487,7 +494,7 @@ async fn a_wait_for_a_release_ends_when_the_release_does() {
             start.elapsed()
         },
         async {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(rename_after).await;
             let renamed = fs
                 .rename(
                     ROOT_INO,
@@ -501,14 +508,24 @@ async fn a_wait_for_a_release_ends_when_the_release_does() {
             start.elapsed()
         }
     );
-    assert!(released_at >= Duration::from_millis(310), "{released_at:?}");
-    assert!(
-        renamed_at < released_at + Duration::from_millis(10),
-        "the rename waited past the release: released at {released_at:?}, renamed at {renamed_at:?}"
-    );
     assert_eq!(
         store.inner().get("moved.txt").as_deref(),
         Some(&b"landed"[..])
+    );
+    (store, fs, released_at, renamed_at)
+}
+
+/// An operation waiting for a written file's release goes on the moment the release is done,
+/// not at its next look (virtual time: the release's PUT takes 310 ms, the wait looks again
+/// every 50 ms, so without the wake-up the rename would end at 350 ms).
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_a_release_ends_when_the_release_does() {
+    let ms = Duration::from_millis;
+    let (_, _, released_at, renamed_at) = rename_during_a_slow_release(ms(310), ms(1)).await;
+    assert!(released_at >= ms(310), "{released_at:?}");
+    assert!(
+        renamed_at < released_at + ms(10),
+        "the rename waited past the release: released at {released_at:?}, renamed at {renamed_at:?}"
     );
 }
 
@@ -517,33 +534,8 @@ async fn a_wait_for_a_release_ends_when_the_release_does() {
 /// renames the object as committed, not the file as it was before the wait.
 #[tokio::test]
 async fn a_rename_meeting_a_release_commit_renames_what_landed() {
-    use crate::s3::faulty::{Fault, FaultyStore, Op};
-    let store = Arc::new(FaultyStore::new(InMemoryStore::new()));
-    let config = FsConfig {
-        allow_delete: true,
-        allow_overwrite: true,
-        ..ttl(60)
-    };
-    let fs = S3Filesystem::new(store.clone(), config);
-    let (_, fh) = fs.create(ROOT_INO, "new.txt", me(), false).await.unwrap();
-    fs.write(fh, 0, b"landed", me()).await.unwrap();
-    store.inject(Op::Put, 1, Fault::Delay(Duration::from_millis(300)));
-    let (_, renamed) = tokio::join!(fs.release(fh), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        fs.rename(
-            ROOT_INO,
-            "new.txt",
-            ROOT_INO,
-            "moved.txt",
-            RenameMode::Replace,
-        )
-        .await
-    });
-    renamed.unwrap();
-    assert_eq!(
-        store.inner().get("moved.txt").as_deref(),
-        Some(&b"landed"[..])
-    );
+    let ms = Duration::from_millis;
+    let (store, fs, _, _) = rename_during_a_slow_release(ms(300), ms(50)).await;
     assert_eq!(store.inner().get("new.txt"), None);
     let moved = fs.lookup(ROOT_INO, "moved.txt").await.unwrap();
     assert_eq!(moved.size, 6);

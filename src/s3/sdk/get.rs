@@ -91,6 +91,21 @@ impl SdkStore {
         );
         Ok(body.freeze())
     }
+    /// The GetObject request for `range` of `key`, pinned to `if_match` when given.
+    fn ranged_get(
+        &self,
+        key: &str,
+        range: &Range<u64>,
+        if_match: Option<&str>,
+    ) -> aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+    }
+
     /// One GET of `range` through the exchange of `direct_get`, signed by the SDK
     /// (presigned, with the same headers), appending the body to `out`.
     async fn get_direct(
@@ -105,12 +120,7 @@ impl SdkStore {
             return Fetched::NotSent("no presigning");
         };
         let presigned = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(str::to_string))
+            .ranged_get(key, &range, if_match)
             .customize()
             .interceptor(super::metrics::Presigning)
             .presigned(presigning)
@@ -138,12 +148,7 @@ impl SdkStore {
         out: &mut BodyBuffer,
     ) -> Result<(), BodyError> {
         let mut response = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(str::to_string))
+            .ranged_get(key, &range, if_match)
             .send()
             .await
             .map_err(|e| BodyError::Request(classify(e)))?;
