@@ -14,7 +14,7 @@
 
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -26,6 +26,10 @@ use crate::memory::BodyBuffer;
 
 /// Most bytes of a response's status line and headers.
 const MAX_HEAD: usize = 64 * 1024;
+/// Partial answers in a row that the exchange could not take before it turns itself off: a
+/// server whose answers differ from what it checks (an ETag written another way) would
+/// otherwise have every GET sent twice.
+const MAX_UNVOUCHED: u32 = 8;
 /// Kept-alive connections waiting for the next GET, at most.
 const MAX_IDLE: usize = 64;
 
@@ -35,8 +39,11 @@ pub(super) struct DirectGet {
     connect_timeout: Duration,
     /// Longest wait for the next byte of an answer.
     no_progress: Duration,
-    /// Off once the server refused a presigned request.
+    /// Off once the server refused a presigned request, or sent [`MAX_UNVOUCHED`] partial
+    /// answers in a row that could not be taken (each one a GET sent twice).
     on: AtomicBool,
+    /// Partial answers not taken since the last one taken.
+    unvouched: AtomicU32,
     /// Connections whose last answer was read whole, by `host:port`.
     idle: Mutex<Vec<(String, TcpStream)>>,
 }
@@ -84,6 +91,7 @@ impl DirectGet {
             connect_timeout,
             no_progress,
             on: AtomicBool::new(true),
+            unvouched: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -120,8 +128,12 @@ impl DirectGet {
         };
         metrics::record_direct_get(head.status, started.elapsed());
         if let Some(why) = self.refusal(&head, first, want, etag) {
+            if head.status == 206 {
+                self.unvouched();
+            }
             return Fetched::Declined(why);
         }
+        self.unvouched.store(0, Ordering::Relaxed);
         let limit = out.len() + want as usize;
         if early.len() as u64 > want || out.extend_from_slice(&early).is_err() {
             return Fetched::Declined("more bytes than asked");
@@ -181,10 +193,23 @@ impl DirectGet {
         {
             return Some("not the range asked");
         }
-        if etag.is_some() && head.etag.as_deref() != etag {
+        if let Some(etag) = etag
+            && head.etag.as_deref().map(unquoted) != Some(unquoted(etag))
+        {
             return Some("another ETag");
         }
         None
+    }
+
+    /// Counts a partial answer not taken; the exchange goes off at [`MAX_UNVOUCHED`] in a row.
+    fn unvouched(&self) {
+        let in_a_row = self.unvouched.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= MAX_UNVOUCHED && self.on.swap(false, Ordering::Relaxed) {
+            info!(
+                in_a_row,
+                "the endpoint's partial answers differ from what was asked; GETs go through the SDK's client"
+            );
+        }
     }
 
     /// One request on a kept-alive connection to `authority` (when `reuse` and there is one)
@@ -347,6 +372,12 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         }
     }
     Some(head)
+}
+
+/// An ETag without its weak mark and quotes, as the same ETag may be written either way.
+fn unquoted(etag: &str) -> &str {
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    etag.trim_matches('"')
 }
 
 /// `bytes FIRST-LAST/TOTAL` as (first, last).

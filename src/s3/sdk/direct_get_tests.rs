@@ -371,3 +371,39 @@ async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
     assert!(sdk.contains("range: bytes=9-14\r\n"), "{sdk}");
     assert!(sdk.contains("if-match: \"e\"\r\n"), "{sdk}");
 }
+
+#[tokio::test]
+async fn an_etag_written_another_way_is_the_same_etag() {
+    let unquoted = b"HTTP/1.1 206 x\r\nContent-Length: 4\r\nContent-Range: bytes 5-8/100\r\n\
+                     ETag: e\r\n\r\nabcd";
+    let (addr, _) = scripted(vec![reply(unquoted.to_vec())]).await;
+    assert_eq!(
+        fetch(&exchange(), &addr, 4).await,
+        (Fetched::Whole, b"abcd".to_vec())
+    );
+}
+
+/// A server whose partial answers never match turns the exchange off after a few GETs (each
+/// was sent twice), and one answer taken between them starts the count again.
+#[tokio::test]
+async fn partial_answers_never_taken_turn_the_exchange_off() {
+    let wrong = || reply(partial(6, 4, b"abcd")); // not the range asked
+    let mut replies: Vec<Reply> = (0..MAX_UNVOUCHED - 1).map(|_| wrong()).collect();
+    replies.push(reply(partial(5, 4, b"abcd")));
+    replies.extend((0..MAX_UNVOUCHED).map(|_| wrong()));
+    let (addr, _) = scripted(replies).await;
+    let ex = exchange();
+    for _ in 0..MAX_UNVOUCHED - 1 {
+        assert_eq!(
+            fetch(&ex, &addr, 4).await.0,
+            Fetched::Declined("not the range asked")
+        );
+    }
+    assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Whole);
+    for _ in 0..MAX_UNVOUCHED - 1 {
+        fetch(&ex, &addr, 4).await;
+        assert!(ex.is_on(), "the count started again after the answer taken");
+    }
+    fetch(&ex, &addr, 4).await;
+    assert!(!ex.is_on());
+}
