@@ -3,29 +3,43 @@
 
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
+
 use super::*;
 
 #[test]
-fn only_plain_http_endpoints_get_the_exchange() {
+fn http_endpoints_and_https_ones_with_tls_get_the_exchange() {
     let d = Duration::from_secs(1);
-    assert!(DirectGet::for_endpoint(Some("http://127.0.0.1:9000"), d, d).is_some());
-    assert!(DirectGet::for_endpoint(Some("HTTP://s3.local"), d, d).is_some());
-    assert!(DirectGet::for_endpoint(Some("https://127.0.0.1:9000"), d, d).is_none());
-    assert!(DirectGet::for_endpoint(None, d, d).is_none());
-    assert!(DirectGet::for_endpoint(Some("http:/"), d, d).is_none());
+    let exchange = |url: Option<&str>, tls: Option<Tls>| DirectGet::for_endpoint(url, tls, d, d);
+    assert!(exchange(Some("http://127.0.0.1:9000"), None).is_some());
+    assert!(exchange(Some("HTTP://s3.local"), None).is_some());
+    assert!(
+        exchange(Some("https://127.0.0.1:9000"), None).is_none(),
+        "https needs TLS"
+    );
+    assert!(exchange(Some("https://127.0.0.1:9000"), Some(test_tls())).is_some());
+    assert!(exchange(None, None).is_none());
+    assert!(exchange(Some("http:/"), None).is_none());
+    assert!(exchange(Some("ftp://h"), Some(test_tls())).is_none());
 }
 
 #[test]
 fn urls_split_into_authority_and_target() {
     assert_eq!(
-        split_uri("http://127.0.0.1:9000/b/k?X-Amz-Signature=s"),
+        split_uri("http://127.0.0.1:9000/b/k?X-Amz-Signature=s", false),
         Some(("127.0.0.1:9000", "/b/k?X-Amz-Signature=s"))
     );
-    assert_eq!(split_uri("http://h/"), Some(("h", "/")));
-    assert_eq!(split_uri("https://h/k"), None);
-    assert_eq!(split_uri("http://h"), None);
-    assert_eq!(split_uri("http:///k"), None);
-    assert_eq!(split_uri("ht"), None);
+    assert_eq!(split_uri("http://h/", false), Some(("h", "/")));
+    assert_eq!(split_uri("https://h/k", true), Some(("h", "/k")));
+    assert_eq!(
+        split_uri("https://h/k", false),
+        None,
+        "not the endpoint's scheme"
+    );
+    assert_eq!(split_uri("http://h/k", true), None);
+    assert_eq!(split_uri("http://h", false), None);
+    assert_eq!(split_uri("http:///k", false), None);
+    assert_eq!(split_uri("ht", false), None);
 }
 
 #[test]
@@ -72,10 +86,11 @@ fn requests_carry_the_host_once_and_every_signed_header() {
 
 #[test]
 fn a_port_is_added_only_where_none_is_named() {
-    assert_eq!(with_port("h"), "h:80");
-    assert_eq!(with_port("h:9000"), "h:9000");
-    assert_eq!(with_port("[::1]"), "[::1]:80");
-    assert_eq!(with_port("[::1]:9000"), "[::1]:9000");
+    assert_eq!(with_port("h", false), "h:80");
+    assert_eq!(with_port("h", true), "h:443");
+    assert_eq!(with_port("h:9000", true), "h:9000");
+    assert_eq!(with_port("[::1]", false), "[::1]:80");
+    assert_eq!(with_port("[::1]:9000", false), "[::1]:9000");
 }
 
 /// One scripted answer: its bytes, and whether the server closes the connection after it.
@@ -113,6 +128,51 @@ struct Seen {
 /// A server on loopback answering each request with the next reply (a request past the
 /// script gets no answer: the connection just stays open); its `host:port` and what it saw.
 async fn scripted(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) {
+    serve(replies, None).await
+}
+
+/// [`scripted`], in TLS with the test server certificate (`testdata/`: a CA, and a server
+/// certificate it signed for 127.0.0.1, both valid until 2126; another CA that signed
+/// nothing here).
+async fn scripted_tls(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = CertificateDer::from_pem_slice(include_bytes!("testdata/server.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    serve(
+        replies,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await
+}
+
+/// A test CA's bundle in `testdata/`.
+fn testdata(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/s3/sdk/testdata")
+        .join(name)
+}
+
+/// TLS trusting the test CA.
+fn test_tls() -> Tls {
+    Tls::trusting(Some(&testdata("ca.pem"))).unwrap()
+}
+
+/// One accepted connection of the scripted server, plain or TLS.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn serve(
+    replies: Vec<Reply>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, Arc<std::sync::Mutex<Seen>>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -122,10 +182,17 @@ async fn scripted(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) 
     )));
     let record = seen.clone();
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             record.lock().unwrap().connections += 1;
-            let (record, replies) = (record.clone(), replies.clone());
+            let (record, replies, tls) = (record.clone(), replies.clone(), tls.clone());
             tokio::spawn(async move {
+                let mut conn: Box<dyn Conn> = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(session) => Box::new(session),
+                        Err(_) => return, // the client refused the certificate
+                    },
+                    None => Box::new(tcp),
+                };
                 loop {
                     let mut head = Vec::new();
                     while find(&head, b"\r\n\r\n").is_none() {
@@ -145,8 +212,10 @@ async fn scripted(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) 
                         return;
                     };
                     if conn.write_all(&next.bytes).await.is_err() || next.close {
+                        let _ = conn.shutdown().await;
                         return;
                     }
+                    let _ = conn.flush().await;
                 }
             });
         }
@@ -156,18 +225,31 @@ async fn scripted(replies: Vec<Reply>) -> (String, Arc<std::sync::Mutex<Seen>>) 
 
 fn exchange() -> DirectGet {
     let d = Duration::from_millis(500);
-    DirectGet::for_endpoint(Some("http://unused"), d, d).unwrap()
+    DirectGet::for_endpoint(Some("http://unused"), None, d, d).unwrap()
 }
 
-/// Fetches `len` bytes from 5 of `http://addr/b/k`, pinned to ETag `"e"`.
+/// Fetches `len` bytes from 5 of `http://addr/b/k` (`https://` if the exchange has TLS),
+/// pinned to ETag `"e"`.
 async fn fetch(exchange: &DirectGet, addr: &str, len: u64) -> (Fetched, Vec<u8>) {
     let mut out = BodyBuffer::with_capacity(len as usize);
     let headers = [("range".to_string(), format!("bytes=5-{}", 5 + len - 1))];
-    let uri = format!("http://{addr}/b/k?X-Amz-Signature=s");
+    let scheme = if exchange.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = format!("{scheme}://{addr}/b/k?X-Amz-Signature=s");
     let fetched = exchange
         .fetch(&uri, &headers, (5, len), Some("\"e\""), &mut out)
         .await;
     (fetched, out.freeze().to_vec())
+}
+
+/// The exchange of an `https://` endpoint trusting the CA `ca` of `testdata/`.
+fn tls_exchange(ca: &str) -> DirectGet {
+    let d = Duration::from_millis(500);
+    let tls = Tls::trusting(Some(&testdata(ca))).unwrap();
+    DirectGet::for_endpoint(Some("https://unused"), Some(tls), d, d).unwrap()
 }
 
 #[tokio::test]
@@ -406,4 +488,83 @@ async fn partial_answers_never_taken_turn_the_exchange_off() {
     }
     fetch(&ex, &addr, 4).await;
     assert!(!ex.is_on());
+}
+
+#[tokio::test]
+async fn over_tls_answers_are_read_whole_and_connections_kept() {
+    let (addr, seen) = scripted_tls(vec![
+        reply(partial(5, 10, b"0123456789")),
+        reply(partial(5, 10, b"abcdefghij")),
+    ])
+    .await;
+    let ex = tls_exchange("ca.pem");
+    assert_eq!(
+        fetch(&ex, &addr, 10).await,
+        (Fetched::Whole, b"0123456789".to_vec())
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 10).await,
+        (Fetched::Whole, b"abcdefghij".to_vec())
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connections, 1, "the second GET reuses the session");
+    assert!(seen.requests[0].starts_with("GET /b/k?X-Amz-Signature=s HTTP/1.1\r\n"));
+}
+
+/// A server whose certificate the trust store does not vouch for, or that does not name the
+/// host asked for, gets no request: the GET goes to the SDK's client (which refuses it too).
+#[tokio::test]
+async fn an_untrusted_or_misnamed_server_gets_no_request() {
+    let (addr, seen) = scripted_tls(vec![reply(partial(5, 4, b"abcd"))]).await;
+    let untrusted = tls_exchange("other-ca.pem");
+    assert_eq!(
+        fetch(&untrusted, &addr, 4).await.0,
+        Fetched::Declined("no answer")
+    );
+    let port = addr.rsplit_once(':').unwrap().1;
+    let misnamed = format!("localhost:{port}"); // the certificate names 127.0.0.1 only
+    assert_eq!(
+        fetch(&tls_exchange("ca.pem"), &misnamed, 4).await.0,
+        Fetched::Declined("no answer")
+    );
+    assert!(
+        seen.lock().unwrap().requests.is_empty(),
+        "no request was sent"
+    );
+    // A plain exchange talking to a TLS server gets nothing it can read.
+    assert_eq!(
+        fetch(&exchange(), &addr, 4).await.0,
+        Fetched::Declined("no answer")
+    );
+}
+
+/// Which mounts use the exchange: http:// and https:// endpoints given on the command line,
+/// unless --bind, --no-sign-request or a proxy in the environment says otherwise; AWS's own
+/// endpoints (no URL) keep the SDK's client.
+#[test]
+fn the_exchange_is_for_signed_requests_to_a_given_endpoint_without_bind_or_proxy() {
+    use super::super::direct_exchange_unless;
+    use crate::s3::S3Config;
+    let with = |url: Option<&str>, change: &dyn Fn(&mut S3Config)| {
+        let mut config = S3Config::new("b");
+        config.endpoint_url = url.map(str::to_string);
+        change(&mut config);
+        config
+    };
+    let none = |_: &mut S3Config| {};
+    let http = with(Some("http://127.0.0.1:9000"), &none);
+    assert!(direct_exchange_unless(&http, false).is_some());
+    assert!(direct_exchange_unless(&http, true).is_none(), "a proxy");
+    let bundle = |c: &mut S3Config| c.ca_bundle = Some(testdata("ca.pem"));
+    let https = with(Some("https://127.0.0.1:9000"), &bundle);
+    let exchange = direct_exchange_unless(&https, false).expect("https with a bundle");
+    assert!(exchange.tls.is_some());
+    let bind = |c: &mut S3Config| c.bind = vec!["lo".into()];
+    assert!(direct_exchange_unless(&with(Some("http://h:1"), &bind), false).is_none());
+    let unsigned = |c: &mut S3Config| c.no_sign_request = true;
+    assert!(direct_exchange_unless(&with(Some("http://h:1"), &unsigned), false).is_none());
+    assert!(
+        direct_exchange_unless(&with(None, &none), false).is_none(),
+        "AWS"
+    );
 }

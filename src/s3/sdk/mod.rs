@@ -15,6 +15,7 @@
 mod bind;
 mod copy;
 mod direct_get;
+mod direct_tls;
 mod errors;
 mod get;
 mod headers;
@@ -168,18 +169,7 @@ impl SdkStore {
             new_object: headers::NewObject::from_config(config),
             max_attempts: config.max_attempts,
             no_progress: config.read_timeout,
-            // Not with --bind (the SDK's client picks the interface) nor unsigned requests
-            // (nothing to presign with).
-            direct: (config.bind.is_empty() && !config.no_sign_request)
-                .then(|| {
-                    direct_get::DirectGet::for_endpoint(
-                        config.endpoint_url.as_deref(),
-                        config.connect_timeout,
-                        config.read_timeout,
-                    )
-                })
-                .flatten()
-                .map(std::sync::Arc::new),
+            direct: direct_exchange(config),
         }
     }
 }
@@ -202,6 +192,49 @@ impl SdkStore {
 
 #[cfg(test)]
 mod tests;
+
+/// The GET's own exchange for `config`'s endpoint (see `direct_get`): not with `--bind` (the
+/// SDK's client picks the interface), nor for unsigned requests (nothing to presign with),
+/// nor where a proxy is configured in the environment (the exchange connects directly), nor
+/// without an endpoint URL: AWS's own endpoints keep the SDK's client until the exchange is
+/// measured against them (it cannot be from here).
+fn direct_exchange(config: &S3Config) -> Option<std::sync::Arc<direct_get::DirectGet>> {
+    const PROXIES: [&str; 6] = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    let proxied = PROXIES
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    direct_exchange_unless(config, proxied)
+}
+
+/// [`direct_exchange`], none if `proxied`.
+fn direct_exchange_unless(
+    config: &S3Config,
+    proxied: bool,
+) -> Option<std::sync::Arc<direct_get::DirectGet>> {
+    if !config.bind.is_empty() || config.no_sign_request || proxied {
+        return None;
+    }
+    let endpoint = config.endpoint_url.as_deref()?;
+    let tls = endpoint
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        .then(|| direct_tls::Tls::trusting(config.ca_bundle.as_deref()))
+        .flatten();
+    let exchange = direct_get::DirectGet::for_endpoint(
+        Some(endpoint),
+        tls,
+        config.connect_timeout,
+        config.read_timeout,
+    )?;
+    Some(std::sync::Arc::new(exchange))
+}
 
 /// Runs one request as a task of its own. The SDK's request machinery needs a deep stack in
 /// debug builds (its endpoint resolver alone takes most of a 2 MiB thread stack), and a FUSE

@@ -1,0 +1,151 @@
+//! TLS for the GET's own exchange (`direct_get`) with an `https://` endpoint: the same trust
+//! as the SDK's client (the system's certificates, or exactly those of `--ca-bundle`), the
+//! server's name checked against its certificate, HTTP/1.1 asked for by ALPN. rustls
+//! decrypts into its own buffer and the exchange reads from there straight into the GET's
+//! buffer: one copy of each byte, where the SDK's client made two.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// The exchange's TLS client set-up.
+#[derive(Clone)]
+pub(super) struct Tls {
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Trusting the certificates of the PEM bundle at `bundle`, or the system's; `None` when
+    /// there is none to trust (the SDK's client then has the endpoint to itself).
+    pub(super) fn trusting(bundle: Option<&Path>) -> Option<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        match bundle {
+            Some(path) => {
+                let pem = std::fs::read(path).ok()?;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    roots.add(cert.ok()?).ok()?;
+                }
+            }
+            None => {
+                let _ =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
+        if roots.is_empty() {
+            return None;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// The TLS session over `tcp` with the server `authority` (`host` or `host:port`) names.
+    pub(super) async fn connect(&self, authority: &str, tcp: TcpStream) -> io::Result<Stream> {
+        let name = ServerName::try_from(host_of(authority).to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let session = self.connector.connect(name, tcp).await?;
+        Ok(Stream::Tls(Box::new(session)))
+    }
+}
+
+/// The host of `authority`: without the port, and an IPv6 address without its brackets.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+/// A connection of the exchange, plain or TLS.
+#[derive(Debug)]
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port_and_brackets() {
+        assert_eq!(host_of("s3.example.com:443"), "s3.example.com");
+        assert_eq!(host_of("s3.example.com"), "s3.example.com");
+        assert_eq!(host_of("127.0.0.1:9000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9000"), "::1");
+        assert_eq!(host_of("[::1]"), "::1");
+    }
+
+    #[test]
+    fn a_bundle_without_certificates_gives_no_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(Tls::trusting(Some(&empty)).is_none());
+        assert!(Tls::trusting(Some(&dir.path().join("missing.pem"))).is_none());
+    }
+}
