@@ -15,6 +15,9 @@
 # measure that disk twice; otherwise BENCH_DIR);
 # BENCH_PEER, a Mountpoint binary to run the same sequential and cached jobs with, in the same
 # run (section "peer"; CPU-seconds per GiB for both, and for curl's direct GET);
+# BENCH_TLS=1: every read over https (the server serves TLS with a throwaway CA, given to the
+# mounts with --ca-bundle and to curl with --cacert; the peer is not run: it takes no bundle;
+# the write section's direct upload stays on http);
 # BENCH_PARALLEL (8) ranged GETs in the parallel direct read; BENCH_BIN, a mount-s3 binary built
 # elsewhere (then nothing is built or installed: fio, curl and S3_WEED, the `weed` binary, must be
 # there already; a bare machine without cargo or a package mirror). Needs root (to drop caches).
@@ -65,8 +68,22 @@ trap 'local_s3_teardown "$mnt" "$server_dir"' EXIT
 rm -rf "$dir" "$server_dir"
 mkdir -p "$dir" "$mnt" "$server_dir"
 touch "$dir/mount.log"
-local_s3_start "$server_dir"
+tls=${BENCH_TLS:-0}
+LOCAL_S3_TLS=$tls local_s3_start "$server_dir"
 s3_make_bucket "$bucket"
+# Where the reads go: the server's https port with BENCH_TLS=1 (uploads stay on http).
+read_endpoint=$S3_ENDPOINT
+tls_mount=()
+tls_curl=()
+if [ "$tls" = 1 ]; then
+  read_endpoint=$S3_ENDPOINT_TLS
+  tls_mount=(--ca-bundle "$S3_CA_BUNDLE")
+  tls_curl=(--cacert "$S3_CA_BUNDLE")
+  if [ -n "$peer" ]; then
+    echo "BENCH_TLS=1: the peer is not run (it takes no CA bundle)" >&2
+    peer=
+  fi
+fi
 
 echo "uploading ${big_mib} MiB + 4 x ${quad_mib} MiB of random data ..." >&2
 # The large object is kept as a local file too: the cache benchmarks compare with it.
@@ -101,7 +118,7 @@ curl_cpus=()
 for _ in 1 2 3; do
   drop_caches
   children_cpu >"$dir/c0"
-  t0=$(now); s3curl -o /dev/null "$S3_ENDPOINT/$bucket/big/object-0"; t1=$(now)
+  t0=$(now); s3curl "${tls_curl[@]}" -o /dev/null "$read_endpoint/$bucket/big/object-0"; t1=$(now)
   children_cpu >"$dir/c1"
   c0=$(cat "$dir/c0") c1=$(cat "$dir/c1")
   singles+=("$(mib_per_s $((big_mib * 1048576)) "$t0" "$t1")")
@@ -116,8 +133,8 @@ for _ in 1 2 3; do
   t0=$(now)
   getters=()
   for i in $(seq 0 $((parallel - 1))); do
-    s3curl -o /dev/null -H "Range: bytes=$((i * chunk))-$(((i + 1) * chunk - 1))" \
-      "$S3_ENDPOINT/$bucket/big/object-0" &
+    s3curl "${tls_curl[@]}" -o /dev/null -H "Range: bytes=$((i * chunk))-$(((i + 1) * chunk - 1))" \
+      "$read_endpoint/$bucket/big/object-0" &
     getters+=($!)
   done
   wait "${getters[@]}"
@@ -129,7 +146,7 @@ direct_parallel=$(best "${parallels[@]}")
 # object after its start more slowly (measured: 530 against 660-675 MiB/s for the 4-job run),
 # so each of the four objects is read once too, for every job to meet the same server.
 if want reads; then
-  for i in 0 1 2 3; do s3curl -o /dev/null "$S3_ENDPOINT/$bucket/quad/object-$i"; done
+  for i in 0 1 2 3; do s3curl "${tls_curl[@]}" -o /dev/null "$read_endpoint/$bucket/quad/object-$i"; done
 fi
 
 # Mounts in the foreground (so its PID is ours), waits until live.
@@ -140,11 +157,11 @@ mount_it() {
   local extra=()
   if [ "$mount_bin" = "$bin" ]; then
     # shellcheck disable=SC2206 # BENCH_MOUNT_ARGS is split into flags on purpose
-    extra=(${BENCH_MOUNT_ARGS:-})
+    extra=(${BENCH_MOUNT_ARGS:-} "${tls_mount[@]}")
   else
     extra=(--upload-checksums off)
   fi
-  AWS_EC2_METADATA_DISABLED=true "$mount_bin" -f --endpoint-url "$S3_ENDPOINT" --force-path-style \
+  AWS_EC2_METADATA_DISABLED=true "$mount_bin" -f --endpoint-url "$read_endpoint" --force-path-style \
     "$bucket" "$mnt" "$@" "${extra[@]}" >>"$dir/mount.log" 2>&1 &
   mount_pid=$!
   for _ in $(seq 1 100); do
@@ -166,7 +183,7 @@ clock_ticks=$(getconf CLK_TCK)
 cpu_seconds() { awk -v hz="$clock_ticks" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$mount_pid/stat"; }
 summary() { tail -n "+$log_from" "$dir/mount.log" | grep -o "$1=[0-9]*" | tail -1 | cut -d= -f2; }
 
-printf '\nlocal S3 at %s (data in %s); objects: %s MiB and 4 x %s MiB\n' "$S3_ENDPOINT" "$server_dir" "$big_mib" "$quad_mib"
+printf '\nlocal S3 at %s (data in %s); objects: %s MiB and 4 x %s MiB\n' "$read_endpoint" "$server_dir" "$big_mib" "$quad_mib"
 printf 'direct S3 read of %s MiB, best of 3: single GET %s MiB/s (%s), %s parallel ranged GETs %s MiB/s (%s)\n\n' \
   "$big_mib" "$direct_single" "${singles[*]}" "$parallel" "$direct_parallel" "${parallels[*]}"
 printf '%-16s %10s %12s %14s %10s %12s %12s %8s %10s\n' job MiB/s "vs 1 GET" "vs ${parallel} GETs" "RSS MiB" "fetched MiB" "read MiB" "CPU s" "CPU s/GiB"

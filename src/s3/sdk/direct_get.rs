@@ -33,6 +33,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_UNVOUCHED: u32 = 8;
 /// Kept-alive connections waiting for the next GET, at most.
 const MAX_IDLE: usize = 64;
+/// How long a kept-alive connection may wait for the next GET: the server may have closed
+/// it meanwhile, and an unused one is a descriptor held for nothing.
+pub(super) const IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// The exchange: where it may connect and the connections kept alive.
 #[derive(Debug)]
@@ -45,8 +48,10 @@ pub(super) struct DirectGet {
     on: AtomicBool,
     /// Partial answers not taken since the last one taken.
     unvouched: AtomicU32,
-    /// Connections whose last answer was read whole, by `host:port`.
-    idle: Mutex<Vec<(String, Stream)>>,
+    /// Connections whose last answer was read whole, by `host:port`, and since when idle.
+    idle: Mutex<Vec<(String, Stream, tokio::time::Instant)>>,
+    /// The `User-Agent` sent: `--user-agent-prefix` first, as on the SDK's requests.
+    user_agent: String,
     /// For an `https://` endpoint.
     tls: Option<Tls>,
 }
@@ -81,8 +86,8 @@ impl DirectGet {
     pub(super) fn for_endpoint(
         endpoint: Option<&str>,
         tls: Option<Tls>,
-        connect_timeout: Duration,
-        no_progress: Duration,
+        user_agent_prefix: Option<&str>,
+        (connect_timeout, no_progress): (Duration, Duration),
     ) -> Option<Self> {
         let (scheme, _) = endpoint?.split_once("://")?;
         let tls = match scheme.to_ascii_lowercase().as_str() {
@@ -96,6 +101,10 @@ impl DirectGet {
             on: AtomicBool::new(true),
             unvouched: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
+            user_agent: match user_agent_prefix {
+                Some(prefix) => format!("{prefix} {OWN_AGENT}"),
+                None => OWN_AGENT.to_string(),
+            },
             tls,
         })
     }
@@ -118,7 +127,7 @@ impl DirectGet {
         let Some((authority, target)) = split_uri(uri, self.tls.is_some()) else {
             return Fetched::NotSent("not a URL of the endpoint's scheme");
         };
-        let request = request_text(authority, target, headers);
+        let request = request_text(authority, target, headers, &self.user_agent);
         let started = Instant::now();
         // A kept-alive connection the server has closed meanwhile fails before any answer:
         // then once more on a new one.
@@ -279,19 +288,52 @@ impl DirectGet {
         }
     }
 
+    /// A kept-alive connection to `authority` idle for less than [`IDLE_FOR`], the most
+    /// recently used first.
     fn take(&self, authority: &str) -> Option<Stream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let at = idle.iter().rposition(|(a, _)| a == authority)?;
-        Some(idle.swap_remove(at).1)
+        idle.retain(|(_, _, since)| since.elapsed() < IDLE_FOR);
+        let at = idle.iter().rposition(|(a, _, _)| a == authority)?;
+        Some(idle.remove(at).1)
     }
 
     fn keep(&self, authority: &str, stream: Stream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push((authority.to_string(), stream));
+            idle.push((authority.to_string(), stream, tokio::time::Instant::now()));
         }
     }
+
+    /// Closes the kept-alive connections idle for [`IDLE_FOR`] or longer (run every second
+    /// by [`DirectGet::sweep_while_alive`]); how many are left.
+    pub(super) fn close_idle(&self) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(_, _, since)| since.elapsed() < IDLE_FOR);
+        idle.len()
+    }
+
+    /// Closes idle connections every second (on the current runtime, if any) until `this`
+    /// is dropped.
+    pub(super) fn sweep_while_alive(this: &std::sync::Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(this);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(exchange) => exchange.close_idle(),
+                    None => return,
+                };
+            }
+        });
+    }
 }
+
+/// This program's part of the `User-Agent`.
+const OWN_AGENT: &str = concat!("mount-s3/", env!("CARGO_PKG_VERSION"));
 
 /// A GET that got no answer: counted as an error without status, and left to the SDK.
 fn no_answer(started: Instant) -> Fetched {
@@ -334,16 +376,25 @@ fn with_port(authority: &str, tls: bool) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The request's text: `GET target`, the host, the signed headers, keep-alive.
-fn request_text(authority: &str, target: &str, headers: &[(String, String)]) -> String {
+/// The request's text: `GET target`, the host, the signed headers, our user agent.
+fn request_text(
+    authority: &str,
+    target: &str,
+    headers: &[(String, String)],
+    user_agent: &str,
+) -> String {
     let mut text = format!("GET {target} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         text.push_str(&format!("host: {authority}\r\n"));
     }
+    // The presigned request may carry the prefix alone as its agent (the SDK sets its own
+    // only when it sends); this one is ours, and an unsigned header.
     for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
+        if !name.eq_ignore_ascii_case("user-agent") {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
     }
-    text.push_str("\r\n");
+    text.push_str(&format!("user-agent: {user_agent}\r\n\r\n"));
     text
 }
 

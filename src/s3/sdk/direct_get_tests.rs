@@ -10,7 +10,8 @@ use super::*;
 #[test]
 fn http_endpoints_and_https_ones_with_tls_get_the_exchange() {
     let d = Duration::from_secs(1);
-    let exchange = |url: Option<&str>, tls: Option<Tls>| DirectGet::for_endpoint(url, tls, d, d);
+    let exchange =
+        |url: Option<&str>, tls: Option<Tls>| DirectGet::for_endpoint(url, tls, None, (d, d));
     assert!(exchange(Some("http://127.0.0.1:9000"), None).is_some());
     assert!(exchange(Some("HTTP://s3.local"), None).is_some());
     assert!(
@@ -75,13 +76,33 @@ fn heads_are_read_for_what_the_exchange_needs() {
 
 #[test]
 fn requests_carry_the_host_once_and_every_signed_header() {
-    let text = request_text("h:1", "/b/k?q", &[("range".into(), "bytes=0-9".into())]);
+    let text = request_text(
+        "h:1",
+        "/b/k?q",
+        &[("range".into(), "bytes=0-9".into())],
+        "job/7 mount-s3/1",
+    );
     assert_eq!(
         text,
-        "GET /b/k?q HTTP/1.1\r\nhost: h:1\r\nrange: bytes=0-9\r\n\r\n"
+        "GET /b/k?q HTTP/1.1\r\nhost: h:1\r\nrange: bytes=0-9\r\nuser-agent: job/7 mount-s3/1\r\n\r\n"
     );
-    let with_host = request_text("h:1", "/", &[("Host".into(), "h:1".into())]);
+    let with_host = request_text("h:1", "/", &[("Host".into(), "h:1".into())], "a");
     assert_eq!(with_host.matches("h:1").count(), 1);
+    let with_agent = request_text("h", "/", &[("User-Agent".into(), "job/7".into())], "a");
+    assert_eq!(
+        with_agent
+            .to_ascii_lowercase()
+            .matches("user-agent")
+            .count(),
+        1
+    );
+    assert!(with_agent.ends_with("user-agent: a\r\n\r\n"));
+    let d = Duration::from_secs(1);
+    let prefixed = DirectGet::for_endpoint(Some("http://h"), None, Some("job/7"), (d, d)).unwrap();
+    assert_eq!(
+        prefixed.user_agent,
+        concat!("job/7 mount-s3/", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -225,7 +246,7 @@ async fn serve(
 
 fn exchange() -> DirectGet {
     let d = Duration::from_millis(500);
-    DirectGet::for_endpoint(Some("http://unused"), None, d, d).unwrap()
+    DirectGet::for_endpoint(Some("http://unused"), None, None, (d, d)).unwrap()
 }
 
 /// Fetches `len` bytes from 5 of `http://addr/b/k` (`https://` if the exchange has TLS),
@@ -249,7 +270,7 @@ async fn fetch(exchange: &DirectGet, addr: &str, len: u64) -> (Fetched, Vec<u8>)
 fn tls_exchange(ca: &str) -> DirectGet {
     let d = Duration::from_millis(500);
     let tls = Tls::trusting(Some(&testdata(ca))).unwrap();
-    DirectGet::for_endpoint(Some("https://unused"), Some(tls), d, d).unwrap()
+    DirectGet::for_endpoint(Some("https://unused"), Some(tls), None, (d, d)).unwrap()
 }
 
 #[tokio::test]
@@ -567,4 +588,25 @@ fn the_exchange_is_for_signed_requests_to_a_given_endpoint_without_bind_or_proxy
         direct_exchange_unless(&with(None, &none), false).is_none(),
         "AWS"
     );
+}
+
+/// Kept-alive connections are closed after IDLE_FOR unused (the server may have closed its
+/// side, and each is a descriptor): none is reused past it, and the sweep closes them.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed_after_a_while() {
+    let (addr, seen) = scripted(vec![
+        reply(partial(5, 4, b"abcd")),
+        reply(partial(5, 4, b"efgh")),
+    ])
+    .await;
+    let ex = exchange();
+    assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Whole);
+    assert_eq!(ex.close_idle(), 1, "kept");
+    tokio::time::advance(IDLE_FOR).await;
+    assert_eq!(ex.close_idle(), 0, "closed once idle for IDLE_FOR");
+    assert_eq!(
+        fetch(&ex, &addr, 4).await,
+        (Fetched::Whole, b"efgh".to_vec())
+    );
+    assert_eq!(seen.lock().unwrap().connections, 2, "a new connection");
 }

@@ -230,10 +230,12 @@ fn direct_exchange_unless(
     let exchange = direct_get::DirectGet::for_endpoint(
         Some(endpoint),
         tls,
-        config.connect_timeout,
-        config.read_timeout,
+        config.user_agent_prefix.as_deref(),
+        (config.connect_timeout, config.read_timeout),
     )?;
-    Some(std::sync::Arc::new(exchange))
+    let exchange = std::sync::Arc::new(exchange);
+    direct_get::DirectGet::sweep_while_alive(&exchange);
+    Some(exchange)
 }
 
 /// Runs one request as a task of its own. The SDK's request machinery needs a deep stack in
