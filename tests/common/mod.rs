@@ -39,4 +39,4 @@ pub use mount::{Mount, MountArgs, summary_fields};
 pub use mountinfo::{MountEntry, mount_entry, mount_table, unmount};
 pub use process::command_works;
 pub use run::{RunOutcome, run_mount_s3_raw};
-pub use server::{REGION, S3Server, weed_binary};
+pub use server::{REGION, S3Server, test_ca_bundle, weed_binary};

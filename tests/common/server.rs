@@ -69,6 +69,8 @@ struct Ports {
     volume: u16,
     filer: u16,
     s3: u16,
+    /// S3 over TLS (no gRPC port of its own).
+    https: u16,
 }
 
 impl Ports {
@@ -86,8 +88,8 @@ impl Ports {
     }
 }
 
-/// Picks four free loopback ports whose port + 10000 is free too. The listeners are held
-/// until all four are chosen so that no port is picked twice.
+/// Picks four free loopback ports whose port + 10000 is free too, and one for TLS. The
+/// listeners are held until all are chosen so that no port is picked twice.
 fn pick_ports() -> Ports {
     let mut held = Vec::new();
     let mut chosen = Vec::new();
@@ -109,11 +111,21 @@ fn pick_ports() -> Ports {
         }
     }
     assert_eq!(chosen.len(), 4, "could not find free loopback ports");
+    // The TLS port needs no gRPC twin; still held, so it is none of the four.
+    let https = loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+        let p = l.local_addr().expect("local addr").port();
+        held.push(l);
+        if !chosen.contains(&p) && !chosen.iter().any(|c| c + 10000 == p) {
+            break p;
+        }
+    };
     Ports {
         master: chosen[0],
         volume: chosen[1],
         filer: chosen[2],
         s3: chosen[3],
+        https,
     }
 }
 
@@ -199,7 +211,27 @@ fn weed_args(root: &Path, ports: &Ports) -> Vec<OsString> {
     arg("-s3.autoCreateBucket=false".into());
     arg("-s3.port.iceberg=0".into());
     arg("-s3.port.lance=0".into());
+    // S3 over TLS too, with the test certificate the unit tests use (signed by
+    // `test_ca_bundle()`'s CA for 127.0.0.1, valid until 2126).
+    arg(format!("-s3.port.https={}", ports.https));
+    arg(format!(
+        "-s3.cert.file={}",
+        testdata("server.pem").display()
+    ));
+    arg(format!("-s3.key.file={}", testdata("server.key").display()));
     args
+}
+
+/// A file of the test certificates in `src/s3/sdk/testdata/`.
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/s3/sdk/testdata")
+        .join(name)
+}
+
+/// The CA bundle that vouches for the server's TLS port.
+pub fn test_ca_bundle() -> PathBuf {
+    testdata("ca.pem")
 }
 
 /// Writes the identity, the volume growth settings and the owner file into `root`.
@@ -245,6 +277,7 @@ impl StartError {
 /// A SeaweedFS server with an S3 gateway on loopback, and an SDK client for it.
 pub struct S3Server {
     endpoint: String,
+    https_endpoint: String,
     access_key: String,
     secret_key: String,
     client: Client,
@@ -342,9 +375,11 @@ impl S3Server {
         );
 
         let endpoint = format!("http://127.0.0.1:{}", ports.s3);
+        let https_endpoint = format!("https://127.0.0.1:{}", ports.https);
         let client = make_client(&endpoint, &access_key, &secret_key);
         let mut server = S3Server {
             endpoint,
+            https_endpoint,
             access_key,
             secret_key,
             client,
@@ -406,6 +441,10 @@ impl S3Server {
     /// The S3 endpoint, e.g. `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+    /// The same S3 over TLS, e.g. `https://127.0.0.1:41235` (trust `test_ca_bundle()`).
+    pub fn https_endpoint(&self) -> &str {
+        &self.https_endpoint
     }
     pub fn access_key(&self) -> &str {
         &self.access_key

@@ -109,6 +109,11 @@ impl DirectGet {
         })
     }
 
+    /// Whether the exchange speaks TLS (an `https://` endpoint).
+    pub(super) fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Whether GETs may try this exchange.
     pub(super) fn is_on(&self) -> bool {
         self.on.load(Ordering::Relaxed)

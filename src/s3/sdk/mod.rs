@@ -235,6 +235,10 @@ fn direct_exchange_unless(
     )?;
     let exchange = std::sync::Arc::new(exchange);
     direct_get::DirectGet::sweep_while_alive(&exchange);
+    tracing::info!(
+        tls = exchange.uses_tls(),
+        "GETs go through mount-s3's own HTTP/1.1 exchange (presigned by the SDK)"
+    );
     Some(exchange)
 }
 
