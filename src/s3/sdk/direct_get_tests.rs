@@ -275,29 +275,33 @@ fn tls_exchange(ca: &str) -> DirectGet {
 
 #[tokio::test]
 async fn a_partial_answer_is_read_whole_and_its_connection_kept() {
-    let (addr, seen) = scripted(vec![
+    let request = two_gets_on_one_connection(false).await;
+    assert!(request.contains("range: bytes=5-14\r\n"), "{request}");
+}
+
+/// Two GETs through the exchange (over TLS if `tls`), each answered with a partial answer:
+/// both read whole, on one connection; the first request's text.
+async fn two_gets_on_one_connection(tls: bool) -> String {
+    let replies = vec![
         reply(partial(5, 10, b"0123456789")),
         reply(partial(5, 10, b"abcdefghij")),
-    ])
-    .await;
-    let ex = exchange();
-    assert_eq!(
-        fetch(&ex, &addr, 10).await,
-        (Fetched::Whole, b"0123456789".to_vec())
-    );
-    assert_eq!(
-        fetch(&ex, &addr, 10).await,
-        (Fetched::Whole, b"abcdefghij".to_vec())
-    );
+    ];
+    let ((addr, seen), ex) = match tls {
+        true => (scripted_tls(replies).await, tls_exchange("ca.pem")),
+        false => (scripted(replies).await, exchange()),
+    };
+    for want in [b"0123456789", b"abcdefghij"] {
+        assert_eq!(fetch(&ex, &addr, 10).await, (Fetched::Whole, want.to_vec()));
+    }
     let seen = seen.lock().unwrap();
     assert_eq!(seen.connections, 1, "the second GET reuses the connection");
-    let request = &seen.requests[0];
+    let request = seen.requests[0].clone();
     assert!(
         request.starts_with("GET /b/k?X-Amz-Signature=s HTTP/1.1\r\n"),
         "{request}"
     );
     assert!(request.contains(&format!("host: {addr}\r\n")), "{request}");
-    assert!(request.contains("range: bytes=5-14\r\n"), "{request}");
+    request
 }
 
 #[tokio::test]
@@ -513,23 +517,7 @@ async fn partial_answers_never_taken_turn_the_exchange_off() {
 
 #[tokio::test]
 async fn over_tls_answers_are_read_whole_and_connections_kept() {
-    let (addr, seen) = scripted_tls(vec![
-        reply(partial(5, 10, b"0123456789")),
-        reply(partial(5, 10, b"abcdefghij")),
-    ])
-    .await;
-    let ex = tls_exchange("ca.pem");
-    assert_eq!(
-        fetch(&ex, &addr, 10).await,
-        (Fetched::Whole, b"0123456789".to_vec())
-    );
-    assert_eq!(
-        fetch(&ex, &addr, 10).await,
-        (Fetched::Whole, b"abcdefghij".to_vec())
-    );
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.connections, 1, "the second GET reuses the session");
-    assert!(seen.requests[0].starts_with("GET /b/k?X-Amz-Signature=s HTTP/1.1\r\n"));
+    two_gets_on_one_connection(true).await;
 }
 
 /// A server whose certificate the trust store does not vouch for, or that does not name the
