@@ -245,8 +245,15 @@ async fn serve(
 }
 
 fn exchange() -> DirectGet {
-    let d = Duration::from_millis(500);
-    DirectGet::for_endpoint(Some("http://unused"), None, None, (d, d)).unwrap()
+    exchange_waiting(PATIENT)
+}
+
+/// Waits of the exchanges that expect answers: long enough for a loaded CI machine.
+const PATIENT: Duration = Duration::from_secs(10);
+
+/// An exchange that gives up on a silent server after `wait`.
+fn exchange_waiting(wait: Duration) -> DirectGet {
+    DirectGet::for_endpoint(Some("http://unused"), None, None, (wait, wait)).unwrap()
 }
 
 /// Fetches `len` bytes from 5 of `http://addr/b/k` (`https://` if the exchange has TLS),
@@ -268,7 +275,7 @@ async fn fetch(exchange: &DirectGet, addr: &str, len: u64) -> (Fetched, Vec<u8>)
 
 /// The exchange of an `https://` endpoint trusting the CA `ca` of `testdata/`.
 fn tls_exchange(ca: &str) -> DirectGet {
-    let d = Duration::from_millis(500);
+    let d = PATIENT;
     let tls = Tls::trusting(Some(&testdata(ca))).unwrap();
     DirectGet::for_endpoint(Some("https://unused"), Some(tls), None, (d, d)).unwrap()
 }
@@ -393,7 +400,9 @@ async fn malformed_heads_and_silence_are_declined_as_no_answer() {
     let (addr, _) = scripted(vec![]).await;
     let started = Instant::now();
     assert_eq!(
-        fetch(&exchange(), &addr, 4).await.0,
+        fetch(&exchange_waiting(Duration::from_millis(300)), &addr, 4)
+            .await
+            .0,
         Fetched::Declined("no answer")
     );
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -420,7 +429,7 @@ async fn a_body_that_breaks_keeps_what_came_for_the_resume() {
     assert_eq!(got, b"0123");
     // A body that stalls midway, likewise, after the no-progress wait.
     let (addr, _) = scripted(vec![reply(partial(5, 10, b"01234"))]).await;
-    let (fetched, got) = fetch(&exchange(), &addr, 10).await;
+    let (fetched, got) = fetch(&exchange_waiting(Duration::from_millis(300)), &addr, 10).await;
     assert_eq!(
         (fetched, got),
         (Fetched::Declined("the body broke"), b"01234".to_vec())
@@ -455,7 +464,7 @@ async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
     config.region = Some("eu-west-1".into());
     config.endpoint_url = Some(format!("http://{addr}"));
     config.force_path_style = true;
-    config.read_timeout = Duration::from_millis(500);
+    config.read_timeout = PATIENT;
     let mut store = super::super::SdkStore::with_http_client(&config, None).await;
     assert!(store.direct.is_some());
     let credentials = aws_sdk_s3::config::Credentials::new("AK", "SK", None, None, "test");
@@ -580,7 +589,7 @@ fn the_exchange_is_for_signed_requests_to_a_given_endpoint_without_bind_or_proxy
 
 /// Kept-alive connections are closed after IDLE_FOR unused (the server may have closed its
 /// side, and each is a descriptor): none is reused past it, and the sweep closes them.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn idle_connections_are_closed_after_a_while() {
     let (addr, seen) = scripted(vec![
         reply(partial(5, 4, b"abcd")),
@@ -590,8 +599,12 @@ async fn idle_connections_are_closed_after_a_while() {
     let ex = exchange();
     assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Whole);
     assert_eq!(ex.close_idle(), 1, "kept");
+    // Virtual time only for the wait (paused while real sockets are awaited, the clock
+    // would jump to the exchange's timeouts).
+    tokio::time::pause();
     tokio::time::advance(IDLE_FOR).await;
     assert_eq!(ex.close_idle(), 0, "closed once idle for IDLE_FOR");
+    tokio::time::resume();
     assert_eq!(
         fetch(&ex, &addr, 4).await,
         (Fetched::Whole, b"efgh".to_vec())
