@@ -191,6 +191,8 @@ impl SdkStore {
 }
 
 #[cfg(test)]
+mod scripted_server;
+#[cfg(test)]
 mod tests;
 
 /// The GET's own exchange for `config`'s endpoint (see `direct_get`): not with `--bind` (the
