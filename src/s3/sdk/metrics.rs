@@ -123,15 +123,7 @@ impl Intercept for RequestMetrics {
             metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op.clone())
                 .record(us);
         }
-        let status = context.response().status().as_u16();
-        if !(200..300).contains(&status) {
-            metrics::counter!(
-                S3_REQUEST_ERRORS,
-                ATTR_S3_REQUEST => op,
-                ATTR_HTTP_STATUS => status.to_string()
-            )
-            .increment(1);
-        }
+        count_if_error(op, context.response().status().as_u16());
         Ok(())
     }
 
@@ -150,8 +142,7 @@ impl Intercept for RequestMetrics {
         let op = operation(cfg);
         metrics::histogram!(S3_REQUEST_TOTAL_LATENCY, ATTR_S3_REQUEST => op.clone()).record(us);
         if context.response().is_none() {
-            metrics::counter!(S3_REQUEST_ERRORS, ATTR_S3_REQUEST => op, ATTR_HTTP_STATUS => "0")
-                .increment(1);
+            count_if_error(op, 0);
         }
         Ok(())
     }
@@ -164,8 +155,17 @@ pub(super) fn record_direct_get(status: u16, first_byte: std::time::Duration) {
     let op = "GetObject";
     let us = first_byte.as_secs_f64() * 1e6;
     metrics::counter!(S3_REQUEST_COUNT, ATTR_S3_REQUEST => op).increment(1);
-    metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op).record(us);
+    if status != 0 {
+        // As for the SDK's: a first byte only where an answer came.
+        metrics::histogram!(S3_REQUEST_FIRST_BYTE_LATENCY, ATTR_S3_REQUEST => op).record(us);
+    }
     metrics::histogram!(S3_REQUEST_TOTAL_LATENCY, ATTR_S3_REQUEST => op).record(us);
+    count_if_error(op.to_string(), status);
+}
+
+/// Counts a request of operation `op` answered with HTTP `status` as an error unless it is
+/// 2xx (`0`: no answer).
+fn count_if_error(op: String, status: u16) {
     if !(200..300).contains(&status) {
         metrics::counter!(
             S3_REQUEST_ERRORS,
