@@ -27,9 +27,10 @@ use crate::memory::BodyBuffer;
 
 /// Most bytes of a response's status line and headers.
 const MAX_HEAD: usize = 64 * 1024;
-/// Partial answers in a row that the exchange could not take before it turns itself off: a
-/// server whose answers differ from what it checks (an ETag written another way) would
-/// otherwise have every GET sent twice.
+/// Answers in a row that the exchange could not take before it turns itself off (see
+/// [`DirectGet::unvouched`]): a server that refuses presigned requests, or answers other
+/// than it checks, would otherwise have every GET sent twice. One refusal is not enough: a
+/// 403 may be about one key.
 const MAX_UNVOUCHED: u32 = 8;
 /// Kept-alive connections waiting for the next GET, at most.
 const MAX_IDLE: usize = 64;
@@ -43,10 +44,10 @@ pub(super) struct DirectGet {
     connect_timeout: Duration,
     /// Longest wait for the next byte of an answer.
     no_progress: Duration,
-    /// Off once the server refused a presigned request, or sent [`MAX_UNVOUCHED`] partial
-    /// answers in a row that could not be taken (each one a GET sent twice).
+    /// Off once the server sent [`MAX_UNVOUCHED`] answers in a row that could not be taken
+    /// (each one a GET sent twice).
     on: AtomicBool,
-    /// Partial answers not taken since the last one taken.
+    /// Answers not taken since the last one taken (see [`DirectGet::unvouched`]).
     unvouched: AtomicU32,
     /// Connections whose last answer was read whole, by `host:port`, and since when idle.
     idle: Mutex<Vec<(String, Stream, tokio::time::Instant)>>,
@@ -145,8 +146,8 @@ impl DirectGet {
             Err(Retry::No) => return no_answer(started),
         };
         metrics::record_direct_get(head.status, started.elapsed());
-        if let Some(why) = self.refusal(&head, first, want, etag) {
-            if head.status == 206 {
+        if let Some(why) = refusal(&head, first, want, etag) {
+            if !about_the_object_or_passing(head.status) {
                 self.unvouched();
             }
             return Fetched::Declined(why);
@@ -183,49 +184,15 @@ impl DirectGet {
         Fetched::Whole
     }
 
-    /// Why the answer `head` to a GET of `want` bytes from `first` is not taken here, if it
-    /// is not; a refusal of the request itself turns the exchange off.
-    fn refusal(
-        &self,
-        head: &Head,
-        first: u64,
-        want: u64,
-        etag: Option<&str>,
-    ) -> Option<&'static str> {
-        if head.status != 206 {
-            if matches!(head.status, 400 | 403 | 405 | 501)
-                && self.on.swap(false, Ordering::Relaxed)
-            {
-                info!(
-                    status = head.status,
-                    "the endpoint refused a presigned GET; GETs go through the SDK's client"
-                );
-            }
-            return Some("not 206");
-        }
-        if head.chunked {
-            return Some("a transfer coding");
-        }
-        if head.content_length != Some(want)
-            || head.content_range != Some((first, first + want - 1))
-        {
-            return Some("not the range asked");
-        }
-        if let Some(etag) = etag
-            && head.etag.as_deref().map(unquoted) != Some(unquoted(etag))
-        {
-            return Some("another ETag");
-        }
-        None
-    }
-
-    /// Counts a partial answer not taken; the exchange goes off at [`MAX_UNVOUCHED`] in a row.
+    /// Counts an answer not taken that says the endpoint may not serve the exchange (a
+    /// refusal of the presigned request, a 200, a partial answer not as asked); the exchange
+    /// goes off at [`MAX_UNVOUCHED`] in a row.
     fn unvouched(&self) {
         let in_a_row = self.unvouched.fetch_add(1, Ordering::Relaxed) + 1;
         if in_a_row >= MAX_UNVOUCHED && self.on.swap(false, Ordering::Relaxed) {
             info!(
                 in_a_row,
-                "the endpoint's partial answers differ from what was asked; GETs go through the SDK's client"
+                "the endpoint's answers to presigned GETs were not usable; GETs go through the SDK's client"
             );
         }
     }
@@ -251,7 +218,15 @@ impl DirectGet {
             }
         };
         let stale = if reused { Retry::Yes } else { Retry::No };
-        if stream.write_all(request.as_bytes()).await.is_err() {
+        // Flushed: over TLS a write may leave the request in rustls's buffer.
+        let send = async {
+            stream.write_all(request.as_bytes()).await?;
+            stream.flush().await
+        };
+        if !matches!(
+            tokio::time::timeout(self.no_progress, send).await,
+            Ok(Ok(()))
+        ) {
             return Err(stale);
         }
         match self.read_head(&mut stream).await {
@@ -339,6 +314,33 @@ impl DirectGet {
 
 /// This program's part of the `User-Agent`.
 const OWN_AGENT: &str = concat!("mount-s3/", env!("CARGO_PKG_VERSION"));
+
+/// Why the answer `head` to a GET of `want` bytes from `first` is not taken here, if it
+/// is not.
+fn refusal(head: &Head, first: u64, want: u64, etag: Option<&str>) -> Option<&'static str> {
+    if head.status != 206 {
+        return Some("not 206");
+    }
+    if head.chunked {
+        return Some("a transfer coding");
+    }
+    if head.content_length != Some(want) || head.content_range != Some((first, first + want - 1)) {
+        return Some("not the range asked");
+    }
+    if let Some(etag) = etag
+        && head.etag.as_deref().map(unquoted) != Some(unquoted(etag))
+    {
+        return Some("another ETag");
+    }
+    None
+}
+
+/// Whether an answer of `status` says something about this object (404, 412, 416) or the
+/// moment (5xx but 501, Not Implemented), so that it is no sign the endpoint cannot serve
+/// the exchange.
+fn about_the_object_or_passing(status: u16) -> bool {
+    matches!(status, 404 | 412 | 416 | 500 | 502..=599)
+}
 
 /// A GET that got no answer: counted as an error without status, and left to the SDK.
 fn no_answer(started: Instant) -> Fetched {

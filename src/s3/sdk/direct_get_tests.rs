@@ -310,13 +310,34 @@ async fn a_body_that_breaks_keeps_what_came_for_the_resume() {
 
 #[tokio::test]
 async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
-    for status in ["400 Bad Request", "403 Forbidden", "501 Not Implemented"] {
-        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-        let (addr, _) = scripted(vec![reply(answer.into_bytes())]).await;
-        let ex = exchange();
-        assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Declined("not 206"));
-        assert!(!ex.is_on(), "{status}");
+    let answer = |status: &str| {
+        reply(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").into_bytes())
+    };
+    // Refusals and whole-object answers count; answers about the object or the moment
+    // (404, 412, 416, 5xx) do not, and neither breaks the count.
+    let counted = [
+        "400 Bad Request",
+        "403 Forbidden",
+        "405 x",
+        "501 x",
+        "200 OK",
+    ];
+    let ignored = ["404 Not Found", "412 x", "416 x", "503 Slow Down", "500 x"];
+    let mut replies = Vec::new();
+    for i in 0..MAX_UNVOUCHED as usize {
+        replies.push(answer(ignored[i % ignored.len()]));
+        replies.push(answer(counted[i % counted.len()]));
     }
+    let (addr, _) = scripted(replies).await;
+    let ex = exchange();
+    for i in 0..2 * MAX_UNVOUCHED as usize {
+        assert!(ex.is_on(), "off after {i} answers");
+        assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Declined("not 206"));
+    }
+    assert!(
+        !ex.is_on(),
+        "still on after {MAX_UNVOUCHED} unusable answers"
+    );
 }
 
 /// Through the store: the exchange's GET breaks after 4 bytes, and the SDK's GET fetches the
