@@ -11,7 +11,7 @@ use crate::cache::DiskCache;
 use crate::fs::FsError;
 use crate::fs::counters::ReadCounters;
 use crate::memory::MemoryBudget;
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, S3Error};
 use crate::shared_cache::SharedCache;
 use crate::throughput::GetSlots;
 
@@ -50,17 +50,30 @@ impl<S: ObjectStore> ObjectSource<S> {
         }
     }
 
-    /// One GET of `range` (with If-Match when an ETag is pinned), counted.
+    /// One GET of `range` (with If-Match when an ETag is pinned), counted. A body of another
+    /// length than the range is an error: every path that uses it (a stream's parts, a read
+    /// fetched for itself, cache blocks cut from it) relies on its length, and a short read
+    /// in the middle of an object would be taken for its end.
     pub(super) async fn get(&self, range: Range<u64>) -> Result<Bytes, FsError> {
         // Held until the body is in: the cap is on GETs in flight, not on requests sent.
         let _slot = self.gets.acquire().await;
         ReadCounters::add(&self.counters.get_requests, 1);
+        let asked = range.end - range.start;
         let bytes = self
             .store
-            .get_range(&self.key, range, self.etag.as_deref())
+            .get_range(&self.key, range.clone(), self.etag.as_deref())
             .await
             .map_err(|e| FsError::s3(&self.key, e))?;
         ReadCounters::add(&self.counters.bytes_fetched, bytes.len() as u64);
+        if bytes.len() as u64 != asked {
+            return Err(FsError::s3(
+                &self.key,
+                S3Error::Network(format!(
+                    "the GET of {range:?} brought {} bytes",
+                    bytes.len()
+                )),
+            ));
+        }
         Ok(bytes)
     }
 }

@@ -49,3 +49,28 @@ async fn a_short_get_body_is_an_error_never_a_short_read() {
         fs.release(fh).await;
     }
 }
+
+/// The same for a read that is fetched for itself (a first read far into the object, not a
+/// stream's prefetch): a short body is an error, never a short read.
+#[tokio::test]
+async fn a_short_body_of_a_read_fetched_for_itself_is_an_error() {
+    let data: Vec<u8> = (0..20 * MIB).map(|i| (i * 31 % 253) as u8).collect();
+    let store = Arc::new(FaultyStore::new(InMemoryStore::new()));
+    store.inner().put("big", data.clone());
+    store.inject(Op::Get, 1, Fault::ShortBody(1000));
+    let fs = S3Filesystem::new(store.clone(), FsConfig::default());
+    let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let fh = fs.open(ino, OpenMode::default(), me()).await.unwrap();
+    let at = 15 * MIB;
+    match fs.read(fh, at as u64, 65536).await {
+        Ok(bytes) => assert!(bytes[..] == data[at..at + 65536], "a short or wrong read"),
+        Err(e) => assert_eq!(e.errno(), libc::EIO, "{e}"),
+    }
+    assert!(store.calls(Op::Get) >= 1, "the short body was met");
+    let again = fs.read(fh, at as u64, 65536).await.unwrap();
+    assert!(
+        again[..] == data[at..at + 65536],
+        "the retry reads it whole"
+    );
+    fs.release(fh).await;
+}
