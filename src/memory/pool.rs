@@ -277,10 +277,7 @@ impl BodyBuffer {
     /// buffer); [`BodyBuffer::advance`] then counts what it wrote.
     pub fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
         match &mut self.0 {
-            Backing::Heap(b) => {
-                let room = b.capacity() - b.len();
-                &mut b.spare_capacity_mut()[..room]
-            }
+            Backing::Heap(b) => b.spare_capacity_mut(),
             Backing::Pooled(p) => match &p.mapping {
                 // SAFETY: the bytes from `len` to `cap` lie inside the mapping, which is ours
                 // alone (`&mut self`) and lives as long as `self`; as MaybeUninit they carry no
