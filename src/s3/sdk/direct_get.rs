@@ -22,8 +22,10 @@ use tokio::net::TcpStream;
 use tracing::info;
 
 use super::direct_tls::{Stream, Tls};
+use super::errors::classify_status;
 use super::metrics;
 use crate::memory::BodyBuffer;
+use crate::s3::S3Error;
 
 /// Most bytes of a response's status line and headers.
 const MAX_HEAD: usize = 64 * 1024;
@@ -32,6 +34,8 @@ const MAX_HEAD: usize = 64 * 1024;
 /// than it checks, would otherwise have every GET sent twice. One refusal is not enough: a
 /// 403 may be about one key.
 const MAX_UNVOUCHED: u32 = 8;
+/// Most bytes of an error answer's body read for its `<Code>`.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Kept-alive connections waiting for the next GET, at most.
 const MAX_IDLE: usize = 64;
 /// How long a kept-alive connection may wait for the next GET: the server may have closed
@@ -67,6 +71,8 @@ pub(super) enum Fetched {
     Declined(&'static str),
     /// Not sent (the reason): the GET is for the SDK.
     NotSent(&'static str),
+    /// A final answer about the object (404, 412): the SDK's GET would only be told the same.
+    Failed(S3Error),
 }
 
 /// What a response's head says, as far as this exchange needs it.
@@ -146,6 +152,9 @@ impl DirectGet {
             Err(Retry::No) => return no_answer(started),
         };
         metrics::record_direct_get(head.status, started.elapsed());
+        if matches!(head.status, 404 | 412) {
+            return self.failed(authority, stream, &head, early).await;
+        }
         if let Some(why) = refusal(&head, first, want, etag) {
             if !about_the_object_or_passing(head.status) {
                 self.unvouched();
@@ -182,6 +191,50 @@ impl DirectGet {
             self.keep(authority, stream);
         }
         Fetched::Whole
+    }
+
+    /// The error a 404 or 412 answer with `head` says, its `<Code>` read from the body (S3's
+    /// error XML: `NoSuchBucket` is a 404 too); the connection is kept if the body was read
+    /// whole.
+    async fn failed(
+        &self,
+        authority: &str,
+        mut stream: Stream,
+        head: &Head,
+        early: Vec<u8>,
+    ) -> Fetched {
+        let mut body = early;
+        // A body of unknown length, or too long, is not read further (nor the connection
+        // kept): the code is looked for in what came with the head.
+        if let Some(length) = head
+            .content_length
+            .filter(|&l| !head.chunked && l <= MAX_ERROR_BODY)
+        {
+            let length = length as usize;
+            while body.len() < length {
+                let read = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut body);
+                match tokio::time::timeout(self.no_progress, read).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => break,
+                }
+            }
+            if body.len() == length && !head.close {
+                self.keep(authority, stream);
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        let element = |name: &str| {
+            let open = format!("<{name}>");
+            let from = text.find(&open)? + open.len();
+            let to = text[from..].find('<')? + from;
+            Some(text[from..to].to_string())
+        };
+        let (code, message) = (element("Code"), element("Message"));
+        Fetched::Failed(classify_status(
+            head.status,
+            code.unwrap_or_default(),
+            message.unwrap_or_default(),
+        ))
     }
 
     /// Counts an answer not taken that says the endpoint may not serve the exchange (a
@@ -335,11 +388,11 @@ fn refusal(head: &Head, first: u64, want: u64, etag: Option<&str>) -> Option<&'s
     None
 }
 
-/// Whether an answer of `status` says something about this object (404, 412, 416) or the
-/// moment (5xx but 501, Not Implemented), so that it is no sign the endpoint cannot serve
-/// the exchange.
+/// Whether an answer of `status` says something about this object (416; 404 and 412 are
+/// taken as final, see [`DirectGet::failed`]) or the moment (5xx but 501, Not Implemented),
+/// so that it is no sign the endpoint cannot serve the exchange.
 fn about_the_object_or_passing(status: u16) -> bool {
-    matches!(status, 404 | 412 | 416 | 500 | 502..=599)
+    matches!(status, 416 | 500 | 502..=599)
 }
 
 /// A GET that got no answer: counted as an error without status, and left to the SDK.

@@ -188,6 +188,7 @@ async fn a_kept_connection_the_server_closed_is_replaced() {
     let (addr, seen) = scripted(vec![
         Reply {
             bytes: partial(5, 4, b"wxyz"),
+            later: Vec::new(),
             close: true, // without saying so: the kept connection is dead
         },
         reply(partial(5, 4, b"abcd")),
@@ -211,7 +212,7 @@ async fn answers_it_cannot_vouch_for_are_declined_and_nothing_appended() {
         ),
         (
             "not 206",
-            b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n".to_vec(),
         ),
         (
             "not 206",
@@ -293,6 +294,7 @@ async fn a_body_that_breaks_keeps_what_came_for_the_resume() {
     // 4 of the 10 bytes, then the connection ends.
     let (addr, _) = scripted(vec![Reply {
         bytes: partial(5, 10, b"0123"),
+        later: Vec::new(),
         close: true,
     }])
     .await;
@@ -314,7 +316,7 @@ async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
         reply(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").into_bytes())
     };
     // Refusals and whole-object answers count; answers about the object or the moment
-    // (404, 412, 416, 5xx) do not, and neither breaks the count.
+    // (404, 412, 416, 5xx) do not, and neither breaks the count (404 and 412 are final).
     let counted = [
         "400 Bad Request",
         "403 Forbidden",
@@ -332,7 +334,11 @@ async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
     let ex = exchange();
     for i in 0..2 * MAX_UNVOUCHED as usize {
         assert!(ex.is_on(), "off after {i} answers");
-        assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Declined("not 206"));
+        let fetched = fetch(&ex, &addr, 4).await.0;
+        assert!(
+            matches!(fetched, Fetched::Declined("not 206") | Fetched::Failed(_)),
+            "{fetched:?}"
+        );
     }
     assert!(
         !ex.is_on(),
@@ -340,20 +346,79 @@ async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
     );
 }
 
-/// Through the store: the exchange's GET breaks after 4 bytes, and the SDK's GET fetches the
-/// rest, from the byte where it stopped; every byte lands once, in order.
+/// A 404 or 412 is the object's final answer: taken as the error it says (the code read from
+/// S3's error XML), the GET not sent again, and the connection kept when the body was read.
 #[tokio::test]
-async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
-    use crate::s3::{ObjectStore, S3Config};
+async fn answers_about_the_object_are_final() {
+    let error = |status: &str, code: &str| {
+        let xml = format!(
+            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+        );
+        let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n", xml.len());
+        [head.into_bytes(), xml.into_bytes()]
+    };
+    let [gone_head, gone_body] = error("404 Not Found", "NoSuchKey");
+    // This one's body comes after its head: it is read to its end.
+    let [bucket_head, bucket_body] = error("404 Not Found", "NoSuchBucket");
+    let [changed_head, changed_body] = error("412 Precondition Failed", "PreconditionFailed");
     let (addr, seen) = scripted(vec![
+        reply([gone_head, gone_body].concat()),
         Reply {
-            bytes: partial(5, 10, b"0123"),
-            close: true,
+            bytes: bucket_head,
+            later: bucket_body,
+            close: false,
         },
-        reply(partial(9, 6, b"456789")),
+        reply([changed_head, changed_body].concat()),
+        reply(partial(5, 4, b"abcd")),
     ])
     .await;
-    let mut config = S3Config::new("b");
+    let ex = exchange();
+    assert_eq!(
+        fetch(&ex, &addr, 4).await,
+        (Fetched::Failed(S3Error::NotFound), vec![])
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 4).await.0,
+        Fetched::Failed(S3Error::NoSuchBucket)
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 4).await.0,
+        Fetched::Failed(S3Error::PreconditionFailed)
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 4).await,
+        (Fetched::Whole, b"abcd".to_vec())
+    );
+    let (connections, requests) = {
+        let seen = seen.lock().unwrap();
+        (seen.connections, seen.requests.len())
+    };
+    assert_eq!(
+        (connections, requests),
+        (1, 4),
+        "every error body was read and the connection kept"
+    );
+    // Without a length, the code is looked for in what came with the head, and the
+    // connection is not kept.
+    let (addr, seen) = scripted(vec![
+        reply(b"HTTP/1.1 404 x\r\n\r\n<Error><Code>NoSuchBucket</Code></Error>".to_vec()),
+        reply(b"HTTP/1.1 412 x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+    ])
+    .await;
+    assert_eq!(
+        fetch(&ex, &addr, 4).await.0,
+        Fetched::Failed(S3Error::NoSuchBucket)
+    );
+    assert_eq!(
+        fetch(&ex, &addr, 4).await.0,
+        Fetched::Failed(S3Error::PreconditionFailed)
+    );
+    assert_eq!(seen.lock().unwrap().connections, 2);
+}
+
+/// The SDK's store for the server at `addr` (`http://`, path style), with test credentials.
+async fn store_of(addr: &str) -> super::super::SdkStore {
+    let mut config = crate::s3::S3Config::new("b");
     config.region = Some("eu-west-1".into());
     config.endpoint_url = Some(format!("http://{addr}"));
     config.force_path_style = true;
@@ -363,6 +428,39 @@ async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
     let credentials = aws_sdk_s3::config::Credentials::new("AK", "SK", None, None, "test");
     let conf = store.client.config().to_builder();
     store.client = aws_sdk_s3::Client::from_conf(conf.credentials_provider(credentials).build());
+    store
+}
+
+/// Through the store, a 412 to the exchange's GET is the read's error, without a second GET.
+#[tokio::test]
+async fn the_store_takes_a_final_answer_from_the_exchange() {
+    use crate::s3::ObjectStore;
+    let (addr, seen) = scripted(vec![
+        reply(b"HTTP/1.1 412 x\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        reply(partial(5, 10, b"0123456789")),
+    ])
+    .await;
+    let store = store_of(&addr).await;
+    let got = store.get_range("k", 5..15, Some("\"e\"")).await;
+    assert_eq!(got, Err(S3Error::PreconditionFailed));
+    assert_eq!(seen.lock().unwrap().requests.len(), 1);
+}
+
+/// Through the store: the exchange's GET breaks after 4 bytes, and the SDK's GET fetches the
+/// rest, from the byte where it stopped; every byte lands once, in order.
+#[tokio::test]
+async fn the_store_resumes_a_broken_exchange_through_the_sdk() {
+    use crate::s3::ObjectStore;
+    let (addr, seen) = scripted(vec![
+        Reply {
+            bytes: partial(5, 10, b"0123"),
+            later: Vec::new(),
+            close: true,
+        },
+        reply(partial(9, 6, b"456789")),
+    ])
+    .await;
+    let store = store_of(&addr).await;
     let got = store.get_range("k", 5..15, Some("\"e\"")).await.unwrap();
     assert_eq!(&got[..], b"0123456789");
     let seen = seen.lock().unwrap();

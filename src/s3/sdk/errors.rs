@@ -77,7 +77,8 @@ fn is_region_redirect(status: u16, code: &str) -> bool {
         )
 }
 
-fn classify_status(status: u16, code: String, message: String) -> S3Error {
+/// The [`S3Error`] an answer of `status` with error `code` and `message` says.
+pub(super) fn classify_status(status: u16, code: String, message: String) -> S3Error {
     match (status, code.as_str()) {
         (_, "NoSuchBucket") => S3Error::NoSuchBucket,
         (404, _) => S3Error::NotFound,

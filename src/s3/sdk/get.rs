@@ -43,6 +43,7 @@ impl SdkStore {
                     .await
                 {
                     Fetched::Whole => break,
+                    Fetched::Failed(e) => return Err(e),
                     Fetched::Declined(why) => {
                         // The SDK's GET is this one's second attempt.
                         super::metrics::record_direct_retry();

@@ -177,7 +177,8 @@ fn count_if_error(op: String, status: u16) {
 }
 
 /// Records the SDK's GET after one the exchange of `direct_get` sent and did not take (an
-/// error status, no answer, a body that broke) as a retry of it, as the SDK counts its own.
+/// error status but 404/412, no answer, a body that broke) as a retry of it, as the SDK
+/// counts its own.
 pub(super) fn record_direct_retry() {
     metrics::counter!(S3_REQUEST_RETRIES, ATTR_S3_REQUEST => "GetObject").increment(1);
 }

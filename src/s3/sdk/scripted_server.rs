@@ -9,9 +9,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::direct_get::find;
 
-/// One scripted answer: its bytes, and whether the server closes the connection after it.
+/// One scripted answer: its bytes, bytes sent 50 ms later (a body that comes after its
+/// head), and whether the server closes the connection after it.
 pub(super) struct Reply {
     pub(super) bytes: Vec<u8>,
+    pub(super) later: Vec<u8>,
     pub(super) close: bool,
 }
 
@@ -30,6 +32,7 @@ pub(super) fn partial(first: u64, len: u64, body: &[u8]) -> Vec<u8> {
 pub(super) fn reply(bytes: Vec<u8>) -> Reply {
     Reply {
         bytes,
+        later: Vec::new(),
         close: false,
     }
 }
@@ -122,7 +125,17 @@ async fn serve(
                         std::future::pending::<()>().await;
                         return;
                     };
-                    if conn.write_all(&next.bytes).await.is_err() || next.close {
+                    if conn.write_all(&next.bytes).await.is_err() {
+                        return;
+                    }
+                    if !next.later.is_empty() {
+                        let _ = conn.flush().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        if conn.write_all(&next.later).await.is_err() {
+                            return;
+                        }
+                    }
+                    if next.close {
                         let _ = conn.shutdown().await;
                         return;
                     }
