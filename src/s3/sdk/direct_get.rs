@@ -291,10 +291,12 @@ impl DirectGet {
 
     /// A new connection to `authority`, in TLS for an `https://` endpoint.
     async fn connect(&self, authority: &str) -> std::io::Result<Stream> {
-        let tcp = TcpStream::connect(&*with_port(authority, self.tls.is_some())).await?;
+        let (host, port) = host_and_port(authority, self.tls.is_some())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         match &self.tls {
-            Some(tls) => tls.connect(authority, tcp).await,
+            Some(tls) => tls.connect(host, tcp).await,
             None => Ok(Stream::Plain(tcp)),
         }
     }
@@ -422,18 +424,26 @@ fn split_uri(uri: &str, tls: bool) -> Option<(&str, &str)> {
     Some((authority, target))
 }
 
-/// `authority` with the port to connect to: 80 (443 with `tls`) unless it names one (`[::1]`
-/// has none, `[::1]:9000` and `host:9000` do).
-fn with_port(authority: &str, tls: bool) -> std::borrow::Cow<'_, str> {
-    let port_given = match authority.rsplit_once(']') {
-        Some((_, after)) => after.starts_with(':'),
-        None => authority.contains(':'),
+/// `authority` (`host`, `host:port`, `[v6]`, `[v6]:port`) as its host (an IPv6 address
+/// without its brackets) and the port to connect to: the one it names, else 80 (443 with
+/// `tls`); `None` if the port is not a number.
+fn host_and_port(authority: &str, tls: bool) -> Option<(&str, u16)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
     };
-    if port_given {
-        authority.into()
-    } else {
-        format!("{authority}:{}", if tls { 443 } else { 80 }).into()
-    }
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None if tls => 443,
+        None => 80,
+    };
+    Some((host, port))
 }
 
 /// The request's text: `GET target`, the host, the signed headers, our user agent.

@@ -103,12 +103,18 @@ fn requests_carry_the_host_once_and_every_signed_header() {
 }
 
 #[test]
-fn a_port_is_added_only_where_none_is_named() {
-    assert_eq!(with_port("h", false), "h:80");
-    assert_eq!(with_port("h", true), "h:443");
-    assert_eq!(with_port("h:9000", true), "h:9000");
-    assert_eq!(with_port("[::1]", false), "[::1]:80");
-    assert_eq!(with_port("[::1]:9000", false), "[::1]:9000");
+fn authorities_give_the_host_and_the_port_to_connect_to() {
+    assert_eq!(host_and_port("h", false), Some(("h", 80)));
+    assert_eq!(host_and_port("h", true), Some(("h", 443)));
+    assert_eq!(host_and_port("h:9000", true), Some(("h", 9000)));
+    assert_eq!(
+        host_and_port("127.0.0.1:9000", false),
+        Some(("127.0.0.1", 9000))
+    );
+    assert_eq!(host_and_port("[::1]", false), Some(("::1", 80)));
+    assert_eq!(host_and_port("[::1]:9000", true), Some(("::1", 9000)));
+    assert_eq!(host_and_port("h:port", false), None);
+    assert_eq!(host_and_port("[::1", false), None);
 }
 
 /// TLS trusting the test CA.

@@ -10,8 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -33,19 +32,15 @@ impl Tls {
     /// Trusting the certificates of the PEM bundle at `bundle`, or the system's; `None` when
     /// there is none to trust (the SDK's client then has the endpoint to itself).
     pub(super) fn trusting(bundle: Option<&Path>) -> Option<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        match bundle {
-            Some(path) => {
-                let pem = std::fs::read(path).ok()?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    roots.add(cert.ok()?).ok()?;
-                }
-            }
+        let roots = match bundle {
+            Some(path) => super::tls::bundle(path).ok()?.0,
             None => {
+                let mut roots = rustls::RootCertStore::empty();
                 let _ =
                     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                roots
             }
-        }
+        };
         if roots.is_empty() {
             return None;
         }
@@ -61,23 +56,14 @@ impl Tls {
         })
     }
 
-    /// The TLS session over `tcp` with the server `authority` (`host` or `host:port`) names.
-    pub(super) async fn connect(&self, authority: &str, tcp: TcpStream) -> io::Result<Stream> {
-        let name = ServerName::try_from(host_of(authority).to_string())
+    /// The TLS session over `tcp` with the server named `host` (an IPv6 address without
+    /// brackets).
+    pub(super) async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<Stream> {
+        let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let session = self.connector.connect(name, tcp).await?;
         Ok(Stream::Tls(Box::new(session)))
     }
-}
-
-/// The host of `authority`: without the port, and an IPv6 address without its brackets.
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(host, _)| host);
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
 }
 
 /// A connection of the exchange, plain or TLS.
@@ -130,15 +116,6 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_lose_their_port_and_brackets() {
-        assert_eq!(host_of("s3.example.com:443"), "s3.example.com");
-        assert_eq!(host_of("s3.example.com"), "s3.example.com");
-        assert_eq!(host_of("127.0.0.1:9000"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:9000"), "::1");
-        assert_eq!(host_of("[::1]"), "::1");
-    }
 
     #[test]
     fn a_bundle_without_certificates_gives_no_tls() {

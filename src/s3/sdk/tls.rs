@@ -22,6 +22,20 @@ pub(super) fn client_trusting(path: &Path) -> Result<SharedHttpClient, String> {
 /// A TLS context trusting exactly the certificates in the PEM file at `path`. Every
 /// certificate is checked here first: the SDK's TLS set-up panics on one it cannot use.
 pub(super) fn context_trusting(path: &Path) -> Result<TlsContext, String> {
+    let (_, pem) = bundle(path)?;
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(pem);
+    TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| format!("--ca-bundle {}: {e}", path.display()))
+}
+
+/// The certificates of the PEM bundle at `path`, each checked usable, and the bundle's
+/// bytes; an error, one line naming `--ca-bundle`, if it cannot be read, holds anything
+/// but usable certificates, or none.
+pub(super) fn bundle(path: &Path) -> Result<(rustls::RootCertStore, Vec<u8>), String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("--ca-bundle {shown}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -34,13 +48,7 @@ pub(super) fn context_trusting(path: &Path) -> Result<TlsContext, String> {
     if roots.is_empty() {
         return Err(format!("--ca-bundle {shown}: no certificate in it"));
     }
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(pem);
-    TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| format!("--ca-bundle {shown}: {e}"))
+    Ok((roots, pem))
 }
 
 #[cfg(test)]
