@@ -316,9 +316,8 @@ impl DirectGet {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Some(())),
                 Ok(Ok(_)) => {}
             }
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                let head = parse_head(&buf[..end]).ok_or(Some(()))?;
-                return Ok((head, buf[end + 4..].to_vec()));
+            if let Some((head, end)) = parse_head(&buf).map_err(|()| Some(()))? {
+                return Ok((head, buf[end..].to_vec()));
             }
         }
     }
@@ -468,36 +467,33 @@ fn request_text(
     text
 }
 
-/// Where `needle` first starts in `haystack`.
-pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
+/// Most headers an answer may have (S3 sends about fifteen).
+const MAX_HEADERS: usize = 64;
 
-/// The status line and the headers this exchange reads; `None` if malformed.
-fn parse_head(head: &[u8]) -> Option<Head> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut status_line = lines.next()?.split_ascii_whitespace();
-    let version = status_line.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status = status_line.next()?.parse().ok()?;
+/// The status line and the headers this exchange reads, at the start of `buf`, and the
+/// head's length; `Ok(None)` if it has not come whole yet, `Err` if it is malformed.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
     let mut head = Head {
-        status,
+        status: response.code.ok_or(())?,
         content_length: None,
         content_range: None,
         etag: None,
         chunked: false,
-        close: version == "HTTP/1.0",
+        close: response.version != Some(1),
     };
-    for line in lines {
-        let (name, value) = line.split_once(':')?;
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).map_err(|_| ())?.trim();
+        match header.name.to_ascii_lowercase().as_str() {
             // Two lengths: believe neither.
-            "content-length" if head.content_length.is_some() => return None,
-            "content-length" => head.content_length = Some(value.parse().ok()?),
+            "content-length" if head.content_length.is_some() => return Err(()),
+            "content-length" => head.content_length = Some(value.parse().map_err(|_| ())?),
             "content-range" => head.content_range = parse_content_range(value),
             "etag" => head.etag = Some(value.to_string()),
             "transfer-encoding" => head.chunked = true,
@@ -505,7 +501,7 @@ fn parse_head(head: &[u8]) -> Option<Head> {
             _ => {}
         }
     }
-    Some(head)
+    Ok(Some((head, length)))
 }
 
 /// An ETag without its weak mark and quotes, as the same ETag may be written either way.
@@ -524,3 +520,7 @@ fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 #[path = "direct_get_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "direct_get_parse_tests.rs"]
+mod parse_tests;

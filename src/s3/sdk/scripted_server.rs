@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::direct_get::find;
-
 /// One scripted answer: its bytes, bytes sent 50 ms later (a body that comes after its
 /// head), and whether the server closes the connection after it.
 pub(super) struct Reply {
@@ -145,4 +143,9 @@ async fn serve(
         }
     });
     (addr, seen)
+}
+
+/// Where `needle` first starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
