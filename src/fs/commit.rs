@@ -236,18 +236,26 @@ impl<S: ObjectStore> S3Filesystem<S> {
     async fn commit(&self, handle: &WriteHandle<S>) -> Result<Committed, FsError> {
         let _in_flight = self.commits.start();
         match handle.upload.commit().await {
-            Ok(done) => {
-                let done = match handle.take_deferred_posix() {
-                    Some(change) => self.posix_after_commit(handle, done, &change).await?,
-                    None => done,
+            Ok((done, fresh)) => {
+                // Only a version this call made goes on the inode: an earlier commit's answer
+                // may name a version changed in place since (a chmod copies the object onto
+                // itself), and a reader would then ask S3 for one it no longer has.
+                let done = if fresh {
+                    let done = match handle.take_deferred_posix() {
+                        Some(change) => self.posix_after_commit(handle, done, &change).await?,
+                        None => done,
+                    };
+                    let stat = Stat {
+                        size: done.size,
+                        mtime: SystemTime::now(),
+                        etag: Some(done.etag.clone()),
+                        posix: done.posix,
+                    };
+                    self.inodes.refresh(handle.ino, stat);
+                    done
+                } else {
+                    done
                 };
-                let stat = Stat {
-                    size: done.size,
-                    mtime: SystemTime::now(),
-                    etag: Some(done.etag.clone()),
-                    posix: done.posix,
-                };
-                self.inodes.refresh(handle.ino, stat);
                 self.make_real(handle.ino);
                 if handle.upload.is_staged() {
                     // Its handles may write on: the file stays this mount's until the last
@@ -286,35 +294,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .copy(&key, &key, done.size, &done.etag, Some(change))
             .await
             .map_err(|e| FsError::s3(&key, e))?;
-        let changed = Committed {
+        Ok(Committed {
             etag: copied.etag,
             posix: Some(done.posix.unwrap_or_default().merged(change)),
             ..done
-        };
-        handle.upload.changed_after_commit(changed.clone()).await;
-        Ok(changed)
-    }
-
-    /// The object of `ino` became `stat` (changed in place): every writing handle's
-    /// committed upload answers its later commits with it (see
-    /// [`crate::fs::write::FileWriter::changed_after_commit`]).
-    pub(super) async fn changed_under_writers(&self, ino: u64, stat: &Stat) {
-        let Some(etag) = stat.etag.clone() else {
-            return;
-        };
-        let done = Committed {
-            size: stat.size,
-            etag,
-            posix: stat.posix,
-        };
-        let writers = self
-            .files
-            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
-        for file in writers {
-            if let OpenFile::Write(handle) = file {
-                handle.upload.changed_after_commit(done.clone()).await;
-            }
-        }
+        })
     }
 
     /// The commit of a handle at its release: a failure nobody was told of is logged by

@@ -43,14 +43,6 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
-    /// See [`FileWriter::changed_after_commit`]; a staged file takes attribute changes
-    /// into its own next commit and never needs it.
-    pub async fn changed_after_commit(&self, done: Committed) {
-        if let Upload::Stream(writer) = self {
-            writer.changed_after_commit(done).await;
-        }
-    }
-
     /// Whether this is a staged upload.
     pub fn is_staged(&self) -> bool {
         matches!(self, Upload::Staged { .. })
@@ -92,23 +84,31 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
-    /// Makes the file the object. A staged file with nothing new answers with its current
-    /// version.
-    pub async fn commit(&self) -> Result<Committed, FsError> {
+    /// Makes the file the object, and says whether this call made a new version: a
+    /// committed streaming upload answers with its commit, a staged file with nothing new
+    /// with its current version (see [`FileWriter::commit_fresh`]).
+    pub async fn commit(&self) -> Result<(Committed, bool), FsError> {
         match self {
-            Upload::Stream(writer) => writer.commit().await,
+            Upload::Stream(writer) => writer.commit_fresh().await,
             Upload::Staged {
                 file,
                 if_none_match,
             } => match file.commit(new_write_id(), *if_none_match).await? {
-                Some(done) => Ok(Committed {
-                    size: done.size,
-                    etag: done.etag,
-                    posix: file.posix().await,
-                }),
-                None => file.current().await.ok_or(FsError::Staging(
-                    "nothing committed yet and nothing to commit".into(),
+                Some(done) => Ok((
+                    Committed {
+                        size: done.size,
+                        etag: done.etag,
+                        posix: file.posix().await,
+                    },
+                    true,
                 )),
+                None => file
+                    .current()
+                    .await
+                    .map(|done| (done, false))
+                    .ok_or(FsError::Staging(
+                        "nothing committed yet and nothing to commit".into(),
+                    )),
             },
         }
     }

@@ -224,9 +224,6 @@ impl<S: ObjectStore> S3Filesystem<S> {
         stat.posix = Some(stat.posix.unwrap_or_default().merged(change));
         stat.etag = Some(copied.etag.clone());
         stat.mtime = copied.last_modified;
-        // A handle whose upload committed this version may commit again (fsync, close):
-        // it must answer with the version just made, not put the replaced one back.
-        self.changed_under_writers(inode.ino, &stat).await;
         self.inodes.refresh(inode.ino, stat);
         if current.ino != inode.ino {
             self.inodes.expire(current.ino);

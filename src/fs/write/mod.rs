@@ -277,23 +277,20 @@ impl<S: ObjectStore> FileWriter<S> {
         Ok(())
     }
 
-    /// The committed object was changed in place since (a deferred chmod, made by a copy
-    /// onto itself: a new version): later commits answer with `done`, not the version the
-    /// copy replaced. Nothing changes if the upload is not committed.
-    pub async fn changed_after_commit(&self, done: Committed) {
-        let mut state = self.state.lock().await;
-        if matches!(state.status, Status::Committed(_)) {
-            state.status = Status::Committed(done);
-        }
-    }
-
     /// Makes the object appear in S3 with everything written so far. Idempotent once it
     /// succeeded; after a failure it keeps answering the failure's errno.
     pub async fn commit(&self) -> Result<Committed, FsError> {
+        self.commit_fresh().await.map(|(done, _)| done)
+    }
+
+    /// [`FileWriter::commit`], and whether this call made the version (`false`: the answer
+    /// of an earlier commit, which the object may have moved on from since, by a chmod made
+    /// on it for example: it says what was committed, not what is there now).
+    pub async fn commit_fresh(&self) -> Result<(Committed, bool), FsError> {
         let mut state = self.state.lock().await;
         match &state.status {
             Status::Open => {}
-            Status::Committed(done) => return Ok(done.clone()),
+            Status::Committed(done) => return Ok((done.clone(), false)),
             Status::Failed(errno) => return Err(FsError::UploadFailed { errno: *errno }),
         }
         match self.finish(&mut state).await {
@@ -306,7 +303,7 @@ impl<S: ObjectStore> FileWriter<S> {
                 debug!(key = %self.key, size = done.size, "upload committed");
                 state.status = Status::Committed(done.clone());
                 state.buffer_reservation = None;
-                Ok(done)
+                Ok((done, true))
             }
             Err(e) => {
                 self.fail(&mut state, libc::EIO).await;
