@@ -176,11 +176,8 @@ where
     };
     until_not_busy(
         || async move {
-            let mut whole = if table.could_start(ino, wanted) {
-                look_up().await
-            } else {
-                Copy::NotLooked
-            };
+            // The copy is looked up only when the table says it could be used.
+            let mut whole = Copy::NotLooked;
             loop {
                 match table.open(ino, fh, wanted, whole, register) {
                     Ok(answer) => return answer,

@@ -14,9 +14,9 @@
 //!
 //! Our view lags the kernel's only at release (the kernel forgets a file before telling
 //! us), so we never grant a mode the kernel refuses; a refusal is retried briefly by the
-//! caller in case a release is on its way. The whole-object copy is looked up before the
-//! decision, outside the lock; when a release between the two makes an open that did not
-//! look able to start passthrough, it is told to look ([`LookFirst`]) and ask again.
+//! caller in case a release is on its way. An open first asks without the whole-object
+//! copy; only one that could start passthrough is told to look it up ([`LookFirst`], outside
+//! the lock: it reads the disk) and ask again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,7 +70,8 @@ pub enum Answer<B> {
 /// The whole-object copy, as the caller found it before asking (its file and ETag).
 #[derive(Debug)]
 pub enum Copy {
-    /// Not looked up: [`PassthroughTable::could_start`] said it could not be used.
+    /// Not looked up (an open asks first: opening the copy reads the disk, and most opens
+    /// cannot use it).
     NotLooked,
     /// Looked up: the copy, if the cache holds one.
     Looked(Option<(File, String)>),
@@ -132,19 +133,6 @@ impl<B> PassthroughTable<B> {
     /// Whether passthrough is on.
     pub fn is_on(&self) -> bool {
         self.on.load(Ordering::Relaxed)
-    }
-
-    /// Whether an open of `ino` asking for `wanted` could start passthrough now, so that
-    /// the whole-object copy is worth opening (before [`PassthroughTable::open`], outside
-    /// its lock: opening the copy reads the disk).
-    pub fn could_start(&self, ino: u64, wanted: Wanted<'_>) -> bool {
-        if !matches!(wanted, Wanted::Read(_)) || !self.is_on() {
-            return false;
-        }
-        let inodes = self.inodes.lock().expect("passthrough lock poisoned");
-        inodes
-            .get(&ino)
-            .is_none_or(|io| io.cached == 0 && io.backing.is_none())
     }
 
     /// Decides how to answer the open of `ino` that got handle `fh`, and records it unless
@@ -384,35 +372,46 @@ mod tests {
         );
     }
 
+    /// Whether an open of `ino` that did not look up the copy is told to look first (if
+    /// not, it is answered and recorded as handle `fh`).
+    fn told_to_look(t: &PassthroughTable<u32>, ino: u64, fh: u64, wanted: Wanted<'_>) -> bool {
+        t.open(ino, fh, wanted, Copy::NotLooked, register(9))
+            .is_err()
+    }
+
     #[test]
-    fn the_copy_is_worth_opening_only_when_passthrough_could_start() {
+    fn the_copy_is_looked_up_only_when_passthrough_could_start() {
         let t = table();
-        assert!(t.could_start(1, Wanted::Read("e")));
+        assert!(told_to_look(&t, 1, 1, Wanted::Read("e")));
         assert!(
-            !t.could_start(1, Wanted::DirectRead("e")),
+            !told_to_look(&t, 1, 2, Wanted::DirectRead("e")),
             "O_DIRECT never starts it"
         );
-        assert!(!t.could_start(1, Wanted::Other));
+        t.release(2);
+        assert!(!told_to_look(&t, 1, 3, Wanted::Other));
+        t.release(3);
         assert_eq!(
             short(t.open(1, 10, Wanted::Read("e"), NONE, register(7))),
             0
         );
         assert!(
-            !t.could_start(1, Wanted::Read("e")),
+            !told_to_look(&t, 1, 4, Wanted::Read("e")),
             "open through the page cache"
         );
+        t.release(4);
         t.release(10);
-        assert!(t.could_start(1, Wanted::Read("e")));
+        assert!(told_to_look(&t, 1, 5, Wanted::Read("e")));
         assert_eq!(
             short(t.open(1, 11, Wanted::Read("e"), whole("e"), register(7))),
             7
         );
-        assert!(
-            !t.could_start(1, Wanted::Read("e")),
+        assert_eq!(
+            short(t.open(1, 6, Wanted::Read("e"), Copy::NotLooked, register(9))),
+            7,
             "shares the backing file"
         );
         let off: PassthroughTable<u32> = PassthroughTable::default();
-        assert!(!off.could_start(1, Wanted::Read("e")));
+        assert!(!told_to_look(&off, 1, 7, Wanted::Read("e")));
     }
 
     /// The race that once left a reader on the slow path: an open sees the backing file (so
@@ -425,11 +424,10 @@ mod tests {
             short(t.open(1, 10, Wanted::Read("e"), whole("e"), register(7))),
             7
         );
-        assert!(!t.could_start(1, Wanted::Read("e")), "shares: no look-up");
         t.release(10);
         let unlooked = t.open(1, 11, Wanted::Read("e"), Copy::NotLooked, register(8));
         assert_eq!(unlooked.err(), Some(LookFirst));
-        assert!(t.could_start(1, Wanted::Read("e")), "nothing was recorded");
+        assert_eq!(t.passthrough_handles(), 0, "nothing was recorded");
         assert_eq!(
             short(t.open(1, 11, Wanted::Read("e"), whole("e"), register(8))),
             8
