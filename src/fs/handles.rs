@@ -62,6 +62,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.files.get(fh).ok_or(FsError::BadHandle)
     }
 
+    /// The writing handles open on `ino`.
+    pub(super) fn writers_of(&self, ino: u64) -> Vec<Arc<WriteHandle<S>>> {
+        let writing = |f: &OpenFile<S>| matches!(f, OpenFile::Write(h) if h.ino == ino);
+        let files = self.files.matching(writing).into_iter();
+        files
+            .filter_map(|file| match file {
+                OpenFile::Write(handle) => Some(handle),
+                OpenFile::Read { .. } => None,
+            })
+            .collect()
+    }
+
     /// Opens a file and returns its handle number. A reading handle pins the ETag; a writing
     /// handle must replace the whole object (O_TRUNC, `--allow-overwrite`).
     pub async fn open(&self, ino: u64, mode: OpenMode, caller: u32) -> Result<u64, FsError> {

@@ -311,15 +311,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
     /// nothing appears at release. False (and nothing abandoned) if any has data.
     async fn drop_empty_uploads(&self, ino: u64) -> bool {
         let mut uploads = Vec::new();
-        let handles = self
-            .files
-            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
-        for file in handles {
-            if let OpenFile::Write(handle) = file {
-                match &handle.upload {
-                    Upload::Stream(writer) if writer.written().await == 0 => uploads.push(handle),
-                    _ => return false,
-                }
+        for handle in self.writers_of(ino) {
+            match &handle.upload {
+                Upload::Stream(writer) if writer.written().await == 0 => uploads.push(handle),
+                _ => return false,
             }
         }
         for handle in &uploads {
@@ -342,14 +337,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let handles = self
-                .files
-                .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == ino));
-            let done = |file: &OpenFile<S>| match file {
-                OpenFile::Write(handle) => handle.upload.done_now(),
-                OpenFile::Read { .. } => true,
-            };
-            if !handles.iter().all(done) {
+            let handles = self.writers_of(ino);
+            if !handles.iter().all(|handle| handle.upload.done_now()) {
                 return false;
             }
             let writing = self

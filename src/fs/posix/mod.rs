@@ -15,7 +15,6 @@ mod symlink;
 
 use std::time::SystemTime;
 
-use super::handles::OpenFile;
 use super::inode::Local;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem};
 use crate::s3::posix::{S_IFDIR, S_IFMT, S_IFREG};
@@ -172,14 +171,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 .set_posix(inode.ino, Some(draft(staged.posix().await)));
             return Ok(());
         }
-        let writer = self
-            .files
-            .matching(|f| matches!(f, OpenFile::Write(h) if h.ino == inode.ino && !h.read_only))
-            .into_iter()
-            .find_map(|file| match file {
-                OpenFile::Write(handle) => Some(handle),
-                OpenFile::Read { .. } => None,
-            });
+        let writers = self.writers_of(inode.ino);
+        let writer = writers.into_iter().find(|handle| !handle.read_only);
         let Some(handle) = writer else {
             // Its last handle was released and is still committing: the change waits for
             // that commit and is then made on the object.
