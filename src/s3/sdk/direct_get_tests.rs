@@ -256,6 +256,58 @@ async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
     );
 }
 
+/// A body that comes more slowly than the wake-up threshold a second is read as it comes,
+/// each piece within the no-progress wait, though the whole takes longer than it.
+#[tokio::test]
+async fn a_slow_body_is_read_as_it_comes() {
+    let pause = Duration::from_millis(1500);
+    let head = partial(5, 15, b"");
+    let pieces = [b"01234", b"56789", b"abcde"].map(|p| (pause, p.to_vec()));
+    let (addr, _) = scripted(vec![Reply {
+        bytes: head,
+        later: pieces.to_vec(),
+        close: false,
+    }])
+    .await;
+    let ex = exchange_waiting(Duration::from_secs(2));
+    assert_eq!(
+        fetch(&ex, &addr, 15).await,
+        (Fetched::Whole, b"0123456789abcde".to_vec())
+    );
+}
+
+/// After a body read with a raised wake-up threshold, the kept connection wakes for the next
+/// answer's head, however short.
+#[tokio::test]
+async fn a_kept_connection_wakes_for_a_short_answer() {
+    let body = vec![b'x'; 64 * 1024];
+    let (addr, seen) = scripted(vec![
+        Reply {
+            bytes: partial(5, body.len() as u64, b""),
+            later: vec![(Duration::from_millis(50), body.clone())],
+            close: false,
+        },
+        reply(b"HTTP/1.1 404 x\r\nContent-Length: 0\r\n\r\n".to_vec()),
+    ])
+    .await;
+    let ex = exchange_waiting(Duration::from_secs(2));
+    assert_eq!(
+        fetch(&ex, &addr, body.len() as u64).await,
+        (Fetched::Whole, body)
+    );
+    let started = Instant::now();
+    assert_eq!(
+        fetch(&ex, &addr, 4).await.0,
+        Fetched::Failed(S3Error::NotFound)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
+
 /// A 404 or 412 is the object's final answer: taken as the error it says (the code read from
 /// S3's error XML), the GET not sent again, and the connection kept when the body was read.
 #[tokio::test]
@@ -275,7 +327,7 @@ async fn answers_about_the_object_are_final() {
         reply([gone_head, gone_body].concat()),
         Reply {
             bytes: bucket_head,
-            later: bucket_body,
+            later: vec![(Duration::from_millis(50), bucket_body)],
             close: false,
         },
         reply([changed_head, changed_body].concat()),

@@ -73,6 +73,31 @@ pub(super) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Asks the kernel to wake the reader of a plain connection only once `bytes` have
+    /// arrived (`SO_RCVLOWAT`; 1 is the kernel's default), or the connection ended. Not for
+    /// TLS: rustls may hold part of what is left, so what the socket still has to receive is
+    /// not known here. False where it could not be set.
+    pub(super) fn wake_at(&self, bytes: usize) -> bool {
+        let Stream::Plain(tcp) = self else {
+            return false;
+        };
+        let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the descriptor is the open socket `tcp` owns; the option is an int read
+        // from `value` for the length given.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(tcp),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        set == 0
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -116,6 +141,40 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_plain_connection_takes_a_wake_up_threshold() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream = Stream::Plain(tcp);
+        let threshold = |stream: &Stream| {
+            let Stream::Plain(tcp) = stream else {
+                unreachable!()
+            };
+            let sock = std::os::fd::AsFd::as_fd(tcp);
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: reads an int option of an open socket into `value`.
+            let got = unsafe {
+                libc::getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    std::ptr::from_mut(&mut value).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(got, 0);
+            value
+        };
+        assert_eq!(threshold(&stream), 1);
+        assert!(stream.wake_at(256 * 1024));
+        assert_eq!(threshold(&stream), 256 * 1024);
+        assert!(stream.wake_at(1));
+        assert_eq!(threshold(&stream), 1);
+    }
 
     #[test]
     fn a_bundle_without_certificates_gives_no_tls() {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-/// One scripted answer: its bytes, bytes sent 50 ms later (a body that comes after its
-/// head), and whether the server closes the connection after it.
+/// One scripted answer: its bytes, pieces sent later (each after its pause: a body that
+/// comes after its head, or slowly), and whether the server closes the connection after it.
 pub(super) struct Reply {
     pub(super) bytes: Vec<u8>,
-    pub(super) later: Vec<u8>,
+    pub(super) later: Vec<(std::time::Duration, Vec<u8>)>,
     pub(super) close: bool,
 }
 
@@ -126,10 +126,10 @@ async fn serve(
                     if conn.write_all(&next.bytes).await.is_err() {
                         return;
                     }
-                    if !next.later.is_empty() {
+                    for (pause, piece) in &next.later {
                         let _ = conn.flush().await;
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        if conn.write_all(&next.later).await.is_err() {
+                        tokio::time::sleep(*pause).await;
+                        if conn.write_all(piece).await.is_err() {
                             return;
                         }
                     }
