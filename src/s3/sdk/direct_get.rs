@@ -239,10 +239,11 @@ impl DirectGet {
         let mut slow = false;
         while out.len() < limit {
             let left = limit - out.len();
-            // Never more than is left: the server sends nothing past it.
-            let wanted = left.min(WAKE_AT);
-            if !slow && (waking_at == 1 || wanted < waking_at) && stream.wake_at(wanted) {
-                waking_at = wanted;
+            if !slow
+                && (waking_at == 1 || left < waking_at)
+                && let Some(set) = stream.wake_at(WAKE_AT, left)
+            {
+                waking_at = set;
             }
             let room = left.min(out.spare().len());
             if room == 0 {
@@ -269,7 +270,7 @@ impl DirectGet {
                 Some(read) => read,
                 // Slow, or stalled: from now on woken by every byte, and waited for the
                 // no-progress time.
-                None if waking_at > 1 && stream.wake_at(1) => {
+                None if waking_at > 1 && stream.wake_at(1, left).is_some() => {
                     (waking_at, slow) = (1, true);
                     continue;
                 }
@@ -280,7 +281,7 @@ impl DirectGet {
             unsafe { out.advance(read) };
         }
         // The next answer's head may be shorter than the last wait.
-        Ok(waking_at == 1 || stream.wake_at(1))
+        Ok(waking_at == 1 || stream.wake_at(1, 0).is_some())
     }
 
     /// Counts an answer not taken that says the endpoint may not serve the exchange (a

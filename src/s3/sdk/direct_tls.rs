@@ -73,16 +73,24 @@ pub(super) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// Most bytes of a body that rustls may hold read from the socket and not yet handed on (a
+/// record not yet whole, with some to spare): what the socket still has to receive is at
+/// least what is left of the body less this.
+const TLS_HELD: usize = 64 * 1024;
+
 impl Stream {
-    /// Asks the kernel to wake the reader of a plain connection only once `bytes` have
-    /// arrived (`SO_RCVLOWAT`; 1 is the kernel's default), or the connection ended. Not for
-    /// TLS: rustls may hold part of what is left, so what the socket still has to receive is
-    /// not known here. False where it could not be set.
-    pub(super) fn wake_at(&self, bytes: usize) -> bool {
-        let Stream::Plain(tcp) = self else {
-            return false;
+    /// Asks the kernel to wake the reader only once `bytes` of the `left` still to come have
+    /// arrived (`SO_RCVLOWAT`; 1 is the kernel's default), or the connection ended. Never
+    /// more than the socket still has to receive: over TLS, less what rustls may hold
+    /// ([`TLS_HELD`]). The threshold set (1 where none is worth it), or `None` where it could
+    /// not be set.
+    pub(super) fn wake_at(&self, bytes: usize, left: usize) -> Option<usize> {
+        let (tcp, held) = match self {
+            Stream::Plain(tcp) => (tcp, 0),
+            Stream::Tls(tls) => (tls.get_ref().0, TLS_HELD),
         };
-        let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+        let bytes = bytes.min(left.saturating_sub(held)).max(1);
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         // SAFETY: the descriptor is the open socket `tcp` owns; the option is an int read
         // from `value` for the length given.
         let set = unsafe {
@@ -94,7 +102,7 @@ impl Stream {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        set == 0
+        (set == 0).then_some(bytes)
     }
 }
 
@@ -142,38 +150,52 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_plain_connection_takes_a_wake_up_threshold() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let stream = Stream::Plain(tcp);
-        let threshold = |stream: &Stream| {
-            let Stream::Plain(tcp) = stream else {
-                unreachable!()
-            };
-            let sock = std::os::fd::AsFd::as_fd(tcp);
-            let mut value: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: reads an int option of an open socket into `value`.
-            let got = unsafe {
-                libc::getsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&sock),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVLOWAT,
-                    std::ptr::from_mut(&mut value).cast(),
-                    &mut len,
-                )
-            };
-            assert_eq!(got, 0);
-            value
+    /// The socket's wake-up threshold (`SO_RCVLOWAT`).
+    fn threshold(stream: &Stream) -> libc::c_int {
+        let fd = match stream {
+            Stream::Plain(tcp) => std::os::fd::AsRawFd::as_raw_fd(tcp),
+            Stream::Tls(tls) => std::os::fd::AsRawFd::as_raw_fd(tls.get_ref().0),
         };
-        assert_eq!(threshold(&stream), 1);
-        assert!(stream.wake_at(256 * 1024));
-        assert_eq!(threshold(&stream), 256 * 1024);
-        assert!(stream.wake_at(1));
-        assert_eq!(threshold(&stream), 1);
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: reads an int option of an open socket into `value`.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(got, 0);
+        value
+    }
+
+    #[tokio::test]
+    async fn wake_up_thresholds_never_exceed_what_the_socket_has_to_receive() {
+        const KIB: usize = 1024;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await;
+        let plain = Stream::Plain(tcp.unwrap());
+        assert_eq!(threshold(&plain), 1);
+        assert_eq!(plain.wake_at(256 * KIB, 1024 * KIB), Some(256 * KIB));
+        assert_eq!(threshold(&plain), 256 * 1024);
+        assert_eq!(plain.wake_at(256 * KIB, 100 * KIB), Some(100 * KIB));
+        assert_eq!(plain.wake_at(1, 0), Some(1));
+        assert_eq!(threshold(&plain), 1);
+        // Over TLS, less what rustls may hold; 1 where nothing is left after that.
+        let (addr, _) = crate::s3::sdk::scripted_server::scripted_tls(vec![]).await;
+        let tls = Tls::trusting(Some(&crate::s3::sdk::scripted_server::testdata("ca.pem")));
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let tls = tls.unwrap().connect("127.0.0.1", tcp).await.unwrap();
+        assert_eq!(
+            tls.wake_at(1024 * KIB, 100 * KIB),
+            Some(100 * KIB - TLS_HELD)
+        );
+        assert_eq!(threshold(&tls), (100 * KIB - TLS_HELD) as libc::c_int);
+        assert_eq!(tls.wake_at(1024 * KIB, TLS_HELD), Some(1));
+        assert_eq!(threshold(&tls), 1);
     }
 
     #[test]
