@@ -240,8 +240,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
                 // Only a version this call made goes on the inode: an earlier commit's answer
                 // may name a version changed in place since (a chmod copies the object onto
                 // itself), and a reader would then ask S3 for one it no longer has.
+                let deferred = handle.take_deferred_posix();
                 let done = if fresh {
-                    let done = match handle.take_deferred_posix() {
+                    let done = match deferred {
                         Some(change) => self.posix_after_commit(handle, done, &change).await?,
                         None => done,
                     };
@@ -254,6 +255,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     self.inodes.refresh(handle.ino, stat);
                     done
                 } else {
+                    if let Some(change) = deferred {
+                        // Deferred just as the earlier commit took its own: made on the object
+                        // as it is now (which refreshes the inode).
+                        let inode = self.inode(handle.ino)?;
+                        self.change_object_posix(&inode, &change).await?;
+                    }
                     done
                 };
                 self.make_real(handle.ino);

@@ -185,6 +185,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
             ));
         };
         if !handle.upload.set_posix(change).await {
+            if handle.upload.is_committed().await {
+                // The commit landed after this change found the file being written: no
+                // later commit of the handle makes a version to carry it.
+                let inode = self.inode(inode.ino)?;
+                return self.change_object_posix(&inode, change).await.map(drop);
+            }
             handle.defer_posix(change);
         }
         self.inodes
@@ -194,7 +200,11 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// The object's attributes replaced by a copy onto itself, conditional on the version
     /// there now; returns the new ETag.
-    async fn change_object_posix(&self, inode: &Inode, change: &Posix) -> Result<String, FsError> {
+    pub(super) async fn change_object_posix(
+        &self,
+        inode: &Inode,
+        change: &Posix,
+    ) -> Result<String, FsError> {
         let current = match self.revalidate(inode).await? {
             super::Observed::Current(current) | super::Observed::Moved { new: current, .. } => {
                 current

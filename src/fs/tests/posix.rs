@@ -447,6 +447,58 @@ async fn a_commit_after_a_change_keeps_the_changed_version() {
     fs.release(reader).await;
 }
 
+/// A chmod that found the file still being written, and reached its upload just after the
+/// commit landed (the handle still open): it is made on the object, not kept for a commit
+/// that will not make a new version.
+#[tokio::test]
+async fn a_change_racing_the_commit_is_made_on_the_object() {
+    let config = FsConfig {
+        posix_metadata: true,
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[], config);
+    let (attr, fh) = fs
+        .create_as(ROOT_INO, "f", me(), false, Some(ALICE))
+        .await
+        .unwrap();
+    fs.write(fh, 0, b"data", me()).await.unwrap();
+    let before_the_commit = fs.inode(attr.ino).unwrap();
+    fs.fsync(fh).await.unwrap();
+    let change = Posix {
+        mode: Some(0o600),
+        ..Posix::default()
+    };
+    fs.change_posix(&before_the_commit, change).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.posix("f").unwrap().mode, Some(S_IFREG | 0o600));
+    let etag = store.etag("f").unwrap();
+    let inode = fs.inode(attr.ino).unwrap();
+    assert_eq!(inode.stat.etag.as_deref(), Some(etag.as_str()));
+}
+
+/// A change deferred while the multipart upload was under way, but after its commit had
+/// taken the deferred changes (the chmod lost the race to the commit's end): the next commit
+/// of the handle makes no version, and makes the change on the object.
+#[tokio::test]
+async fn a_change_deferred_after_the_commit_took_its_own_is_still_made() {
+    let (store, fs, ino, fh, _) = chmod_during_a_streaming_upload().await;
+    fs.fsync(fh).await.unwrap();
+    let Ok(crate::fs::handles::OpenFile::Write(handle)) = fs.handle(fh) else {
+        panic!("a writing handle");
+    };
+    handle.defer_posix(&Posix {
+        mode: Some(S_IFREG | 0o400),
+        ..Posix::default()
+    });
+    fs.release(fh).await;
+    assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o400));
+    let etag = store.etag("big").unwrap();
+    assert_eq!(
+        fs.inode(ino).unwrap().stat.etag.as_deref(),
+        Some(etag.as_str())
+    );
+}
+
 /// The same for a change deferred to a streaming upload's commit (made by a copy right after
 /// it): a later fsync or close answers with the copy's version.
 #[tokio::test]
