@@ -153,10 +153,10 @@ pub async fn after_create<S: ObjectStore>(
     Ok(())
 }
 
-/// [`PassthroughTable::open`], decided again for a while if the inode is busy. The
-/// whole-object copy is opened first, outside the table's lock (it reads the disk), and only
-/// when the open could start passthrough, or when the table asks for it (a release came
-/// between the two; the second answer then never asks again).
+/// [`PassthroughTable::open`], decided again for a while if the inode is busy. The table is
+/// asked first without the whole-object copy; only when it answers that passthrough could
+/// start ([`table::LookFirst`]) is the copy opened, outside the table's lock (it reads the
+/// disk), and the table asked again (that answer never asks again).
 async fn decide<S, R>(
     fs: &Arc<S3Filesystem<S>>,
     table: &PassthroughTable<BackingId>,

@@ -6,11 +6,12 @@
 //!
 //! Only the answer it can vouch for is taken here: status 206 with exactly the range asked
 //! (`Content-Range`, `Content-Length`, no transfer coding) and, when the read is pinned to
-//! an ETag, that ETag. Anything else (another status, a header it does not expect, a
-//! connection that fails before the body) is handed back, and the caller asks the SDK, which
-//! retries, classifies errors and counts them. A body that breaks midway keeps what came and
-//! is resumed like the SDK's. Servers that refuse presigned requests turn this path off for
-//! the mount. The URL is never logged: its query holds the signature.
+//! an ETag, that ETag. A 404 or 412 is final: the error it says. Anything else (another
+//! status, a header it does not expect, a connection that fails before the body) is handed
+//! back, and the caller asks the SDK, which retries, classifies errors and counts them. A
+//! body that breaks midway keeps what came and is resumed like the SDK's. Servers that
+//! refuse presigned requests turn this path off for the mount. The URL is never logged: its
+//! query holds the signature.
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -224,26 +225,32 @@ impl DirectGet {
     }
 
     /// Reads the body into `out` until it holds `limit` bytes, and says whether the
-    /// connection can be kept for another GET; why not, if the body broke. The
-    /// reader is woken once a good part of the body has come ([`WAKE_AT`]), not for every
-    /// segment: on loopback one wake-up came for every 190 KiB, each a switch of the
-    /// runtime's thread, and the mount's CPU per byte fell by a tenth. A body slower than
-    /// [`WAKE_AT`] a second is read as it comes.
+    /// connection can be kept for another GET; why not, if the body broke. The reader is
+    /// woken once a good part of the body has come ([`WAKE_AT`], never more than the socket
+    /// still has to receive: [`Stream::threshold`]), not for every segment: on loopback one
+    /// wake-up came for every 190 KiB, each a switch of the runtime's thread. A body that
+    /// does not bring the threshold within [`WAKE_PATIENCE`] is read as it comes from then
+    /// on; either way a body is broken after `no_progress` without a byte.
     async fn read_body(
         &self,
         stream: &mut Stream,
         out: &mut BodyBuffer,
         limit: usize,
     ) -> Result<bool, &'static str> {
+        // The threshold set on the socket (1: the kernel's default).
         let mut waking_at = 1;
+        // Woken for every byte from now on: a slow body, or a threshold that would not set.
         let mut slow = false;
+        // Waited in vain for the threshold already, since the last byte.
+        let mut waited = Duration::ZERO;
         while out.len() < limit {
             let left = limit - out.len();
-            if !slow
-                && (waking_at == 1 || left < waking_at)
-                && let Some(set) = stream.wake_at(WAKE_AT, left)
-            {
-                waking_at = set;
+            let target = stream.threshold(WAKE_AT, left);
+            if !slow && target != waking_at && (waking_at == 1 || target < waking_at) {
+                match stream.set_wake_at(target) {
+                    true => waking_at = target,
+                    false => slow = true,
+                }
             }
             let room = left.min(out.spare().len());
             if room == 0 {
@@ -252,7 +259,7 @@ impl DirectGet {
             let patience = if waking_at > 1 {
                 WAKE_PATIENCE.min(self.no_progress)
             } else {
-                self.no_progress
+                self.no_progress.saturating_sub(waited)
             };
             let read = {
                 let spare = &mut out.spare()[..room];
@@ -268,20 +275,21 @@ impl DirectGet {
             let read = match read {
                 Some(0) => return Err("the body broke"),
                 Some(read) => read,
-                // Slow, or stalled: from now on woken by every byte, and waited for the
-                // no-progress time.
-                None if waking_at > 1 && stream.wake_at(1, left).is_some() => {
-                    (waking_at, slow) = (1, true);
+                // Slow, or stalled: woken by every byte from now on, for what is left of the
+                // no-progress wait.
+                None if waking_at > 1 && stream.set_wake_at(1) => {
+                    (waking_at, slow, waited) = (1, true, patience);
                     continue;
                 }
                 None => return Err("the body broke"),
             };
+            waited = Duration::ZERO;
             // SAFETY: `ReadBuf` counts as filled only bytes the read wrote, at the start of
             // the room given.
             unsafe { out.advance(read) };
         }
-        // The next answer's head may be shorter than the last wait.
-        Ok(waking_at == 1 || stream.wake_at(1, 0).is_some())
+        // The next answer's head may be shorter than the last threshold.
+        Ok(waking_at == 1 || stream.set_wake_at(1))
     }
 
     /// Counts an answer not taken that says the endpoint may not serve the exchange (a

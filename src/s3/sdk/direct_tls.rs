@@ -79,18 +79,26 @@ pub(super) enum Stream {
 const TLS_HELD: usize = 64 * 1024;
 
 impl Stream {
-    /// Asks the kernel to wake the reader only once `bytes` of the `left` still to come have
-    /// arrived (`SO_RCVLOWAT`; 1 is the kernel's default), or the connection ended. Never
-    /// more than the socket still has to receive: over TLS, less what rustls may hold
-    /// ([`TLS_HELD`]). The threshold set (1 where none is worth it), or `None` where it could
-    /// not be set.
-    pub(super) fn wake_at(&self, bytes: usize, left: usize) -> Option<usize> {
-        let (tcp, held) = match self {
-            Stream::Plain(tcp) => (tcp, 0),
-            Stream::Tls(tls) => (tls.get_ref().0, TLS_HELD),
+    /// The wake-up threshold worth asking for (see [`Stream::set_wake_at`]) when `left` bytes
+    /// of an answer are still to come: `bytes`, but never more than the socket still has to
+    /// receive (over TLS, `left` less what rustls may hold: [`TLS_HELD`]); 1 where nothing
+    /// is left after that.
+    pub(super) fn threshold(&self, bytes: usize, left: usize) -> usize {
+        let held = match self {
+            Stream::Plain(_) => 0,
+            Stream::Tls(_) => TLS_HELD,
         };
-        let bytes = bytes.min(left.saturating_sub(held)).max(1);
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        bytes.min(left.saturating_sub(held)).max(1)
+    }
+
+    /// Asks the kernel to wake the reader only once `bytes` have arrived (`SO_RCVLOWAT`; 1
+    /// is the kernel's default), or the connection ended. False where it could not be set.
+    pub(super) fn set_wake_at(&self, bytes: usize) -> bool {
+        let tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        };
+        let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
         // SAFETY: the descriptor is the open socket `tcp` owns; the option is an int read
         // from `value` for the length given.
         let set = unsafe {
@@ -102,7 +110,7 @@ impl Stream {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        (set == 0).then_some(bytes)
+        set == 0
     }
 }
 
@@ -179,23 +187,24 @@ mod tests {
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).await;
         let plain = Stream::Plain(tcp.unwrap());
         assert_eq!(threshold(&plain), 1);
-        assert_eq!(plain.wake_at(256 * KIB, 1024 * KIB), Some(256 * KIB));
+        assert_eq!(plain.threshold(256 * KIB, 1024 * KIB), 256 * KIB);
+        assert_eq!(plain.threshold(256 * KIB, 100 * KIB), 100 * KIB);
+        assert_eq!(plain.threshold(256 * KIB, 0), 1);
+        assert!(plain.set_wake_at(256 * KIB));
         assert_eq!(threshold(&plain), 256 * 1024);
-        assert_eq!(plain.wake_at(256 * KIB, 100 * KIB), Some(100 * KIB));
-        assert_eq!(plain.wake_at(1, 0), Some(1));
+        assert!(plain.set_wake_at(1));
         assert_eq!(threshold(&plain), 1);
         // Over TLS, less what rustls may hold; 1 where nothing is left after that.
         let (addr, _) = crate::s3::sdk::scripted_server::scripted_tls(vec![]).await;
         let tls = Tls::trusting(Some(&crate::s3::sdk::scripted_server::testdata("ca.pem")));
         let tcp = TcpStream::connect(&addr).await.unwrap();
         let tls = tls.unwrap().connect("127.0.0.1", tcp).await.unwrap();
-        assert_eq!(
-            tls.wake_at(1024 * KIB, 100 * KIB),
-            Some(100 * KIB - TLS_HELD)
-        );
-        assert_eq!(threshold(&tls), (100 * KIB - TLS_HELD) as libc::c_int);
-        assert_eq!(tls.wake_at(1024 * KIB, TLS_HELD), Some(1));
-        assert_eq!(threshold(&tls), 1);
+        assert_eq!(tls.threshold(1024 * KIB, 100 * KIB), 100 * KIB - TLS_HELD);
+        assert_eq!(tls.threshold(1024 * KIB, 2048 * KIB), 1024 * KIB);
+        assert_eq!(tls.threshold(1024 * KIB, 1024 * KIB + 8 * KIB), 968 * KIB);
+        assert_eq!(tls.threshold(1024 * KIB, TLS_HELD), 1);
+        assert!(tls.set_wake_at(36 * KIB));
+        assert_eq!(threshold(&tls), 36 * 1024);
     }
 
     #[test]
