@@ -40,6 +40,9 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Bytes of a body gathered by the kernel before the exchange is woken to read them (see
 /// [`Stream::wake_at`]).
 const WAKE_AT: usize = 1024 * 1024;
+/// Bodies shorter than this are read as they come (see [`DirectGet::read_body`]): a
+/// sequential reader's parts grow past it, a random reader's GETs stay under it.
+const LONG_BODY: usize = 4 * WAKE_AT;
 /// How long a read waits for [`WAKE_AT`] bytes before it takes them as they come.
 const WAKE_PATIENCE: Duration = Duration::from_secs(1);
 /// Kept-alive connections waiting for the next GET, at most.
@@ -225,12 +228,13 @@ impl DirectGet {
     }
 
     /// Reads the body into `out` until it holds `limit` bytes, and says whether the
-    /// connection can be kept for another GET; why not, if the body broke. The reader is
-    /// woken once a good part of the body has come ([`WAKE_AT`], never more than the socket
-    /// still has to receive: [`Stream::threshold`]), not for every segment: on loopback one
-    /// wake-up came for every 190 KiB, each a switch of the runtime's thread. A body that
-    /// does not bring the threshold within [`WAKE_PATIENCE`] is read as it comes from then
-    /// on; either way a body is broken after `no_progress` without a byte.
+    /// connection can be kept for another GET; why not, if the body broke. The reader of a
+    /// long body ([`LONG_BODY`]) is woken once a good part of it has come ([`WAKE_AT`], never
+    /// more than the socket still has to receive: [`Stream::threshold`]), not for every
+    /// segment: on loopback one wake-up came for every 190 KiB, each a switch of the
+    /// runtime's thread. A body that does not bring the threshold within [`WAKE_PATIENCE`]
+    /// is read as it comes from then on; either way a body is broken after `no_progress`
+    /// without a byte.
     async fn read_body(
         &self,
         stream: &mut Stream,
@@ -239,8 +243,10 @@ impl DirectGet {
     ) -> Result<bool, &'static str> {
         // The threshold set on the socket (1: the kernel's default).
         let mut waking_at = 1;
-        // Woken for every byte from now on: a slow body, or a threshold that would not set.
-        let mut slow = false;
+        // Woken for every byte (from now on): a short body, a slow one, or a threshold that
+        // would not set. A short body is what a random reader waits for whole, and its
+        // latency is what counts there (random 1 MiB reads were slower with the threshold).
+        let mut slow = limit - out.len() < LONG_BODY;
         // Waited in vain for the threshold already, since the last byte.
         let mut waited = Duration::ZERO;
         while out.len() < limit {

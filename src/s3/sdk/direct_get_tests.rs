@@ -211,17 +211,32 @@ async fn a_body_that_breaks_keeps_what_came_for_the_resume() {
     let (fetched, got) = fetch(&exchange(), &addr, 10).await;
     assert_eq!(fetched, Fetched::Declined("the body broke"));
     assert_eq!(got, b"0123");
-    // A body that stalls midway, likewise, after the no-progress wait (once: the wait for
-    // the wake-up threshold is part of it).
+    // A body that stalls midway, likewise, after the no-progress wait.
     let (addr, _) = scripted(vec![reply(partial(5, 10, b"01234"))]).await;
-    let started = Instant::now();
-    let (fetched, got) = fetch(&exchange_waiting(Duration::from_millis(1000)), &addr, 10).await;
+    let (fetched, got) = fetch(&exchange_waiting(Duration::from_millis(300)), &addr, 10).await;
     assert_eq!(
         (fetched, got),
         (Fetched::Declined("the body broke"), b"01234".to_vec())
     );
+    // A long body (read with a raised wake-up threshold) too, and the wait for the
+    // threshold counts toward the no-progress wait.
+    let body = long_body();
+    let half = &body[..body.len() / 2];
+    let (addr, _) = scripted(vec![reply(partial(5, body.len() as u64, half))]).await;
+    let started = Instant::now();
+    let ex = exchange_waiting(Duration::from_millis(1000));
+    let (fetched, got) = fetch(&ex, &addr, body.len() as u64).await;
+    assert_eq!(
+        (fetched, got),
+        (Fetched::Declined("the body broke"), half.to_vec())
+    );
     let waited = started.elapsed();
     assert!(waited < Duration::from_millis(1800), "{waited:?}");
+}
+
+/// A body long enough to be read with a raised wake-up threshold.
+fn long_body() -> Vec<u8> {
+    (0..LONG_BODY + WAKE_AT).map(|i| (i % 251) as u8).collect()
 }
 
 #[tokio::test]
@@ -265,23 +280,24 @@ async fn a_server_that_refuses_presigned_requests_turns_the_exchange_off() {
     );
 }
 
-/// A body that comes more slowly than the wake-up threshold a second is read as it comes,
-/// each piece within the no-progress wait, though the whole takes longer than it.
+/// A long body whose end comes more slowly than the wake-up threshold a second is read as it
+/// comes, each piece within the no-progress wait, though the end takes longer than it.
 #[tokio::test]
 async fn a_slow_body_is_read_as_it_comes() {
+    let body = long_body();
+    let (fast, slow) = body.split_at(body.len() - 15);
     let pause = Duration::from_millis(1500);
-    let head = partial(5, 15, b"");
-    let pieces = [b"01234", b"56789", b"abcde"].map(|p| (pause, p.to_vec()));
+    let pieces = slow.chunks(5).map(|p| (pause, p.to_vec())).collect();
     let (addr, _) = scripted(vec![Reply {
-        bytes: head,
-        later: pieces.to_vec(),
+        bytes: partial(5, body.len() as u64, fast),
+        later: pieces,
         close: false,
     }])
     .await;
     let ex = exchange_waiting(Duration::from_secs(2));
     assert_eq!(
-        fetch(&ex, &addr, 15).await,
-        (Fetched::Whole, b"0123456789abcde".to_vec())
+        fetch(&ex, &addr, body.len() as u64).await,
+        (Fetched::Whole, body)
     );
 }
 
@@ -289,7 +305,7 @@ async fn a_slow_body_is_read_as_it_comes() {
 /// answer's head, however short; plain and over TLS.
 #[tokio::test]
 async fn a_kept_connection_wakes_for_a_short_answer() {
-    let body = vec![b'x'; 256 * 1024];
+    let body = long_body();
     for tls in [false, true] {
         let replies = vec![
             Reply {
