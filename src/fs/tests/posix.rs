@@ -420,28 +420,13 @@ async fn a_reopen_before_the_previous_release_waits_for_it() {
 /// inode: a reader opening the file would then ask S3 for a version it no longer has.
 #[tokio::test]
 async fn a_commit_after_a_change_keeps_the_changed_version() {
-    let config = FsConfig {
-        posix_metadata: true,
-        ..FsConfig::default()
-    };
-    let (store, fs) = setup(&[], config);
-    let (attr, fh) = fs
-        .create_as(ROOT_INO, "f", me(), false, Some(ALICE))
-        .await
-        .unwrap();
-    fs.write(fh, 0, b"data", me()).await.unwrap();
+    let (store, fs, attr, fh) = data_written_to_f().await;
     fs.fsync(fh).await.unwrap();
     fs.setattr(attr.ino, None, chmod(0o100600)).await.unwrap();
     fs.fsync(fh).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.posix("f").unwrap().mode, Some(S_IFREG | 0o600));
-    let etag = store.etag("f").unwrap();
-    let inode = fs.inode(attr.ino).unwrap();
-    assert_eq!(
-        inode.stat.etag.as_deref(),
-        Some(etag.as_str()),
-        "the inode's version"
-    );
+    assert_at_the_stored_version(&fs, &store, attr.ino, "f");
     let reader = fs.open(attr.ino, OpenMode::default(), me()).await.unwrap();
     assert_eq!(&fs.read(reader, 0, 10).await.unwrap()[..], b"data");
     fs.release(reader).await;
@@ -452,16 +437,7 @@ async fn a_commit_after_a_change_keeps_the_changed_version() {
 /// that will not make a new version.
 #[tokio::test]
 async fn a_change_racing_the_commit_is_made_on_the_object() {
-    let config = FsConfig {
-        posix_metadata: true,
-        ..FsConfig::default()
-    };
-    let (store, fs) = setup(&[], config);
-    let (attr, fh) = fs
-        .create_as(ROOT_INO, "f", me(), false, Some(ALICE))
-        .await
-        .unwrap();
-    fs.write(fh, 0, b"data", me()).await.unwrap();
+    let (store, fs, attr, fh) = data_written_to_f().await;
     let before_the_commit = fs.inode(attr.ino).unwrap();
     fs.fsync(fh).await.unwrap();
     let change = Posix {
@@ -471,9 +447,7 @@ async fn a_change_racing_the_commit_is_made_on_the_object() {
     fs.change_posix(&before_the_commit, change).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.posix("f").unwrap().mode, Some(S_IFREG | 0o600));
-    let etag = store.etag("f").unwrap();
-    let inode = fs.inode(attr.ino).unwrap();
-    assert_eq!(inode.stat.etag.as_deref(), Some(etag.as_str()));
+    assert_at_the_stored_version(&fs, &store, attr.ino, "f");
 }
 
 /// A change deferred while the multipart upload was under way, but after its commit had
@@ -492,11 +466,7 @@ async fn a_change_deferred_after_the_commit_took_its_own_is_still_made() {
     });
     fs.release(fh).await;
     assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o400));
-    let etag = store.etag("big").unwrap();
-    assert_eq!(
-        fs.inode(ino).unwrap().stat.etag.as_deref(),
-        Some(etag.as_str())
-    );
+    assert_at_the_stored_version(&fs, &store, ino, "big");
 }
 
 /// The same for a change deferred to a streaming upload's commit (made by a copy right after
@@ -508,12 +478,41 @@ async fn a_commit_after_a_deferred_change_keeps_the_changed_version() {
     fs.fsync(fh).await.unwrap();
     fs.release(fh).await;
     assert_eq!(store.posix("big").unwrap().mode, Some(S_IFREG | 0o444));
-    let etag = store.etag("big").unwrap();
+    assert_at_the_stored_version(&fs, &store, ino, "big");
     let inode = fs.inode(ino).unwrap();
-    assert_eq!(
-        inode.stat.etag.as_deref(),
-        Some(etag.as_str()),
-        "the inode's version"
-    );
     assert_eq!(inode.stat.posix.unwrap().mode, Some(S_IFREG | 0o444));
+}
+
+/// A mount with `--posix-metadata` where Alice created `f` and wrote `data` to it (not
+/// committed yet): the store, the mount, `f`'s attributes and its handle.
+async fn data_written_to_f() -> (
+    Arc<InMemoryStore>,
+    S3Filesystem<InMemoryStore>,
+    crate::fs::Attr,
+    u64,
+) {
+    let config = FsConfig {
+        posix_metadata: true,
+        ..FsConfig::default()
+    };
+    let (store, fs) = setup(&[], config);
+    let (attr, fh) = fs
+        .create_as(ROOT_INO, "f", me(), false, Some(ALICE))
+        .await
+        .unwrap();
+    fs.write(fh, 0, b"data", me()).await.unwrap();
+    (store, fs, attr, fh)
+}
+
+/// The inode `ino` stands at the version of `key` in the store: a reader opening it asks S3
+/// for a version it has.
+fn assert_at_the_stored_version(
+    fs: &S3Filesystem<InMemoryStore>,
+    store: &InMemoryStore,
+    ino: u64,
+    key: &str,
+) {
+    let etag = store.etag(key).unwrap();
+    let inode = fs.inode(ino).unwrap();
+    assert_eq!(inode.stat.etag.as_deref(), Some(etag.as_str()), "{key}");
 }

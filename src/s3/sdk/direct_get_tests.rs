@@ -362,18 +362,14 @@ async fn answers_about_the_object_are_final() {
     ])
     .await;
     let ex = exchange();
-    assert_eq!(
-        fetch(&ex, &addr, 4).await,
-        (Fetched::Failed(S3Error::NotFound), vec![])
-    );
-    assert_eq!(
-        fetch(&ex, &addr, 4).await.0,
-        Fetched::Failed(S3Error::NoSuchBucket)
-    );
-    assert_eq!(
-        fetch(&ex, &addr, 4).await.0,
-        Fetched::Failed(S3Error::PreconditionFailed)
-    );
+    let errors = [
+        S3Error::NotFound,
+        S3Error::NoSuchBucket,
+        S3Error::PreconditionFailed,
+    ];
+    for error in errors {
+        assert_eq!(fetch(&ex, &addr, 4).await, (Fetched::Failed(error), vec![]));
+    }
     assert_eq!(
         fetch(&ex, &addr, 4).await,
         (Fetched::Whole, b"abcd".to_vec())
@@ -394,14 +390,9 @@ async fn answers_about_the_object_are_final() {
         reply(b"HTTP/1.1 412 x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
     ])
     .await;
-    assert_eq!(
-        fetch(&ex, &addr, 4).await.0,
-        Fetched::Failed(S3Error::NoSuchBucket)
-    );
-    assert_eq!(
-        fetch(&ex, &addr, 4).await.0,
-        Fetched::Failed(S3Error::PreconditionFailed)
-    );
+    for error in [S3Error::NoSuchBucket, S3Error::PreconditionFailed] {
+        assert_eq!(fetch(&ex, &addr, 4).await.0, Fetched::Failed(error));
+    }
     assert_eq!(seen.lock().unwrap().connections, 2);
 }
 
