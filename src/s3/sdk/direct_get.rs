@@ -43,8 +43,11 @@ const WAKE_AT: usize = 1024 * 1024;
 /// Bodies shorter than this are read as they come (see [`DirectGet::read_body`]): a
 /// sequential reader's parts grow past it, a random reader's GETs stay under it.
 const LONG_BODY: usize = 4 * WAKE_AT;
-/// How long a read waits for [`WAKE_AT`] bytes before it takes them as they come.
-const WAKE_PATIENCE: Duration = Duration::from_secs(1);
+/// The shortest wait for a byte after the wait for [`WAKE_AT`] bytes ran out (see
+/// [`DirectGet::read_body`]).
+const LAST_LOOK: Duration = Duration::from_millis(100);
+/// How long a read waits for [`WAKE_AT`] bytes before it takes what has come.
+const WAKE_PATIENCE: Duration = Duration::from_millis(20);
 /// Kept-alive connections waiting for the next GET, at most.
 const MAX_IDLE: usize = 64;
 /// How long a kept-alive connection may wait for the next GET: the server may have closed
@@ -232,8 +235,9 @@ impl DirectGet {
     /// long body ([`LONG_BODY`]) is woken once a good part of it has come ([`WAKE_AT`], never
     /// more than the socket still has to receive: [`Stream::threshold`]), not for every
     /// segment: on loopback one wake-up came for every 190 KiB, each a switch of the
-    /// runtime's thread. A body that does not bring the threshold within [`WAKE_PATIENCE`]
-    /// is read as it comes from then on; either way a body is broken after `no_progress`
+    /// runtime's thread. When the threshold has not come within [`WAKE_PATIENCE`] (a slow
+    /// body, or a receive window that cannot hold it yet: a fresh connection's sender stops
+    /// short of it), that read takes what is there. A body is broken after `no_progress`
     /// without a byte.
     async fn read_body(
         &self,
@@ -241,31 +245,37 @@ impl DirectGet {
         out: &mut BodyBuffer,
         limit: usize,
     ) -> Result<bool, &'static str> {
+        // Whether thresholds are asked for: a long body, on a socket that takes them.
+        let mut raise = limit - out.len() >= LONG_BODY;
         // The threshold set on the socket (1: the kernel's default).
         let mut waking_at = 1;
-        // Woken for every byte (from now on): a short body, a slow one, or a threshold that
-        // would not set. A short body is what a random reader waits for whole, and its
-        // latency is what counts there (random 1 MiB reads were slower with the threshold).
-        let mut slow = limit - out.len() < LONG_BODY;
-        // Waited in vain for the threshold already, since the last byte.
+        // The last wait for the threshold ran out: this read takes what has come.
+        let mut stuck = false;
+        // Waited without a byte since the last one.
         let mut waited = Duration::ZERO;
         while out.len() < limit {
             let left = limit - out.len();
-            let target = stream.threshold(WAKE_AT, left);
-            if !slow && target != waking_at && (waking_at == 1 || target < waking_at) {
-                match stream.set_wake_at(target) {
-                    true => waking_at = target,
-                    false => slow = true,
+            let wanted = match raise && !stuck {
+                true => stream.threshold(WAKE_AT, left),
+                false => 1,
+            };
+            if wanted != waking_at && (waking_at == 1 || wanted < waking_at) {
+                if stream.set_wake_at(wanted) {
+                    waking_at = wanted;
+                } else {
+                    raise = false;
                 }
             }
             let room = left.min(out.spare().len());
             if room == 0 {
                 return Err("more bytes than the buffer holds");
             }
-            let patience = if waking_at > 1 {
-                WAKE_PATIENCE.min(self.no_progress)
-            } else {
-                self.no_progress.saturating_sub(waited)
+            let wait_left = self.no_progress.saturating_sub(waited);
+            let patience = match waking_at > 1 {
+                true => WAKE_PATIENCE.min(wait_left),
+                // At least a moment: bytes already queued are seen once the runtime hears of
+                // them, which a wait of nothing would not allow.
+                false => wait_left.max(LAST_LOOK),
             };
             let read = {
                 let spare = &mut out.spare()[..room];
@@ -281,15 +291,13 @@ impl DirectGet {
             let read = match read {
                 Some(0) => return Err("the body broke"),
                 Some(read) => read,
-                // Slow, or stalled: woken by every byte from now on, for what is left of the
-                // no-progress wait.
-                None if waking_at > 1 && stream.set_wake_at(1) => {
-                    (waking_at, slow, waited) = (1, true, patience);
+                None if waking_at > 1 => {
+                    (stuck, waited) = (true, waited + patience);
                     continue;
                 }
                 None => return Err("the body broke"),
             };
-            waited = Duration::ZERO;
+            (stuck, waited) = (false, Duration::ZERO);
             // SAFETY: `ReadBuf` counts as filled only bytes the read wrote, at the start of
             // the room given.
             unsafe { out.advance(read) };
