@@ -101,17 +101,18 @@ struct Head {
 
 impl DirectGet {
     /// The exchange for an endpoint whose URL is `endpoint`: `http://`, or `https://` with
-    /// `tls` (none: the SDK's client has it to itself).
+    /// the TLS set-up `tls` makes (asked only then; none: the SDK's client has the endpoint
+    /// to itself).
     pub(super) fn for_endpoint(
         endpoint: Option<&str>,
-        tls: Option<Tls>,
+        tls: impl FnOnce() -> Option<Tls>,
         user_agent_prefix: Option<&str>,
         (connect_timeout, no_progress): (Duration, Duration),
     ) -> Option<Self> {
         let (scheme, _) = endpoint?.split_once("://")?;
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "http" => None,
-            "https" => Some(tls?),
+            "https" => Some(tls()?),
             _ => return None,
         };
         Some(Self {

@@ -97,7 +97,8 @@ fn requests_carry_the_host_once_and_every_signed_header() {
     );
     assert!(with_agent.ends_with("user-agent: a\r\n\r\n"));
     let d = Duration::from_secs(1);
-    let prefixed = DirectGet::for_endpoint(Some("http://h"), None, Some("job/7"), (d, d)).unwrap();
+    let prefixed =
+        DirectGet::for_endpoint(Some("http://h"), || None, Some("job/7"), (d, d)).unwrap();
     assert_eq!(
         prefixed.user_agent,
         concat!("job/7 mount-s3/", env!("CARGO_PKG_VERSION"))

@@ -8,7 +8,7 @@ use crate::s3::sdk::scripted_server::{Reply, partial, reply, scripted, scripted_
 fn http_endpoints_and_https_ones_with_tls_get_the_exchange() {
     let d = Duration::from_secs(1);
     let exchange =
-        |url: Option<&str>, tls: Option<Tls>| DirectGet::for_endpoint(url, tls, None, (d, d));
+        |url: Option<&str>, tls: Option<Tls>| DirectGet::for_endpoint(url, || tls, None, (d, d));
     assert!(exchange(Some("http://127.0.0.1:9000"), None).is_some());
     assert!(exchange(Some("HTTP://s3.local"), None).is_some());
     assert!(
@@ -19,6 +19,9 @@ fn http_endpoints_and_https_ones_with_tls_get_the_exchange() {
     assert!(exchange(None, None).is_none());
     assert!(exchange(Some("http:/"), None).is_none());
     assert!(exchange(Some("ftp://h"), Some(test_tls())).is_none());
+    // TLS is set up for https only (loading the system's certificates costs).
+    let no_tls = || -> Option<Tls> { panic!("TLS set up for an http:// endpoint") };
+    assert!(DirectGet::for_endpoint(Some("http://h"), no_tls, None, (d, d)).is_some());
 }
 
 /// TLS trusting the test CA.
@@ -35,7 +38,7 @@ const PATIENT: Duration = Duration::from_secs(10);
 
 /// An exchange that gives up on a silent server after `wait`.
 fn exchange_waiting(wait: Duration) -> DirectGet {
-    DirectGet::for_endpoint(Some("http://unused"), None, None, (wait, wait)).unwrap()
+    DirectGet::for_endpoint(Some("http://unused"), || None, None, (wait, wait)).unwrap()
 }
 
 /// Fetches `len` bytes from 5 of `http://addr/b/k` (`https://` if the exchange has TLS),
@@ -59,7 +62,7 @@ async fn fetch(exchange: &DirectGet, addr: &str, len: u64) -> (Fetched, Vec<u8>)
 fn tls_exchange(ca: &str) -> DirectGet {
     let d = PATIENT;
     let tls = Tls::trusting(Some(&testdata(ca))).unwrap();
-    DirectGet::for_endpoint(Some("https://unused"), Some(tls), None, (d, d)).unwrap()
+    DirectGet::for_endpoint(Some("https://unused"), || Some(tls), None, (d, d)).unwrap()
 }
 
 #[tokio::test]

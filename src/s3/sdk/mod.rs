@@ -223,15 +223,9 @@ fn direct_exchange_unless(
     if !config.bind.is_empty() || config.no_sign_request || proxied {
         return None;
     }
-    let endpoint = config.endpoint_url.as_deref()?;
-    let tls = endpoint
-        .get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        .then(|| direct_tls::Tls::trusting(config.ca_bundle.as_deref()))
-        .flatten();
     let exchange = direct_get::DirectGet::for_endpoint(
-        Some(endpoint),
-        tls,
+        config.endpoint_url.as_deref(),
+        || direct_tls::Tls::trusting(config.ca_bundle.as_deref()),
         config.user_agent_prefix.as_deref(),
         (config.connect_timeout, config.read_timeout),
     )?;
