@@ -49,15 +49,16 @@ JSON
     args+=("-$name.port=$port" "-$name.port.grpc=$((port + 10000))")
     [ "$name" = s3 ] && s3_port=$port
   done
-  # LOCAL_S3_TLS=1: S3 on https too, with a throwaway CA made here (for benchmarks over TLS):
-  # S3_ENDPOINT_TLS and S3_CA_BUNDLE say where and what to trust.
+  # LOCAL_S3_TLS=1: S3 on https too (for benchmarks over TLS), with the test certificate the
+  # unit and integration tests use (src/s3/sdk/testdata: a CA, and a certificate it signed
+  # for 127.0.0.1). S3_ENDPOINT_TLS and S3_CA_BUNDLE say where and what to trust.
   if [ "${LOCAL_S3_TLS:-0}" = 1 ]; then
-    local_s3_make_certs "$dir/tls"
+    local certs=$S3_REPO/src/s3/sdk/testdata
     port=$(local_s3_free_port)
-    args+=("-s3.cert.file=$dir/tls/server.pem" "-s3.key.file=$dir/tls/server.key"
+    args+=("-s3.cert.file=$certs/server.pem" "-s3.key.file=$certs/server.key"
       "-s3.port.https=$port")
     S3_ENDPOINT_TLS=https://127.0.0.1:$port
-    S3_CA_BUNDLE=$dir/tls/ca.pem
+    S3_CA_BUNDLE=$certs/ca.pem
     export S3_ENDPOINT_TLS S3_CA_BUNDLE
   fi
   setsid "$S3_WEED" "${args[@]}" >"$dir/weed.log" 2>&1 &
@@ -65,21 +66,6 @@ JSON
   echo "$S3_PID" >"$dir/weed.pid"
   S3_ENDPOINT=http://127.0.0.1:$s3_port
   export S3_ENDPOINT S3_PID
-}
-
-# A CA (ca.pem) and a server certificate it signed for 127.0.0.1 (server.pem, server.key)
-# in DIR, valid for a day.
-local_s3_make_certs() {
-  local dir=$1
-  mkdir -p "$dir"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=local S3 CA" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-    >"$dir/ext.cnf"
-  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-    -CAcreateserial -days 1 -extfile "$dir/ext.cnf" -out "$dir/server.pem" 2>/dev/null
 }
 
 local_s3_stop() {

@@ -15,9 +15,9 @@
 # measure that disk twice; otherwise BENCH_DIR);
 # BENCH_PEER, a Mountpoint binary to run the same sequential and cached jobs with, in the same
 # run (section "peer"; CPU-seconds per GiB for both, and for curl's direct GET);
-# BENCH_TLS=1: every read over https (the server serves TLS with a throwaway CA, given to the
-# mounts with --ca-bundle and to curl with --cacert; the peer is not run: it takes no bundle;
-# the write section's direct upload stays on http);
+# BENCH_TLS=1: every read over https (the server serves TLS with the tests' certificate, its
+# CA given to the mounts with --ca-bundle and to curl with --cacert; the peer is not run: it
+# takes no bundle; the write section's direct upload stays on http);
 # BENCH_PARALLEL (8) ranged GETs in the parallel direct read; BENCH_BIN, a mount-s3 binary built
 # elsewhere (then nothing is built or installed: fio, curl and S3_WEED, the `weed` binary, must be
 # there already; a bare machine without cargo or a package mirror). Needs root (to drop caches).
