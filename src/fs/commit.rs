@@ -237,15 +237,21 @@ impl<S: ObjectStore> S3Filesystem<S> {
         let _in_flight = self.commits.start();
         match handle.upload.commit().await {
             Ok((done, fresh)) => {
+                let done = match (fresh, handle.take_deferred_posix()) {
+                    (true, Some(change)) => self.posix_after_commit(handle, done, &change).await?,
+                    (false, Some(change)) => {
+                        // Deferred just as the earlier commit took its own: made on the object
+                        // as it is now (which refreshes the inode).
+                        let inode = self.inode(handle.ino)?;
+                        self.change_object_posix(&inode, &change).await?;
+                        done
+                    }
+                    (_, None) => done,
+                };
                 // Only a version this call made goes on the inode: an earlier commit's answer
                 // may name a version changed in place since (a chmod copies the object onto
                 // itself), and a reader would then ask S3 for one it no longer has.
-                let deferred = handle.take_deferred_posix();
-                let done = if fresh {
-                    let done = match deferred {
-                        Some(change) => self.posix_after_commit(handle, done, &change).await?,
-                        None => done,
-                    };
+                if fresh {
                     let stat = Stat {
                         size: done.size,
                         mtime: SystemTime::now(),
@@ -253,16 +259,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
                         posix: done.posix,
                     };
                     self.inodes.refresh(handle.ino, stat);
-                    done
-                } else {
-                    if let Some(change) = deferred {
-                        // Deferred just as the earlier commit took its own: made on the object
-                        // as it is now (which refreshes the inode).
-                        let inode = self.inode(handle.ino)?;
-                        self.change_object_posix(&inode, &change).await?;
-                    }
-                    done
-                };
+                }
                 self.make_real(handle.ino);
                 if handle.upload.is_staged() {
                     // Its handles may write on: the file stays this mount's until the last
