@@ -133,7 +133,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
             Some(age) => inode.fetched_within(age, self.config.metadata_ttl),
             None => inode.is_fresh(),
         };
-        let inode = if mode.direct || !current {
+        // The open the kernel retries after an ESTALE goes ahead at the version that sent it
+        // back (see `inode::Retries`).
+        let inode = if mode.direct || !current && !self.inodes.take_retry(ino) {
             match self.revalidate(&inode).await? {
                 Observed::Current(current)
                     if inode.stat.etag.is_some() && current.stat.etag != inode.stat.etag =>
@@ -144,10 +146,14 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     // new version short. The name moves to a fresh inode; ESTALE makes the
                     // kernel look it up again, with the new attributes, and retry the open.
                     self.inodes.move_name(ino);
+                    self.inodes.expect_retry(ino);
                     return Err(FsError::Stale);
                 }
                 Observed::Current(inode) => inode,
-                Observed::Moved { .. } => return Err(FsError::Stale),
+                Observed::Moved { .. } => {
+                    self.inodes.expect_retry(ino);
+                    return Err(FsError::Stale);
+                }
                 Observed::Gone => return Err(FsError::NotFound),
             }
         } else {

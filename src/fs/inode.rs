@@ -27,6 +27,7 @@ mod subtree;
 #[cfg(test)]
 mod tests;
 
+use record::Retries;
 pub use record::{Inode, Local, Observed, Stat};
 
 /// The key of `name` in `parent` as a `kind`: an object key, or a directory's prefix.
@@ -36,6 +37,10 @@ fn child_key(parent: &Inode, name: &str, kind: Kind) -> String {
         Kind::Dir => super::names::child_prefix(&parent.key, name),
     }
 }
+
+/// How long after an ESTALE the open the kernel retries may skip the HEAD (see
+/// `record::Retries`): longer than a lookup and an open take on a loaded machine.
+const RETRY_GRACE: Duration = Duration::from_secs(5);
 
 /// Expiry instant for a stat cached now for `ttl` (`None` when it never expires).
 fn expiry(ttl: Duration) -> Option<Instant> {
@@ -51,6 +56,8 @@ struct TableState {
     /// (the index is by parent number, so the whole chain up to the root must stay). Listing
     /// a directory costs what it holds, not what the table holds.
     locals: HashMap<u64, HashSet<u64>>,
+    /// Opens the kernel is retrying after an ESTALE, by the inode they will open.
+    retries: HashMap<u64, Retries>,
     next_ino: u64,
 }
 
@@ -112,6 +119,7 @@ impl TableState {
     fn drop_inode(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.remove(&ino) {
             self.locals.remove(&ino);
+            self.retries.remove(&ino);
             self.unkeep(inode.parent, ino);
             let index_key = (inode.parent, inode.name);
             if self.children.get(&index_key) == Some(&ino) {
@@ -206,6 +214,7 @@ impl InodeTable {
             inodes: HashMap::from([(ROOT_INO, root)]),
             children: HashMap::new(),
             locals: HashMap::new(),
+            retries: HashMap::new(),
             next_ino: ROOT_INO + 1,
         };
         Self {
@@ -371,6 +380,33 @@ impl InodeTable {
             old.expires,
             0,
         ))
+    }
+
+    /// Counts one open the kernel will retry on the inode that now holds `ino`'s name, after
+    /// an open of `ino` answered ESTALE (see `record::Retries`).
+    pub fn expect_retry(&self, ino: u64) {
+        let mut state = self.lock();
+        let Some(inode) = state.inodes.get(&ino) else {
+            return;
+        };
+        let index_key = (inode.parent, inode.name.clone());
+        if let Some(&holder) = state.children.get(&index_key) {
+            state.retries.entry(holder).or_default().expect(RETRY_GRACE);
+        }
+    }
+
+    /// Takes one retried open of `ino` (see [`InodeTable::expect_retry`]); whether the open
+    /// may go ahead without a HEAD.
+    pub fn take_retry(&self, ino: u64) -> bool {
+        let mut state = self.lock();
+        let Some(retries) = state.retries.get_mut(&ino) else {
+            return false;
+        };
+        let taken = retries.take();
+        if retries.count == 0 {
+            state.retries.remove(&ino);
+        }
+        taken
     }
 
     /// Counts an open file handle on `ino`.

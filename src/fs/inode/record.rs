@@ -57,6 +57,42 @@ pub struct Inode {
     pub(super) opens: u32,
 }
 
+/// The opens the kernel retries on an inode that took a name (kept beside the table's inodes), after opens of the name's
+/// previous inode answered ESTALE: each may go ahead at the version the table holds, without
+/// another HEAD, until `until`. The HEAD that sent the kernel back was made during the open
+/// it retries, so that version is one this open may see; asking S3 again would answer ESTALE
+/// a second time if the object changed again meanwhile, and the kernel retries only once.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Retries {
+    /// Retries not yet come.
+    pub(super) count: u32,
+    /// When the retries still to come lose the right to skip the HEAD.
+    pub(super) until: Option<Instant>,
+}
+
+impl Retries {
+    /// Counts one more retry, allowed for `grace` from now.
+    pub(super) fn expect(&mut self, grace: Duration) {
+        if self.until.is_none_or(|at| at <= Instant::now()) {
+            // Retries that never came (their programs gone) earn nothing later.
+            self.count = 0;
+        }
+        self.count += 1;
+        self.until = Instant::now().checked_add(grace);
+    }
+
+    /// Takes one retry still within its grace; whether there was one.
+    pub(super) fn take(&mut self) -> bool {
+        let live = self.count > 0 && self.until.is_some_and(|at| Instant::now() < at);
+        if live {
+            self.count -= 1;
+        } else {
+            *self = Retries::default();
+        }
+        live
+    }
+}
+
 impl Inode {
     /// Whether the cached stat may still be used (local state is always current).
     pub fn is_fresh(&self) -> bool {

@@ -55,3 +55,35 @@ fn indefinite_ttl_never_expires() {
     let a = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
     assert!(a.expires.is_none() && a.is_fresh());
 }
+
+#[test]
+fn each_stale_open_allows_one_retry_on_the_name_holder() {
+    let table = InodeTable::new("", SystemTime::now(), Duration::ZERO);
+    let root = table.get(ROOT_INO).unwrap();
+    let old = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
+    let new = table.move_name(old.ino).unwrap();
+    // Two opens of the old inode were sent back; the inode holding the name gets both.
+    table.expect_retry(old.ino);
+    table.expect_retry(old.ino);
+    assert!(
+        !table.take_retry(old.ino),
+        "the old inode is not retried on"
+    );
+    assert!(table.take_retry(new.ino));
+    assert!(table.take_retry(new.ino));
+    assert!(!table.take_retry(new.ino), "no third");
+}
+
+#[test]
+fn a_retry_not_taken_in_time_is_dropped() {
+    let mut retries = Retries::default();
+    retries.expect(Duration::ZERO);
+    assert!(!retries.take());
+    retries.expect(Duration::ZERO);
+    retries.expect(Duration::from_secs(60));
+    assert!(retries.take());
+    assert!(!retries.take(), "the retry that never came earns nothing");
+    retries.expect(Duration::from_secs(60));
+    assert!(retries.take());
+    assert!(!retries.take());
+}

@@ -242,3 +242,32 @@ async fn a_new_file_never_replaces_one_created_meanwhile_without_overwrite() {
     fs.release(fh).await;
     assert_eq!(store.get("f").unwrap().as_ref(), b"theirs");
 }
+
+/// Found by the soak (one ESTALE among 991 reads, under load): the kernel retries an open
+/// that answered ESTALE once. When the object changed again between the HEAD that sent the
+/// kernel back and the retried open, that open must not answer ESTALE a second time: it
+/// reads the version the kernel was just told about (or fails with EIO when S3 no longer
+/// has it), and only the next open sees the newer version.
+#[tokio::test]
+async fn the_retried_open_is_not_sent_back_a_second_time() {
+    let (store, fs) = setup(&[("f", b"one")], config(Duration::ZERO));
+    let old = fs.lookup(ROOT_INO, "f").await.unwrap();
+    store.put("f", b"two, longer".to_vec());
+    let new = open_is_stale_then_lookup_finds_a_new_inode(&fs, old.ino, "f").await;
+    assert_eq!(new.size, 11);
+    store.put("f", b"three, longer again".to_vec());
+    let fh = fs.open(new.ino, READ, me()).await.unwrap();
+    assert_eq!(
+        fs.read_etag(fh).as_deref(),
+        Some("\"1\""),
+        "the version looked up"
+    );
+    match fs.read(fh, 0, 100).await {
+        Ok(bytes) => assert_eq!(bytes.as_ref(), b"two, longer"),
+        Err(e) => assert_eq!(e.errno(), libc::EIO, "{e}"),
+    }
+    fs.release(fh).await;
+    // One retry was expected, and it came: the next open asks S3 and finds the third version.
+    let newest = open_is_stale_then_lookup_finds_a_new_inode(&fs, new.ino, "f").await;
+    assert_eq!(newest.size, 19);
+}
