@@ -1,6 +1,6 @@
 //! Changing what exists, checked through the SDK: overwriting (`--allow-overwrite`, O_TRUNC
 //! only), unlink (`--allow-delete`), local directories (mkdir, rmdir), rename (copy then
-//! delete), and the changes S3 cannot honour (chmod, chown, truncate, links, xattrs), which
+//! delete), and the changes S3 cannot honour (chmod, chown, truncate, links, xattrs, FIFOs), which
 //! are refused and leave the object as it was.
 
 mod common;
@@ -275,6 +275,16 @@ fn set_xattr(path: &Path) -> io::Result<()> {
     }
 }
 
+fn mkfifo(path: &Path) -> io::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path alive for the call.
+    if unsafe { libc::mkfifo(path.as_ptr(), 0o644) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn truncate_path(path: &Path, len: i64) -> io::Result<()> {
     let path = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: a NUL-terminated path alive for the call.
@@ -311,6 +321,7 @@ fn assert_unsupported_changes_refused(mount_flags: &[&str], errno_for: impl Fn(&
         ),
         ("link", fs::hard_link(&obj, mount.join("hard"))),
         ("setxattr", set_xattr(&obj)),
+        ("mkfifo", mkfifo(&mount.join("fifo"))),
     ];
     for (what, result) in attempts {
         let errno = expect_errno(result, &format!("{what} with {mount_flags:?}"));

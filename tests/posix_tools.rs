@@ -341,3 +341,95 @@ fn default_mode_runs_git_commit_and_a_safe_save_and_still_refuses_chmod() {
     let err = std::os::unix::fs::symlink("a", mount.join("l")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
 }
+
+/// `path` as a C string, for the calls std does not wrap.
+fn c_path(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// The result of a libc call that returns -1 and sets errno on failure.
+fn check(r: i64) -> std::io::Result<i64> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The calls a program makes in passing, answered as README's table says and never with a
+/// log line each: Python's `open` asks `isatty` (an ioctl) every time, and each one was a
+/// WARN. mknod(2) of a regular file makes an empty object (as `touch`); fallocate is
+/// EOPNOTSUPP and leaves the upload going; SEEK_DATA, `cp` inside the mount and a
+/// directory's fsync are done by the kernel.
+#[test]
+fn calls_without_an_s3_form_answer_quietly_and_leave_objects_whole() {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("posix-quiet");
+    s3.put(&bucket, "obj.bin", b"0123456789".to_vec());
+    let mount = s3.mount_args(&bucket).mount();
+    let obj = mount.join("obj.bin");
+    for _ in 0..50 {
+        let file = std::fs::File::open(&obj).unwrap();
+        // SAFETY: a descriptor this test holds open.
+        assert_eq!(unsafe { libc::isatty(file.as_raw_fd()) }, 0);
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!(errno, Some(libc::ENOTTY), "isatty of a file in the mount");
+    }
+
+    // SAFETY: a NUL-terminated path alive for the call.
+    let made = check(
+        unsafe {
+            libc::mknod(
+                c_path(&mount.join("made")).as_ptr(),
+                libc::S_IFREG | 0o644,
+                0,
+            )
+        }
+        .into(),
+    );
+    made.expect("mknod of a regular file");
+    assert_eq!(s3.get(&bucket, "made"), b"");
+    // SAFETY: as above.
+    let again = check(
+        unsafe {
+            libc::mknod(
+                c_path(&mount.join("made")).as_ptr(),
+                libc::S_IFREG | 0o644,
+                0,
+            )
+        }
+        .into(),
+    );
+    assert_eq!(again.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+
+    let mut new = std::fs::File::create(mount.join("new.bin")).unwrap();
+    // SAFETY: a descriptor this test holds open.
+    let preallocated = check(unsafe { libc::fallocate(new.as_raw_fd(), 0, 0, 4096) }.into());
+    assert_eq!(
+        preallocated.unwrap_err().raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
+    new.write_all(b"written after fallocate").unwrap();
+    common::close(new).unwrap();
+    assert_eq!(s3.get(&bucket, "new.bin"), b"written after fallocate");
+
+    let file = std::fs::File::open(&obj).unwrap();
+    // SAFETY: a descriptor this test holds open.
+    let data = check(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) });
+    assert_eq!(data.unwrap(), 0);
+    // SAFETY: as above.
+    let hole = check(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) });
+    assert_eq!(hole.unwrap(), 10, "the whole object is data");
+    drop(file);
+    run(mount.path(), "cp", &["obj.bin", "copy.bin"]);
+    assert_eq!(s3.get(&bucket, "copy.bin"), b"0123456789");
+    let dir = std::fs::File::open(mount.path()).unwrap();
+    dir.sync_all().expect("fsync of the mount's root");
+
+    let log = mount.log();
+    assert!(!log.contains("Not Implemented"), "{log}");
+    assert_eq!(s3.get(&bucket, "obj.bin"), b"0123456789");
+}

@@ -227,6 +227,29 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.create_as(parent, name, caller, exclusive, None).await
     }
 
+    /// mknod(2): a regular file is made empty, as `touch` makes one (an exclusive create,
+    /// committed at once); FIFOs, sockets and devices have no S3 form and are refused.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: u32,
+        creator: Option<Creator>,
+    ) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FsError::NotPermitted(
+                "making a FIFO, socket or device node (S3 objects are regular files)",
+            ));
+        }
+        let (attr, fh) = self.create_as(parent, name, caller, true, creator).await?;
+        let committed = self.flush(fh, caller).await;
+        self.release(fh).await;
+        committed?;
+        self.getattr(attr.ino).await
+    }
+
     /// [`S3Filesystem::create`] by `creator` (whose owner and mode the object gets with
     /// `--posix-metadata`; the mount's defaults when `None`).
     pub async fn create_as(

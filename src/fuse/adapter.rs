@@ -39,6 +39,16 @@ pub(super) fn fail(op: &'static str, err: FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
+/// Answers a call this filesystem does not serve with `errno` (what README's table says for
+/// it), counted like any error and logged only at `debug`: some come with every open (a
+/// program asking `isatty` sends an ioctl), so a line each would flood the log.
+pub(super) fn refuse(op: &'static str, errno: i32) -> Errno {
+    metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => errno.to_string())
+        .increment(1);
+    debug!(op, errno, "not supported");
+    Errno::from_i32(errno)
+}
+
 /// `fuser::Filesystem` over an [`S3Filesystem`].
 #[derive(Debug)]
 pub struct FuseAdapter<S: ObjectStore> {

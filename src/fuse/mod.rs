@@ -5,6 +5,7 @@
 
 mod adapter;
 mod attr;
+mod dir_reply;
 mod fusermount;
 mod notify;
 pub mod passed_fd;
@@ -18,15 +19,15 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
 pub use adapter::FuseAdapter;
-use adapter::{READDIR_BATCH, creator, fail, open_mode, utf8};
+use adapter::{READDIR_BATCH, creator, fail, open_mode, refuse, utf8};
 use attr::file_attr;
 use passthrough::Opened;
 
@@ -393,26 +394,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
         self.run("readdir", async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
-                Ok(entries) => {
-                    for entry in entries {
-                        let kind = file_attr(&entry.attr).kind;
-                        let full = reply.add(
-                            INodeNo(entry.attr.ino),
-                            entry.next_offset,
-                            kind,
-                            &entry.name,
-                        );
-                        if full {
-                            break;
-                        }
-                    }
-                    reply.ok();
-                }
+                Ok(entries) => dir_reply::fill(reply, entries),
                 Err(e) => reply.error(fail("readdir", e)),
             }
         });
@@ -424,32 +411,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
         self.run("readdirplus", async move {
             match fs.readdir(ino.0, fh.0, offset, READDIR_BATCH).await {
-                Ok(entries) => {
-                    let ttl = fs.kernel_ttl();
-                    for entry in entries {
-                        let full = reply.add(
-                            INodeNo(entry.attr.ino),
-                            entry.next_offset,
-                            &entry.name,
-                            &ttl,
-                            &file_attr(&entry.attr),
-                            Generation(0),
-                        );
-                        if full {
-                            break;
-                        }
-                        // The kernel counts a lookup for every entry but `.` and `..`.
-                        if entry.name != "." && entry.name != ".." {
-                            fs.entry_looked_up(ino.0, &entry);
-                        }
-                    }
-                    reply.ok();
-                }
+                Ok(entries) => dir_reply::fill_plus(&fs, ino.0, reply, entries),
                 Err(e) => reply.error(fail("readdirplus", e)),
             }
         });
@@ -505,6 +472,86 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(fail("removexattr", FsError::NoXattr));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (creator, caller) = (creator(req, mode, umask), req.pid());
+        let fs = self.fs.clone();
+        self.run("mknod", async move {
+            match fs.mknod(parent.0, &name, mode, caller, Some(creator)).await {
+                Ok(attr) => reply.entry(&fs.kernel_ttl(), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(fail("mknod", e)),
+            }
+        });
+    }
+
+    fn fsyncdir(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        // A directory has nothing of its own to make durable: each file is durable once
+        // committed (what the kernel would answer itself after ENOSYS).
+        reply.ok();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: IoctlFlags,
+        _: u32,
+        _: &[u8],
+        _: u32,
+        reply: ReplyIoctl,
+    ) {
+        // No ioctls: the errno of a file that has none (`isatty` reads it as "not a tty").
+        reply.error(refuse("ioctl", libc::ENOTTY));
+    }
+
+    fn fallocate(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: u64,
+        _: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(refuse("fallocate", libc::EOPNOTSUPP));
+    }
+
+    // ENOSYS: the kernel stops asking and does these itself, for this mount.
+    fn lseek(&self, _: &Request, _: INodeNo, _: FileHandle, _: i64, _: i32, reply: ReplyLseek) {
+        reply.error(refuse("lseek", libc::ENOSYS));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: u64,
+        _: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(refuse("copy_file_range", libc::ENOSYS));
     }
 
     fn create(
