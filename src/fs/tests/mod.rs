@@ -8,6 +8,7 @@ mod namespace;
 mod posix;
 mod short_bodies;
 mod staged_points;
+mod staged_rename;
 mod versions;
 mod write;
 

@@ -13,7 +13,7 @@ use crate::fs::staged::dir::{StagingConfig, StagingDir};
 use crate::s3::deadline::WithDeadline;
 use crate::s3::faulty::{Fault, FaultyStore, Op, internal_error, network};
 
-type Store = WithDeadline<FaultyStore<InMemoryStore>>;
+pub(super) type Store = WithDeadline<FaultyStore<InMemoryStore>>;
 
 const DEADLINE: Duration = Duration::from_secs(5);
 const MIB: usize = 1024 * 1024;
@@ -25,6 +25,15 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn staged(keys: &[(&str, &[u8])], area: &std::path::Path) -> (Arc<Store>, S3Filesystem<Store>) {
+    staged_with(keys, area, true)
+}
+
+/// [`staged`], with `--allow-delete` or not.
+pub(super) fn staged_with(
+    keys: &[(&str, &[u8])],
+    area: &std::path::Path,
+    allow_delete: bool,
+) -> (Arc<Store>, S3Filesystem<Store>) {
     let bucket = InMemoryStore::new().with_s3_part_sizes();
     for (key, data) in keys {
         bucket.put(key, data.to_vec());
@@ -33,7 +42,7 @@ fn staged(keys: &[(&str, &[u8])], area: &std::path::Path) -> (Arc<Store>, S3File
     let config = FsConfig {
         metadata_ttl: Duration::from_secs(60),
         allow_overwrite: true,
-        allow_delete: true,
+        allow_delete,
         write_part_size: 5 * MIB as u64,
         staging: Staging::All,
         ..FsConfig::default()
