@@ -135,7 +135,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         };
         // The open the kernel retries after an ESTALE goes ahead at the version that sent it
         // back (see `inode::Retries`).
-        let inode = if mode.direct || !current && !self.inodes.take_retry(ino) {
+        let retried = self.inodes.take_retry(ino, caller);
+        let inode = if mode.direct || !current && !retried {
             match self.revalidate(&inode).await? {
                 Observed::Current(current)
                     if inode.stat.etag.is_some() && current.stat.etag != inode.stat.etag =>
@@ -146,12 +147,12 @@ impl<S: ObjectStore> S3Filesystem<S> {
                     // new version short. The name moves to a fresh inode; ESTALE makes the
                     // kernel look it up again, with the new attributes, and retry the open.
                     self.inodes.move_name(ino);
-                    self.inodes.expect_retry(ino);
+                    self.inodes.expect_retry(ino, caller);
                     return Err(FsError::Stale);
                 }
                 Observed::Current(inode) => inode,
                 Observed::Moved { .. } => {
-                    self.inodes.expect_retry(ino);
+                    self.inodes.expect_retry(ino, caller);
                     return Err(FsError::Stale);
                 }
                 Observed::Gone => return Err(FsError::NotFound),
@@ -244,10 +245,18 @@ impl<S: ObjectStore> S3Filesystem<S> {
             ));
         }
         let (attr, fh) = self.create_as(parent, name, caller, true, creator).await?;
-        let committed = self.flush(fh, caller).await;
+        // fsync commits even a file with nothing written (a close of one leaves its commit
+        // to the release, whose failure nobody would be told).
+        let committed = self.fsync(fh).await;
         self.release(fh).await;
-        committed?;
-        self.getattr(attr.ino).await
+        match committed.and_then(|()| self.inode(attr.ino)) {
+            Ok(inode) => Ok(self.attr_of(&inode)),
+            Err(e) => {
+                // The kernel gets no entry: the lookup `create_as` counted is not its own.
+                self.inodes.forget(attr.ino, 1);
+                Err(e)
+            }
+        }
     }
 
     /// [`S3Filesystem::create`] by `creator` (whose owner and mode the object gets with

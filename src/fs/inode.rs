@@ -382,28 +382,29 @@ impl InodeTable {
         ))
     }
 
-    /// Counts one open the kernel will retry on the inode that now holds `ino`'s name, after
-    /// an open of `ino` answered ESTALE (see `record::Retries`).
-    pub fn expect_retry(&self, ino: u64) {
+    /// Expects the retry of thread `caller`'s open on the inode that now holds `ino`'s
+    /// name, after that open of `ino` answered ESTALE (see `record::Retries`).
+    pub fn expect_retry(&self, ino: u64, caller: u32) {
         let mut state = self.lock();
         let Some(inode) = state.inodes.get(&ino) else {
             return;
         };
         let index_key = (inode.parent, inode.name.clone());
         if let Some(&holder) = state.children.get(&index_key) {
-            state.retries.entry(holder).or_default().expect(RETRY_GRACE);
+            let retries = state.retries.entry(holder).or_default();
+            retries.expect(caller, RETRY_GRACE);
         }
     }
 
-    /// Takes one retried open of `ino` (see [`InodeTable::expect_retry`]); whether the open
-    /// may go ahead without a HEAD.
-    pub fn take_retry(&self, ino: u64) -> bool {
+    /// Whether this open of `ino` by thread `caller` is the retry of one that answered
+    /// ESTALE (see [`InodeTable::expect_retry`]): it may go ahead without a HEAD. Taken once.
+    pub fn take_retry(&self, ino: u64, caller: u32) -> bool {
         let mut state = self.lock();
         let Some(retries) = state.retries.get_mut(&ino) else {
             return false;
         };
-        let taken = retries.take();
-        if retries.count == 0 {
+        let taken = retries.take(caller);
+        if retries.is_empty() {
             state.retries.remove(&ino);
         }
         taken
@@ -435,9 +436,18 @@ impl InodeTable {
         }
     }
 
-    /// After a rename: `ino` is now `new_name` in `new_parent`, with key `key` and `stat`;
-    /// whatever that name stood for before leaves the index (the kernel replaced it).
-    pub fn rename(&self, ino: u64, new_parent: u64, new_name: &str, key: String, stat: Stat) {
+    /// After a rename: `ino` is now `new_name` in `new_parent`, with key `key`, and `stat`
+    /// when the rename made a new version (`None`: the inode keeps what it holds, as a file
+    /// being written does); whatever that name stood for before leaves the index (the kernel
+    /// replaced it).
+    pub fn rename(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &str,
+        key: String,
+        stat: Option<Stat>,
+    ) {
         let expires = expiry(self.ttl);
         let mut state = self.lock();
         let Some(inode) = state.inodes.get_mut(&ino) else {
@@ -448,8 +458,10 @@ impl InodeTable {
         inode.parent = new_parent;
         inode.name = new_name.to_string();
         inode.key = key;
-        inode.stat = stat;
-        inode.expires = expires;
+        if let Some(stat) = stat {
+            inode.stat = stat;
+            inode.expires = expires;
+        }
         if state.children.get(&old_key) == Some(&ino) {
             state.children.remove(&old_key);
         }

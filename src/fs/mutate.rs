@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::handles::OpenFile;
 use super::inode::Local;
-use super::staged::{Base, StagedFile};
+use super::staged::StagedFile;
 use super::upload::Upload;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
@@ -171,8 +171,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
             // Boxed: its state is large, and the first poll runs on a FUSE thread's stack.
             return Box::pin(self.rename_dir(&parent, &source, &new_parent, new_name, mode)).await;
         }
-        if let Some(staged) = self.live_staged(source.ino)
-            && staged.current().await.is_none()
+        if let (Some(Local::Writing { new: true }), Some(staged)) =
+            (source.local, self.live_staged(source.ino))
         {
             let names = (&parent, name, &new_parent, new_name);
             return self.rename_new_staged(names, &source, &staged, mode).await;
@@ -215,7 +215,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             posix: source.stat.posix,
         };
         self.inodes
-            .rename(source.ino, new_parent.ino, new_name, target_key, stat);
+            .rename(source.ino, new_parent.ino, new_name, target_key, Some(stat));
         self.name_removed(&parent, name);
         self.forget_name(new_parent.ino, new_name);
         self.make_real(new_parent.ino);
@@ -251,8 +251,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Rename of a staged file that is new and not committed yet (a temporary file renamed
     /// into place before it is closed): nothing is in S3 to copy or delete (so no
-    /// `--allow-delete`), and its commit goes to the new key. A file committed meanwhile
-    /// has an object under its old key: EPERM, as for any file with writes not committed.
+    /// `--allow-delete`), and its commit goes to the new key. A file committed meanwhile has
+    /// an object under its old key, and one that replaced an object would leave that object
+    /// behind: EPERM, as for any file with writes not committed.
     async fn rename_new_staged(
         &self,
         (parent, name, new_parent, new_name): (&Inode, &str, &Inode, &str),
@@ -265,14 +266,8 @@ impl<S: ObjectStore> S3Filesystem<S> {
         if target_key == source.key {
             return Ok(());
         }
-        let replaced = target.as_ref().and_then(|t| {
-            let etag = t.stat.etag.clone()?;
-            Some(Base {
-                etag,
-                size: t.stat.size,
-            })
-        });
-        if !staged.retarget_new(&target_key, replaced).await {
+        let replaces = target.as_ref().and_then(|t| t.stat.etag.clone());
+        if !staged.retarget_new(&target_key, replaces).await {
             return Err(FsError::NotPermitted(
                 "the file has writes not committed yet (close or fsync it first)",
             ));
@@ -283,9 +278,9 @@ impl<S: ObjectStore> S3Filesystem<S> {
             }
             self.inodes.unlink(target.ino);
         }
-        let stat = source.stat.clone();
+        // The inode keeps its local stat (size, mode): writes may have come meanwhile.
         self.inodes
-            .rename(source.ino, new_parent.ino, new_name, target_key, stat);
+            .rename(source.ino, new_parent.ino, new_name, target_key, None);
         self.forget_name(parent.ino, name);
         self.forget_name(new_parent.ino, new_name);
         Ok(())

@@ -497,12 +497,6 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn fsyncdir(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
-        // A directory has nothing of its own to make durable: each file is durable once
-        // committed (what the kernel would answer itself after ENOSYS).
-        reply.ok();
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
@@ -519,6 +513,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.error(refuse("ioctl", libc::ENOTTY));
     }
 
+    // ENOSYS to these: the kernel stops asking, for this mount, and answers programs itself.
+    fn fsyncdir(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        // Success: a directory has nothing of its own to make durable.
+        reply.error(refuse("fsyncdir", libc::ENOSYS));
+    }
+
     fn fallocate(
         &self,
         _: &Request,
@@ -529,11 +529,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(refuse("fallocate", libc::EOPNOTSUPP));
+        // EOPNOTSUPP to the program.
+        reply.error(refuse("fallocate", libc::ENOSYS));
     }
 
-    // ENOSYS: the kernel stops asking and does these itself, for this mount.
     fn lseek(&self, _: &Request, _: INodeNo, _: FileHandle, _: i64, _: i32, reply: ReplyLseek) {
+        // SEEK_DATA and SEEK_HOLE see the whole file as data.
         reply.error(refuse("lseek", libc::ENOSYS));
     }
 
@@ -551,6 +552,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        // Copied through reads and writes instead.
         reply.error(refuse("copy_file_range", libc::ENOSYS));
     }
 

@@ -57,39 +57,43 @@ pub struct Inode {
     pub(super) opens: u32,
 }
 
-/// The opens the kernel retries on an inode that took a name (kept beside the table's inodes), after opens of the name's
-/// previous inode answered ESTALE: each may go ahead at the version the table holds, without
-/// another HEAD, until `until`. The HEAD that sent the kernel back was made during the open
-/// it retries, so that version is one this open may see; asking S3 again would answer ESTALE
-/// a second time if the object changed again meanwhile, and the kernel retries only once.
-#[derive(Debug, Clone, Copy, Default)]
+/// The opens the kernel retries on an inode that took a name, after opens of the name's
+/// previous inode answered ESTALE (kept beside the table's inodes): each is the retry of one
+/// thread's open(2), and that thread's next open of this inode goes ahead at the version the
+/// table holds, without another HEAD, until its deadline. The HEAD that sent the kernel back
+/// was made during the open it retries, so that version is one this open may see; asking S3
+/// again would answer ESTALE a second time if the object changed again meanwhile, and the
+/// kernel retries only once. Other threads' opens revalidate as usual.
+#[derive(Debug, Clone, Default)]
 pub(super) struct Retries {
-    /// Retries not yet come.
-    pub(super) count: u32,
-    /// When the retries still to come lose the right to skip the HEAD.
-    pub(super) until: Option<Instant>,
+    /// The threads (as FUSE reports them) whose retry has not come yet, and until when it
+    /// may skip the HEAD.
+    pending: Vec<(u32, Instant)>,
 }
 
 impl Retries {
-    /// Counts one more retry, allowed for `grace` from now.
-    pub(super) fn expect(&mut self, grace: Duration) {
-        if self.until.is_none_or(|at| at <= Instant::now()) {
-            // Retries that never came (their programs gone) earn nothing later.
-            self.count = 0;
+    /// Expects a retry from thread `caller`, allowed for `grace` from now.
+    pub(super) fn expect(&mut self, caller: u32, grace: Duration) {
+        let now = Instant::now();
+        // Retries that never came (their programs gone) earn nothing later.
+        self.pending
+            .retain(|&(thread, until)| thread != caller && now < until);
+        if let Some(until) = now.checked_add(grace) {
+            self.pending.push((caller, until));
         }
-        self.count += 1;
-        self.until = Instant::now().checked_add(grace);
     }
 
-    /// Takes one retry still within its grace; whether there was one.
-    pub(super) fn take(&mut self) -> bool {
-        let live = self.count > 0 && self.until.is_some_and(|at| Instant::now() < at);
-        if live {
-            self.count -= 1;
-        } else {
-            *self = Retries::default();
-        }
-        live
+    /// Takes thread `caller`'s retry if it is still within its grace; whether there was one.
+    pub(super) fn take(&mut self, caller: u32) -> bool {
+        let now = Instant::now();
+        let found = self.pending.iter().position(|&(t, _)| t == caller);
+        let taken = found.map(|at| self.pending.swap_remove(at));
+        taken.is_some_and(|(_, until)| now < until)
+    }
+
+    /// Whether no retry is expected any more.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 

@@ -57,33 +57,35 @@ fn indefinite_ttl_never_expires() {
 }
 
 #[test]
-fn each_stale_open_allows_one_retry_on_the_name_holder() {
+fn each_stale_open_allows_its_own_thread_one_retry_on_the_name_holder() {
     let table = InodeTable::new("", SystemTime::now(), Duration::ZERO);
     let root = table.get(ROOT_INO).unwrap();
     let old = table.upsert_child(&root, "a", Kind::File, file_stat(1), 1);
     let new = table.move_name(old.ino).unwrap();
-    // Two opens of the old inode were sent back; the inode holding the name gets both.
-    table.expect_retry(old.ino);
-    table.expect_retry(old.ino);
+    // Two threads' opens of the old inode were sent back; the name's holder expects both.
+    table.expect_retry(old.ino, 7);
+    table.expect_retry(old.ino, 8);
     assert!(
-        !table.take_retry(old.ino),
+        !table.take_retry(old.ino, 7),
         "the old inode is not retried on"
     );
-    assert!(table.take_retry(new.ino));
-    assert!(table.take_retry(new.ino));
-    assert!(!table.take_retry(new.ino), "no third");
+    assert!(
+        !table.take_retry(new.ino, 9),
+        "another thread's open revalidates"
+    );
+    assert!(table.take_retry(new.ino, 8));
+    assert!(!table.take_retry(new.ino, 8), "once");
+    assert!(table.take_retry(new.ino, 7));
 }
 
 #[test]
 fn a_retry_not_taken_in_time_is_dropped() {
     let mut retries = Retries::default();
-    retries.expect(Duration::ZERO);
-    assert!(!retries.take());
-    retries.expect(Duration::ZERO);
-    retries.expect(Duration::from_secs(60));
-    assert!(retries.take());
-    assert!(!retries.take(), "the retry that never came earns nothing");
-    retries.expect(Duration::from_secs(60));
-    assert!(retries.take());
-    assert!(!retries.take());
+    retries.expect(7, Duration::ZERO);
+    assert!(!retries.take(7));
+    retries.expect(7, Duration::ZERO);
+    retries.expect(8, Duration::from_secs(60));
+    assert!(!retries.take(7), "the retry that never came earns nothing");
+    assert!(retries.take(8));
+    assert!(retries.is_empty());
 }

@@ -53,8 +53,8 @@ impl<S: ObjectStore> StagedFile<S> {
             .map_or(0, |b| state.copyable.min(b.size));
         let options = WriteOptions {
             write_id,
-            if_none_match: state.base.is_none() && if_none_match,
-            if_match: state.base.as_ref().map(|b| b.etag.clone()),
+            if_none_match: state.base.is_none() && state.replaces.is_none() && if_none_match,
+            if_match: (state.base.as_ref().map(|b| b.etag.clone())).or(state.replaces.clone()),
             posix: state.draft.at_commit(std::time::SystemTime::now()),
             ..WriteOptions::default()
         };
@@ -74,6 +74,7 @@ impl<S: ObjectStore> StagedFile<S> {
         state.dirty = super::RangeSet::new();
         state.copyable = size;
         state.changed = false;
+        state.replaces = None;
         state.draft = crate::fs::posix::Draft::new(options.posix);
         Ok(Some(done))
     }

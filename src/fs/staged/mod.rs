@@ -79,6 +79,10 @@ struct State {
     told_failed: bool,
     /// The POSIX attributes the next commit writes (`--posix-metadata`).
     draft: Draft,
+    /// The ETag of the object that a rename of this file, new and never committed, replaced:
+    /// the first commit's condition (If-Match), so another client's newer version is not
+    /// overwritten.
+    replaces: Option<String>,
 }
 
 /// One file being written through staging; shared by the handles open on its inode.
@@ -131,6 +135,7 @@ impl<S: ObjectStore> StagedFile<S> {
                 held: 0,
                 told_failed: false,
                 draft: Draft::default(),
+                replaces: None,
             }),
         })
     }
@@ -176,19 +181,16 @@ impl<S: ObjectStore> StagedFile<S> {
 
     /// The file, new and never committed, was renamed to `key` (tempfile's `persist`, as
     /// safetensors saves, renames before closing): its commits go there, and onto an object
-    /// that was there, `replaced`, only while that version is (If-Match; none of its bytes
-    /// are kept). False, and nothing changed, once the file has been committed (it is then
-    /// in S3 under its old key).
-    pub async fn retarget_new(&self, key: &str, replaced: Option<Base>) -> bool {
+    /// that was there (ETag `replaces`) only while that version is. False, and nothing
+    /// changed, once the file has been committed (it is then in S3 under its old key), or
+    /// when it already replaced an object at its current name (that object would stay).
+    pub async fn retarget_new(&self, key: &str, replaces: Option<String>) -> bool {
         let mut state = self.state.lock().await;
-        if state.base.is_some() || state.deleted {
+        if state.base.is_some() || state.deleted || state.replaces.is_some() {
             return false;
         }
         state.key = key.to_string();
-        if replaced.is_some() {
-            state.base = replaced;
-            state.copyable = 0;
-        }
+        state.replaces = replaces;
         true
     }
 

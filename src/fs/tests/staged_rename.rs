@@ -85,3 +85,45 @@ async fn a_committed_file_with_later_writes_is_not_renamed() {
     assert_eq!(bucket.get(TEMP).as_deref(), Some(&b"synced and not"[..]));
     assert!(bucket.get("model").is_none());
 }
+
+#[tokio::test]
+async fn a_retargeted_file_moves_on_unless_it_replaced_an_object() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged_with(&[("model", b"old model")], area.path(), true);
+    let fh = write_then_rename(&fs, b"bytes", "step-1").await;
+    fs.rename(ROOT_INO, "step-1", ROOT_INO, "model", RenameMode::Replace)
+        .await
+        .unwrap();
+    // Moving on from `model` would leave its old object there, under a name that is gone.
+    let refused = fs
+        .rename(ROOT_INO, "model", ROOT_INO, "step-2", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.errno(), libc::EPERM);
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    let bucket = store.inner().inner();
+    assert_eq!(bucket.get("model").as_deref(), Some(&b"bytes"[..]));
+    assert!(bucket.get("step-1").is_none() && bucket.get("step-2").is_none());
+}
+
+/// A file created over an existing object (no O_EXCL, `--allow-overwrite`) is not new: its
+/// old object is under its name, so a rename before the commit is refused, not retargeted
+/// (which would leave that object showing under the old name).
+#[tokio::test]
+async fn a_file_created_over_an_object_is_not_retargeted() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged_with(&[("f", b"old")], area.path(), true);
+    let (_, fh) = fs.create(ROOT_INO, "f", me(), false).await.unwrap();
+    fs.write(fh, 0, b"new", me()).await.unwrap();
+    let refused = fs
+        .rename(ROOT_INO, "f", ROOT_INO, "g", RenameMode::Replace)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.errno(), libc::EPERM);
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    let bucket = store.inner().inner();
+    assert_eq!(bucket.get("f").as_deref(), Some(&b"new"[..]));
+    assert!(bucket.get("g").is_none());
+}

@@ -271,3 +271,40 @@ async fn the_retried_open_is_not_sent_back_a_second_time() {
     let newest = open_is_stale_then_lookup_finds_a_new_inode(&fs, new.ino, "f").await;
     assert_eq!(newest.size, 19);
 }
+
+/// mknod(2) of a regular file is an exclusive create committed at once: an empty object,
+/// EEXIST over an existing name, EPERM for a FIFO. A commit that fails is mknod's own error
+/// (it was only logged at the release) and leaves no object, no name and no inode behind.
+#[tokio::test]
+async fn mknod_makes_an_empty_object_or_nothing() {
+    let (store, fs) = faulty(&[("taken", b"x")]);
+    let regular = libc::S_IFREG | 0o644;
+    let made = fs.mknod(ROOT_INO, "made", regular, me(), None).await;
+    assert_eq!(made.unwrap().size, 0);
+    let bucket = store.inner().inner();
+    assert_eq!(bucket.get("made").as_deref(), Some(&b""[..]));
+    let taken = fs.mknod(ROOT_INO, "taken", regular, me(), None).await;
+    assert_eq!(taken.unwrap_err().errno(), libc::EEXIST);
+    let fifo = fs
+        .mknod(ROOT_INO, "fifo", libc::S_IFIFO | 0o644, me(), None)
+        .await;
+    assert_eq!(fifo.unwrap_err().errno(), libc::EPERM);
+    let held = fs.inodes.len();
+    let puts = store.inner().calls(Op::Put);
+    for nth in puts + 1..puts + 5 {
+        let refused = Fault::Fail(crate::s3::faulty::internal_error());
+        store.inner().inject(Op::Put, nth, refused);
+    }
+    let broken = fs.mknod(ROOT_INO, "broken", regular, me(), None).await;
+    assert_eq!(broken.unwrap_err().errno(), libc::EIO);
+    assert!(bucket.get("broken").is_none());
+    assert_eq!(
+        fs.lookup(ROOT_INO, "broken").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs.inodes.len(),
+        held,
+        "no inode left for a name the kernel never got"
+    );
+}
