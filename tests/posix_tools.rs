@@ -357,6 +357,12 @@ fn check(r: i64) -> std::io::Result<i64> {
     }
 }
 
+/// mknod(2) of a regular file, mode 0644.
+fn mknod_regular(path: &Path) -> std::io::Result<i64> {
+    // SAFETY: a NUL-terminated path alive for the call.
+    check(unsafe { libc::mknod(c_path(path).as_ptr(), libc::S_IFREG | 0o644, 0) }.into())
+}
+
 /// The calls a program makes in passing, answered as README's table says and never with a
 /// log line each: Python's `open` asks `isatty` (an ioctl) every time, and each one was a
 /// WARN. mknod(2) of a regular file makes an empty object (as `touch`); fallocate is
@@ -379,30 +385,9 @@ fn calls_without_an_s3_form_answer_quietly_and_leave_objects_whole() {
         assert_eq!(errno, Some(libc::ENOTTY), "isatty of a file in the mount");
     }
 
-    // SAFETY: a NUL-terminated path alive for the call.
-    let made = check(
-        unsafe {
-            libc::mknod(
-                c_path(&mount.join("made")).as_ptr(),
-                libc::S_IFREG | 0o644,
-                0,
-            )
-        }
-        .into(),
-    );
-    made.expect("mknod of a regular file");
+    mknod_regular(&mount.join("made")).expect("mknod of a regular file");
     assert_eq!(s3.get(&bucket, "made"), b"");
-    // SAFETY: as above.
-    let again = check(
-        unsafe {
-            libc::mknod(
-                c_path(&mount.join("made")).as_ptr(),
-                libc::S_IFREG | 0o644,
-                0,
-            )
-        }
-        .into(),
-    );
+    let again = mknod_regular(&mount.join("made"));
     assert_eq!(again.unwrap_err().raw_os_error(), Some(libc::EEXIST));
 
     let mut new = std::fs::File::create(mount.join("new.bin")).unwrap();

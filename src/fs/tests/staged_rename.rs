@@ -20,6 +20,14 @@ async fn write_then_rename(fs: &S3Filesystem<Store>, first: &[u8], name: &str) -
     fh
 }
 
+/// Renaming `from` to `to` is EPERM; then handle `fh` is closed (its commit succeeds).
+async fn refused_then_closed(fs: &S3Filesystem<Store>, fh: u64, from: &str, to: &str) {
+    let refused = fs.rename(ROOT_INO, from, ROOT_INO, to, RenameMode::Replace);
+    assert_eq!(refused.await.unwrap_err().errno(), libc::EPERM);
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+}
+
 #[tokio::test]
 async fn a_new_file_renamed_before_its_close_lands_under_the_new_name_only() {
     let area = tempfile::tempdir().unwrap();
@@ -74,13 +82,7 @@ async fn a_committed_file_with_later_writes_is_not_renamed() {
     fs.write(fh, 0, b"synced", me()).await.unwrap();
     fs.fsync(fh).await.unwrap();
     fs.write(fh, 6, b" and not", me()).await.unwrap();
-    let refused = fs
-        .rename(ROOT_INO, TEMP, ROOT_INO, "model", RenameMode::Replace)
-        .await
-        .unwrap_err();
-    assert_eq!(refused.errno(), libc::EPERM);
-    fs.flush(fh, me()).await.unwrap();
-    fs.release(fh).await;
+    refused_then_closed(&fs, fh, TEMP, "model").await;
     let bucket = store.inner().inner();
     assert_eq!(bucket.get(TEMP).as_deref(), Some(&b"synced and not"[..]));
     assert!(bucket.get("model").is_none());
@@ -95,13 +97,7 @@ async fn a_retargeted_file_moves_on_unless_it_replaced_an_object() {
         .await
         .unwrap();
     // Moving on from `model` would leave its old object there, under a name that is gone.
-    let refused = fs
-        .rename(ROOT_INO, "model", ROOT_INO, "step-2", RenameMode::Replace)
-        .await
-        .unwrap_err();
-    assert_eq!(refused.errno(), libc::EPERM);
-    fs.flush(fh, me()).await.unwrap();
-    fs.release(fh).await;
+    refused_then_closed(&fs, fh, "model", "step-2").await;
     let bucket = store.inner().inner();
     assert_eq!(bucket.get("model").as_deref(), Some(&b"bytes"[..]));
     assert!(bucket.get("step-1").is_none() && bucket.get("step-2").is_none());
@@ -116,13 +112,7 @@ async fn a_file_created_over_an_object_is_not_retargeted() {
     let (store, fs) = staged_with(&[("f", b"old")], area.path(), true);
     let (_, fh) = fs.create(ROOT_INO, "f", me(), false).await.unwrap();
     fs.write(fh, 0, b"new", me()).await.unwrap();
-    let refused = fs
-        .rename(ROOT_INO, "f", ROOT_INO, "g", RenameMode::Replace)
-        .await
-        .unwrap_err();
-    assert_eq!(refused.errno(), libc::EPERM);
-    fs.flush(fh, me()).await.unwrap();
-    fs.release(fh).await;
+    refused_then_closed(&fs, fh, "f", "g").await;
     let bucket = store.inner().inner();
     assert_eq!(bucket.get("f").as_deref(), Some(&b"new"[..]));
     assert!(bucket.get("g").is_none());
