@@ -16,9 +16,9 @@ use crate::s3::faulty::{Fault, FaultyStore, Op, internal_error, network};
 pub(super) type Store = WithDeadline<FaultyStore<InMemoryStore>>;
 
 const DEADLINE: Duration = Duration::from_secs(5);
-const MIB: usize = 1024 * 1024;
+pub(super) const MIB: usize = 1024 * 1024;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(29) ^ seed ^ (i >> 12) as u8)
         .collect()
@@ -80,7 +80,7 @@ impl Scenario {
     }
 }
 
-fn faults(op: Op) -> Vec<Fault> {
+pub(super) fn faults(op: Op) -> Vec<Fault> {
     let mut faults = vec![
         Fault::Fail(network()),
         Fault::Fail(internal_error()),

@@ -3,8 +3,11 @@
 //! new name only, whole; onto an existing object it replaces only the version the rename
 //! found. A file with an object under its old name and writes not committed is refused.
 
-use super::staged_points::{Store, staged_with};
+use std::time::Duration;
+
+use super::staged_points::{MIB, Store, data, faults, staged_with};
 use super::*;
+use crate::s3::faulty::Fault;
 use crate::s3::faulty::Op;
 
 const TEMP: &str = ".tmpA1b2C3";
@@ -116,4 +119,56 @@ async fn a_file_created_over_an_object_is_not_retargeted() {
     let bucket = store.inner().inner();
     assert_eq!(bucket.get("f").as_deref(), Some(&b"new"[..]));
     assert!(bucket.get("g").is_none());
+}
+
+/// The retargeted commit under every fault at each of its requests (one PUT for a small
+/// file; the multipart upload's for 12 MiB): the close succeeds exactly when S3 holds the new
+/// model under its name, a failure leaves the old one, the temporary name never appears, and
+/// no upload is left behind.
+#[tokio::test(start_paused = true)]
+async fn a_retargeted_commit_tells_the_truth_at_every_commit_point() {
+    let old = data(1000, 7);
+    let cases = [
+        (data(1000, 8), vec![(Op::Put, 1)]),
+        (
+            data(12 * MIB, 9),
+            vec![
+                (Op::CreateMultipart, 1),
+                (Op::UploadPart, 2),
+                (Op::CompleteMultipart, 1),
+            ],
+        ),
+    ];
+    let mut tried = 0;
+    for (new, points) in &cases {
+        for &(op, nth) in points {
+            for fault in faults(op) {
+                let area = tempfile::tempdir().unwrap();
+                let (store, fs) = staged_with(&[("model", &old)], area.path(), true);
+                store.inner().inject(op, nth, fault.clone());
+                let fh = write_then_rename(&fs, new, "model").await;
+                let result = fs.flush(fh, me()).await;
+                fs.release(fh).await;
+                let bucket = store.inner().inner();
+                let held = bucket.get("model");
+                let case = format!("{op:?}#{nth} {fault:?}: {result:?}");
+                match &result {
+                    Ok(()) => assert!(held.as_deref() == Some(&new[..]), "{case}"),
+                    Err(_) => assert!(held.as_deref() == Some(&old[..]), "{case}"),
+                }
+                if matches!(fault, Fault::LoseAnswer(_)) && op != Op::UploadPart {
+                    assert!(
+                        result.is_ok(),
+                        "{case}: a write that landed reported failed"
+                    );
+                }
+                assert!(bucket.get(TEMP).is_none(), "{case}");
+                let report = fs.shutdown(Duration::from_secs(10)).await;
+                assert_eq!(bucket.open_uploads(), 0, "{case}: upload left");
+                assert!(report.left_behind.is_empty(), "{case}");
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 25, "{tried} cases");
 }
