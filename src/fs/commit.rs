@@ -350,6 +350,10 @@ impl<S: ObjectStore> S3Filesystem<S> {
             None => {
                 if let Some(inode) = self.inodes.set_local(handle.ino, None) {
                     self.inodes.unlink(inode.ino);
+                    // The kernel may still hold the name on this inode: its next look asks
+                    // S3 (a file renamed onto an object before its commit failed shows that
+                    // object again, not the local size).
+                    self.inodes.expire(inode.ino);
                 }
             }
         }

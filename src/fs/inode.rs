@@ -39,8 +39,10 @@ fn child_key(parent: &Inode, name: &str, kind: Kind) -> String {
 }
 
 /// How long after an ESTALE the open the kernel retries may skip the HEAD (see
-/// `record::Retries`): longer than a lookup and an open take on a loaded machine.
-const RETRY_GRACE: Duration = Duration::from_secs(5);
+/// `record::Retries`): longer than a lookup and an open take on a loaded machine, and no
+/// staler than a lookup may be under `--metadata-ttl minimal` (a pass whose retry never
+/// came lets that thread's next open of the name skip its HEAD until then).
+const RETRY_GRACE: Duration = Duration::from_secs(1);
 
 /// Expiry instant for a stat cached now for `ttl` (`None` when it never expires).
 fn expiry(ttl: Duration) -> Option<Instant> {

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::handles::OpenFile;
 use super::inode::Local;
-use super::staged::StagedFile;
+use super::staged::{NotRetargeted, StagedFile};
 use super::upload::Upload;
 use super::{Attr, FsError, Inode, Kind, S3Filesystem, Stat, names};
 use crate::s3::{ObjectStore, S3Error};
@@ -171,11 +171,19 @@ impl<S: ObjectStore> S3Filesystem<S> {
             // Boxed: its state is large, and the first poll runs on a FUSE thread's stack.
             return Box::pin(self.rename_dir(&parent, &source, &new_parent, new_name, mode)).await;
         }
+        let mut source = source;
         if let (Some(Local::Writing { new: true }), Some(staged)) =
             (source.local, self.live_staged(source.ino))
         {
             let names = (&parent, name, &new_parent, new_name);
-            return self.rename_new_staged(names, &source, &staged, mode).await;
+            if self
+                .rename_new_staged(names, &source, &staged, mode)
+                .await?
+            {
+                return Ok(());
+            }
+            // Committed meanwhile: renamed as any object is, below, at the version committed.
+            source = self.inode(source.ino)?;
         }
         let (staged_source, source) = self.writer_of(&source, false).await?;
         if !self.config.allow_delete {
@@ -251,26 +259,32 @@ impl<S: ObjectStore> S3Filesystem<S> {
 
     /// Rename of a staged file that is new and not committed yet (a temporary file renamed
     /// into place before it is closed): nothing is in S3 to copy or delete (so no
-    /// `--allow-delete`), and its commit goes to the new key. A file committed meanwhile has
-    /// an object under its old key, and one that replaced an object would leave that object
-    /// behind: EPERM, as for any file with writes not committed.
+    /// `--allow-delete`), and its commit goes to the new key. False when the file was
+    /// committed meanwhile (an object is under its old key: the caller renames it as any
+    /// other). One that replaced an object would leave that object behind: EPERM.
     async fn rename_new_staged(
         &self,
         (parent, name, new_parent, new_name): (&Inode, &str, &Inode, &str),
         source: &Inode,
         staged: &StagedFile<S>,
         mode: RenameMode,
-    ) -> Result<(), FsError> {
+    ) -> Result<bool, FsError> {
         let target = self.rename_target(new_parent, new_name, mode).await?;
         let target_key = names::child_key(&new_parent.key, new_name);
         if target_key == source.key {
-            return Ok(());
+            return Ok(true);
         }
         let replaces = target.as_ref().and_then(|t| t.stat.etag.clone());
-        if !staged.retarget_new(&target_key, replaces).await {
-            return Err(FsError::NotPermitted(
-                "the file has writes not committed yet (close or fsync it first)",
-            ));
+        match staged.retarget_new(&target_key, replaces).await {
+            Ok(()) => {}
+            Err(NotRetargeted::Committed) => return Ok(false),
+            Err(NotRetargeted::Unlinked) => return Err(FsError::NotFound),
+            Err(NotRetargeted::ReplacedAnObject) => {
+                return Err(FsError::NotPermitted(
+                    "the file replaced an object when renamed and is not committed yet \
+                     (close or fsync it first)",
+                ));
+            }
         }
         if let Some(target) = target {
             if let Some(theirs) = self.live_staged(target.ino) {
@@ -283,7 +297,7 @@ impl<S: ObjectStore> S3Filesystem<S> {
             .rename(source.ino, new_parent.ino, new_name, target_key, None);
         self.forget_name(parent.ino, name);
         self.forget_name(new_parent.ino, new_name);
-        Ok(())
+        Ok(true)
     }
 
     /// `name` left `parent` (deleted, or renamed away). S3 has no directories: if it was the

@@ -49,6 +49,17 @@ pub struct Base {
     pub size: u64,
 }
 
+/// Why [`StagedFile::retarget_new`] left a file where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRetargeted {
+    /// It has been committed: an object is under its old key (a rename copies it).
+    Committed,
+    /// It replaced an object at its name when renamed there, and is not committed yet.
+    ReplacedAnObject,
+    /// It was unlinked.
+    Unlinked,
+}
+
 /// What a staged file holds, behind its lock.
 #[derive(Debug)]
 struct State {
@@ -181,17 +192,28 @@ impl<S: ObjectStore> StagedFile<S> {
 
     /// The file, new and never committed, was renamed to `key` (tempfile's `persist`, as
     /// safetensors saves, renames before closing): its commits go there, and onto an object
-    /// that was there (ETag `replaces`) only while that version is. False, and nothing
-    /// changed, once the file has been committed (it is then in S3 under its old key), or
-    /// when it already replaced an object at its current name (that object would stay).
-    pub async fn retarget_new(&self, key: &str, replaces: Option<String>) -> bool {
+    /// that was there (ETag `replaces`) only while that version is. Refused, with nothing
+    /// changed, once the file has been committed (it is then in S3 under its old key), when
+    /// it already replaced an object at its current name (that object would stay), or once
+    /// it was unlinked.
+    pub async fn retarget_new(
+        &self,
+        key: &str,
+        replaces: Option<String>,
+    ) -> Result<(), NotRetargeted> {
         let mut state = self.state.lock().await;
-        if state.base.is_some() || state.deleted || state.replaces.is_some() {
-            return false;
+        if state.deleted {
+            return Err(NotRetargeted::Unlinked);
+        }
+        if state.base.is_some() {
+            return Err(NotRetargeted::Committed);
+        }
+        if state.replaces.is_some() {
+            return Err(NotRetargeted::ReplacedAnObject);
         }
         state.key = key.to_string();
         state.replaces = replaces;
-        true
+        Ok(())
     }
 
     /// The file's size now.

@@ -68,11 +68,16 @@ async fn a_rename_onto_an_object_replaces_only_the_version_it_found() {
 
     // Another client replaces the object between the rename and the close: the close
     // fails and leaves that client's version, and the temporary name stays unused.
-    let fh = write_then_rename(&fs, b"third model", "model").await;
+    let fh = write_then_rename(&fs, b"the third model", "model").await;
+    let renamed = fs.lookup(ROOT_INO, "model").await.unwrap();
+    assert_eq!(renamed.size, 15);
     bucket.put("model", b"their model".to_vec());
     assert_eq!(fs.flush(fh, me()).await.unwrap_err().errno(), libc::EIO);
     fs.release(fh).await;
     assert_eq!(bucket.get("model").as_deref(), Some(&b"their model"[..]));
+    // The kernel may still hold the name on the renamed inode: it shows what S3 holds, not
+    // the size of what failed to land.
+    assert_eq!(fs.getattr(renamed.ino).await.unwrap().size, 11);
     assert!(bucket.get(TEMP).is_none());
     assert_eq!(bucket.open_uploads(), 0);
 }
@@ -171,4 +176,32 @@ async fn a_retargeted_commit_tells_the_truth_at_every_commit_point() {
         }
     }
     assert!(tried >= 25, "{tried} cases");
+}
+
+/// A file committed (by an fsync) while its rename looks the target up is renamed as any
+/// object is: copied to the new name, its old key deleted.
+#[tokio::test(start_paused = true)]
+async fn a_file_committed_while_its_rename_looks_up_the_target_is_renamed_as_an_object() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged_with(&[], area.path(), true);
+    let (_, fh) = fs.create(ROOT_INO, TEMP, me(), true).await.unwrap();
+    fs.write(fh, 0, b"synced", me()).await.unwrap();
+    let heads = store.inner().calls(Op::Head);
+    let slow = Fault::Delay(Duration::from_millis(500));
+    store.inner().inject(Op::Head, heads + 1, slow);
+    let (renamed, synced) = tokio::join!(
+        fs.rename(ROOT_INO, TEMP, ROOT_INO, "model", RenameMode::Replace),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fs.fsync(fh).await
+        }
+    );
+    synced.unwrap();
+    renamed.unwrap();
+    assert_eq!(store.inner().calls(Op::Copy), 1, "renamed by a copy");
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    let bucket = store.inner().inner();
+    assert_eq!(bucket.get("model").as_deref(), Some(&b"synced"[..]));
+    assert!(bucket.get(TEMP).is_none());
 }
