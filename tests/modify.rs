@@ -5,16 +5,14 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{
-    S3Server, assert_bytes_eq, assert_listing, assert_typed_listing, close, expect_errno,
-    pseudo_random_bytes,
+    S3Server, assert_bytes_eq, assert_listing, assert_typed_listing, c_path, close, expect_errno,
+    os_result, pseudo_random_bytes,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -256,43 +254,28 @@ fn rename_of_a_directory_is_refused_with_exdev() {
 }
 
 fn set_xattr(path: &Path) -> io::Result<()> {
-    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
     let value = b"v";
     // SAFETY: NUL-terminated strings and a buffer with its length, all alive for the call.
     let r = unsafe {
         libc::setxattr(
-            path.as_ptr(),
+            c_path(path).as_ptr(),
             c"user.mount-s3-test".as_ptr(),
             value.as_ptr().cast(),
             value.len(),
             0,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    os_result(r.into()).map(drop)
 }
 
 fn mkfifo(path: &Path) -> io::Result<()> {
-    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: a NUL-terminated path alive for the call.
-    if unsafe { libc::mkfifo(path.as_ptr(), 0o644) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    os_result(unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o644) }.into()).map(drop)
 }
 
 fn truncate_path(path: &Path, len: i64) -> io::Result<()> {
-    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: a NUL-terminated path alive for the call.
-    if unsafe { libc::truncate(path.as_ptr(), len) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    os_result(unsafe { libc::truncate(c_path(path).as_ptr(), len) }.into()).map(drop)
 }
 
 /// The changes S3 cannot honour, each with the errno it must give; the object is untouched.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{Mount, S3Server};
+use common::{Mount, S3Server, c_path, os_result};
 
 /// S_IFLNK | 0777 and S_IFREG | 0755, as s3fs writes them in `x-amz-meta-mode`.
 const SYMLINK_MODE: &str = "41471";
@@ -342,25 +342,10 @@ fn default_mode_runs_git_commit_and_a_safe_save_and_still_refuses_chmod() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
 }
 
-/// `path` as a C string, for the calls std does not wrap.
-fn c_path(path: &Path) -> std::ffi::CString {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// The result of a libc call that returns -1 and sets errno on failure.
-fn check(r: i64) -> std::io::Result<i64> {
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 /// mknod(2) of a regular file, mode 0644.
 fn mknod_regular(path: &Path) -> std::io::Result<i64> {
     // SAFETY: a NUL-terminated path alive for the call.
-    check(unsafe { libc::mknod(c_path(path).as_ptr(), libc::S_IFREG | 0o644, 0) }.into())
+    os_result(unsafe { libc::mknod(c_path(path).as_ptr(), libc::S_IFREG | 0o644, 0) }.into())
 }
 
 /// The calls a program makes in passing, answered as README's table says and never with a
@@ -392,7 +377,7 @@ fn calls_without_an_s3_form_answer_quietly_and_leave_objects_whole() {
 
     let mut new = std::fs::File::create(mount.join("new.bin")).unwrap();
     // SAFETY: a descriptor this test holds open.
-    let preallocated = check(unsafe { libc::fallocate(new.as_raw_fd(), 0, 0, 4096) }.into());
+    let preallocated = os_result(unsafe { libc::fallocate(new.as_raw_fd(), 0, 0, 4096) }.into());
     assert_eq!(
         preallocated.unwrap_err().raw_os_error(),
         Some(libc::EOPNOTSUPP)
@@ -403,10 +388,10 @@ fn calls_without_an_s3_form_answer_quietly_and_leave_objects_whole() {
 
     let file = std::fs::File::open(&obj).unwrap();
     // SAFETY: a descriptor this test holds open.
-    let data = check(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) });
+    let data = os_result(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) });
     assert_eq!(data.unwrap(), 0);
     // SAFETY: as above.
-    let hole = check(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) });
+    let hole = os_result(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) });
     assert_eq!(hole.unwrap(), 10, "the whole object is data");
     drop(file);
     run(mount.path(), "cp", &["obj.bin", "copy.bin"]);

@@ -28,24 +28,27 @@ pub(super) const MAX_BACKGROUND: u16 = 64;
 /// Turns an error into the errno the program sees, logging it once: failures that a program
 /// will see as EIO/EACCES at `error`, ordinary answers (ENOENT…) at `debug`.
 pub(super) fn fail(op: &'static str, err: FsError) -> Errno {
-    let errno = err.errno();
-    metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => errno.to_string())
-        .increment(1);
+    let errno = counted(op, err.errno());
     if err.is_failure() {
         error!(op, "{err}");
     } else {
         debug!(op, "{err}");
     }
-    Errno::from_i32(errno)
+    errno
 }
 
 /// Answers a call this filesystem does not serve with `errno` (what README's table says for
 /// it), counted like any error and logged only at `debug`: some come with every open (a
 /// program asking `isatty` sends an ioctl), so a line each would flood the log.
 pub(super) fn refuse(op: &'static str, errno: i32) -> Errno {
+    debug!(op, errno, "not supported");
+    counted(op, errno)
+}
+
+/// Counts an error answer to `op` in `fuse_request_errors`, by errno.
+fn counted(op: &'static str, errno: i32) -> Errno {
     metrics::counter!(FUSE_REQUEST_ERRORS, ATTR_FUSE_REQUEST => op, "errno" => errno.to_string())
         .increment(1);
-    debug!(op, errno, "not supported");
     Errno::from_i32(errno)
 }
 

@@ -1,10 +1,14 @@
 //! File I/O through a mount as the checks need it: full reads, writes whose errors at close
-//! are not lost, errno of a failure, and byte comparisons that do not print megabytes.
+//! are not lost, errno of a failure, byte comparisons that do not print megabytes, and the
+//! two halves of a libc call that std does not wrap (the path, the result).
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::IntoRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// Reads up to `len` bytes at `offset` with as many `pread`s as it takes; stops early only
 /// at end of file.
@@ -86,4 +90,18 @@ pub fn expect_errno<T: std::fmt::Debug>(r: io::Result<T>, what: &str) -> i32 {
 pub fn my_uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid cannot fail.
     unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// `path` as the NUL-terminated string a libc call takes.
+pub fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("a path without NUL")
+}
+
+/// What a libc call that returns -1 and sets errno on failure answered.
+pub fn os_result(r: i64) -> io::Result<i64> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }

@@ -32,7 +32,8 @@ pub use client::{error_text, http_status, make_client, runtime, unique_bucket_na
 pub use data::{PseudoRandomReader, Rng, pseudo_random_bytes};
 pub use faults::{Fault, FaultPlan, FaultProxy, Liveness, ProxyStats, RecordedRequest};
 pub use fileio::{
-    assert_bytes_eq, close, expect_errno, my_uid_gid, pread_full, read_from, write_and_close,
+    assert_bytes_eq, c_path, close, expect_errno, my_uid_gid, os_result, pread_full, read_from,
+    write_and_close,
 };
 pub use listing::{assert_listing, assert_typed_listing, list_dir, list_dir_typed};
 pub use mount::{Mount, MountArgs, summary_fields};

@@ -54,7 +54,9 @@ impl<S: ObjectStore> StagedFile<S> {
         let options = WriteOptions {
             write_id,
             if_none_match: state.base.is_none() && state.replaces.is_none() && if_none_match,
-            if_match: (state.base.as_ref().map(|b| b.etag.clone())).or(state.replaces.clone()),
+            // The version replaced: the base, or the object a rename put this new file over.
+            if_match: (state.base.as_ref().map(|b| b.etag.clone()))
+                .or_else(|| state.replaces.clone()),
             posix: state.draft.at_commit(std::time::SystemTime::now()),
             ..WriteOptions::default()
         };
