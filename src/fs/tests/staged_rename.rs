@@ -205,3 +205,48 @@ async fn a_file_committed_while_its_rename_looks_up_the_target_is_renamed_as_an_
     assert_eq!(bucket.get("model").as_deref(), Some(&b"synced"[..]));
     assert!(bucket.get(TEMP).is_none());
 }
+
+/// A write that lands while the rename looks the target up is kept: the renamed inode shows
+/// the size with it, and the commit holds it (the rename used to put back the size it read
+/// before its HEAD).
+#[tokio::test(start_paused = true)]
+async fn a_write_while_the_rename_looks_up_the_target_keeps_its_size() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged_with(&[], area.path(), true);
+    let (_, fh) = fs.create(ROOT_INO, TEMP, me(), true).await.unwrap();
+    fs.write(fh, 0, b"header ", me()).await.unwrap();
+    let heads = store.inner().calls(Op::Head);
+    let slow = Fault::Delay(Duration::from_millis(500));
+    store.inner().inject(Op::Head, heads + 1, slow);
+    let (renamed, written) = tokio::join!(
+        fs.rename(ROOT_INO, TEMP, ROOT_INO, "model", RenameMode::Replace),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fs.write(fh, 7, b"and tensors", me()).await
+        }
+    );
+    renamed.unwrap();
+    written.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, "model").await.unwrap().size, 18);
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    let bucket = store.inner().inner();
+    let landed = bucket.get("model");
+    assert_eq!(landed.as_deref(), Some(&b"header and tensors"[..]));
+}
+
+/// Unlinked after it was renamed onto an object and before its close: the object the rename
+/// replaced is deleted (rename then unlink leaves no name), nothing lands, and the close does
+/// not fail for the commit that no longer has anywhere to go.
+#[tokio::test]
+async fn a_retargeted_file_unlinked_before_its_close_leaves_nothing() {
+    let area = tempfile::tempdir().unwrap();
+    let (store, fs) = staged_with(&[("model", b"old model")], area.path(), true);
+    let fh = write_then_rename(&fs, b"new model", "model").await;
+    fs.unlink(ROOT_INO, "model").await.unwrap();
+    fs.flush(fh, me()).await.unwrap();
+    fs.release(fh).await;
+    let bucket = store.inner().inner();
+    assert!(bucket.get("model").is_none() && bucket.get(TEMP).is_none());
+    assert_eq!(bucket.open_uploads(), 0);
+}
